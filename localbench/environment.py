@@ -1,0 +1,77 @@
+"""The host fingerprint and environment manifest (OS, CPU/GPU, memory, Python, package versions)."""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+
+import psutil
+
+PACKAGES = ("torch", "transformers", "llama_cpp_python", "mlx", "mlx-cpu", "mlx-metal", "mlx-lm",
+            "mlc-llm", "ollama", "openai", "httpx", "dvc", "hydra-core", "pandas", "pyarrow")
+
+
+def cpu_name() -> str:
+    """The CPU model string, as the OS names it."""
+    if platform.system() == "Darwin":
+        out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True)
+        return out.stdout.strip()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def gpu_name() -> str:
+    """The accelerator torch sees (CUDA device name, 'mps'), or '' for none."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+        if torch.backends.mps.is_available():
+            return "Apple MPS"
+    except ImportError:
+        pass
+    return ""
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that matter for the numbers."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def manifest() -> dict:
+    """Everything about this machine a reader needs to judge the numbers."""
+    return {
+        "os": f"{platform.system()} {platform.release()}",
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_name(),
+        "cpu_cores_logical": os.cpu_count(),
+        "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "memory_bytes": psutil.virtual_memory().total,
+        "gpu": gpu_name(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+    }
+
+
+def fingerprint(m: dict | None = None) -> str:
+    """A short stable id of the host's hardware and software (the `host` column)."""
+    m = m or manifest()
+    keys = ("platform", "machine", "cpu", "cpu_cores_logical", "memory_bytes", "gpu", "python")
+    blob = json.dumps({k: m[k] for k in keys}, sort_keys=True)
+    return f"{platform.node()}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"

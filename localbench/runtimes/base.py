@@ -1,0 +1,103 @@
+"""The runtime contract (DESIGN.md): probe() -> load(artifact, settings) -> session.stream(request).
+
+A runtime module defines one subclass of `Runtime` and registers it with `@register`. Its session
+yields `Chunk`s (text plus how many tokens the chunk carries) and ends with one `Usage`; the harness,
+never the runtime, takes the timestamps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+
+class RuntimeUnavailable(RuntimeError):
+    """Raised by load() (or reported by probe()) when a runtime cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What probe() found: installed or not (and why), version, device, declared capabilities."""
+    available: bool
+    reason: str = ""
+    version: str = ""
+    device: str = ""
+    capabilities: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One converted model file or folder (a row of data/artifacts.parquet)."""
+    model: str
+    format: str          # hf | gguf | mlx | mlc
+    quant: str           # bf16, fp32, Q4_K_M, 4bit, mixed_3_6, q4f16_1 ...
+    path: str
+    size_bytes: int = 0
+    tokenizer_path: str = ""   # HF folder with the tokenizer (for re-tokenization and chat templates)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation request: exact prompt token ids (and their text), forced output length."""
+    prompt_id: str
+    prompt_ids: tuple[int, ...]
+    prompt_text: str
+    max_tokens: int
+    chat: bool = False          # send as chat (messages) rather than raw completion, where a server has both
+    reuse_cache: bool = False   # cache-reuse workloads keep the KV / prompt cache between requests
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of streamed output as it reached the client: its text and how many tokens it carries."""
+    tokens: int
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The runtime's own count of prompt and output tokens for one request, plus anything it reports."""
+    prompt_tokens: int
+    output_tokens: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Session:
+    """A loaded model. `stream` yields Chunk objects, then exactly one Usage."""
+
+    pid: int | None = None   # process whose tree holds the model (None: this process)
+
+    def stream(self, request: Request) -> Iterator[Chunk | Usage]:
+        raise NotImplementedError
+
+    def memory(self) -> dict[str, int]:
+        """Device/framework memory in bytes the runtime reports (e.g. {'device_mem_bytes': n})."""
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class Runtime:
+    """A runtime module's entry: name, transports it offers, probe and load."""
+
+    name: str = ""
+    transports: tuple[str, ...] = ("inprocess",)
+    formats: tuple[str, ...] = ()          # artifact formats it can load
+
+    def __init__(self, settings: dict[str, Any] | None = None):
+        self.settings = dict(settings or {})
+
+    def probe(self) -> Probe:
+        raise NotImplementedError
+
+    def load(self, artifact: Artifact, transport: str) -> Session:
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[Runtime]] = {}
+
+
+def register(cls: type[Runtime]) -> type[Runtime]:
+    """Class decorator adding a runtime to the registry under its `name`."""
+    REGISTRY[cls.name] = cls
+    return cls
