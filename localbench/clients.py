@@ -1,16 +1,21 @@
-"""Streaming clients for OpenAI-compatible servers (SSE), measured from the client side.
+"""Streaming clients measured from the client side: OpenAI-compatible SSE and Ollama's native NDJSON.
 
-`stream_openai` yields Chunk objects as the server's SSE events arrive, then one Usage taken from the
-server's usage report (`stream_options.include_usage`); the harness timestamps what it receives.
+Each client yields Chunk objects as the server's events arrive, then one Usage taken from the server's
+own report (`stream_options.include_usage`; Ollama's final event with eval_count and its durations); the
+caller timestamps what it receives. The sync functions serve runtimes' sessions, the async ones the load
+generator; both share the request bodies and the stream parsers below.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import httpx
 
 from localbench.runtimes.base import Chunk, Request, Usage
+
+TokensOf = Callable[[str], int]
 
 
 class ServerError(RuntimeError):
@@ -27,10 +32,26 @@ def openai_body(model: str, request: Request, chat: bool, extra_body: dict[str, 
         "stream_options": {"include_usage": True},
     }
     if chat:
-        body["messages"] = [{"role": "user", "content": request.prompt_text}]
+        body["messages"] = list(request.messages) or [{"role": "user", "content": request.prompt_text}]
     else:
         body["prompt"] = list(request.prompt_ids) if request.prompt_ids else request.prompt_text
     body.update(extra_body or {})
+    return body
+
+
+def ollama_body(model: str, request: Request, chat: bool, extra_body: dict[str, Any] | None) -> dict:
+    """The JSON body of a streamed /api/generate (raw prompt, no template) or /api/chat request.
+
+    `extra_body` may carry "options" (merged over num_predict and temperature) and "keep_alive".
+    """
+    extra = dict(extra_body or {})
+    options = {"num_predict": request.max_tokens, "temperature": 0.0, **extra.pop("options", {})}
+    body: dict[str, Any] = {"model": model, "stream": True, "options": options}
+    if chat:
+        body["messages"] = list(request.messages) or [{"role": "user", "content": request.prompt_text}]
+    else:
+        body.update(prompt=request.prompt_text, raw=True)
+    body.update(extra)
     return body
 
 
@@ -48,39 +69,143 @@ def parse_sse_event(data: str, chat: bool) -> tuple[str, dict | None]:
     return text, event.get("usage")
 
 
+class OpenAIStream:
+    """Parses an SSE stream line by line: `feed` returns a Chunk or None, `usage()` the final report."""
+
+    def __init__(self, path: str, chat: bool, tokens_of: TokensOf | None):
+        self.path, self.chat, self.tokens_of = path, chat, tokens_of
+        self.report: dict | None = None
+        self.done = False
+
+    def feed(self, line: str) -> Chunk | None:
+        if not line.startswith("data:"):
+            return None
+        data = line[5:].strip()
+        if data == "[DONE]":
+            self.done = True
+            return None
+        text, usage = parse_sse_event(data, self.chat)
+        if usage:
+            self.report = usage
+        return Chunk(tokens=self.tokens_of(text) if self.tokens_of else 1, text=text) if text else None
+
+    def usage(self) -> Usage:
+        if self.report is None:
+            raise ServerError(f"{self.path} stream ended without a usage report (stream_options.include_usage)")
+        u = self.report
+        return Usage(prompt_tokens=int(u.get("prompt_tokens", 0)), output_tokens=int(u.get("completion_tokens", 0)),
+                     extra={"usage": u})
+
+
+class OllamaStream:
+    """Parses Ollama's NDJSON stream; the final event (done: true) gives eval_count and Ollama's durations."""
+
+    def __init__(self, path: str, chat: bool, tokens_of: TokensOf | None):
+        self.path, self.chat, self.tokens_of = path, chat, tokens_of
+        self.report: dict | None = None
+        self.done = False
+
+    def feed(self, line: str) -> Chunk | None:
+        if not line.strip():
+            return None
+        event = json.loads(line)
+        if "error" in event:
+            raise ServerError(f"server error in stream: {event['error']}")
+        text = (event.get("message") or {}).get("content", "") if self.chat else event.get("response", "")
+        if event.get("done"):
+            self.done = True
+            self.report = {k: v for k, v in event.items() if k not in ("message", "response", "context")}
+        return Chunk(tokens=self.tokens_of(text) if self.tokens_of else 1, text=text) if text else None
+
+    def usage(self) -> Usage:
+        if self.report is None:
+            raise ServerError(f"{self.path} stream ended without its final event (done: true)")
+        r = self.report
+        return Usage(prompt_tokens=int(r.get("prompt_eval_count", 0)), output_tokens=int(r.get("eval_count", 0)),
+                     extra={"ollama": r})
+
+
+def prepare(protocol: str, base_url: str, model: str, request: Request, chat: bool,
+            extra_body: dict[str, Any] | None, tokens_of: TokensOf | None) -> tuple[str, dict, Any]:
+    """(url, JSON body, parser) of one streamed request in `protocol` ("openai" or "ollama")."""
+    if protocol == "openai":
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        return base_url + path, openai_body(model, request, chat, extra_body), OpenAIStream(path, chat, tokens_of)
+    if protocol == "ollama":
+        path = "/api/chat" if chat else "/api/generate"
+        return base_url + path, ollama_body(model, request, chat, extra_body), OllamaStream(path, chat, tokens_of)
+    raise ValueError(f"unknown protocol {protocol!r}; use 'openai' or 'ollama'")
+
+
+def status_error(resp: httpx.Response) -> ServerError:
+    return ServerError(f"HTTP {resp.status_code} from {resp.url.path}: {resp.text[:300]}")
+
+
+@contextlib.contextmanager
+def http_errors(url: str, timeout_s: float) -> Iterator[None]:
+    """Turn httpx's timeouts into TimeoutError and its transport failures into ServerError."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(f"no answer from {url} within {timeout_s:g}s") from exc
+    except httpx.TransportError as exc:
+        raise ServerError(f"connection to {url} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def stream(protocol: str, base_url: str, model: str, request: Request, *, chat: bool = False,
+           timeout_s: float = 600.0, extra_body: dict[str, Any] | None = None,
+           tokens_of: TokensOf | None = None) -> Iterator[Chunk | Usage]:
+    """Stream one request (sync); yield a Chunk per content-bearing event, then the server's Usage."""
+    url, body, parser = prepare(protocol, base_url, model, request, chat, extra_body, tokens_of)
+    with http_errors(url, timeout_s), httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0)) as client:
+        with client.stream("POST", url, json=body) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise status_error(resp)
+            for line in resp.iter_lines():
+                chunk = parser.feed(line)
+                if chunk:
+                    yield chunk
+                if parser.done:
+                    break
+    yield parser.usage()
+
+
+async def astream(protocol: str, base_url: str, model: str, request: Request, *, client: httpx.AsyncClient,
+                  chat: bool = False, timeout_s: float = 600.0, extra_body: dict[str, Any] | None = None,
+                  tokens_of: TokensOf | None = None) -> AsyncIterator[Chunk | Usage]:
+    """Stream one request on a shared AsyncClient (the load generator's); same items as `stream`."""
+    url, body, parser = prepare(protocol, base_url, model, request, chat, extra_body, tokens_of)
+    with http_errors(url, timeout_s):
+        async with client.stream("POST", url, json=body, timeout=httpx.Timeout(timeout_s, connect=10.0)) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                raise status_error(resp)
+            async for line in resp.aiter_lines():
+                chunk = parser.feed(line)
+                if chunk:
+                    yield chunk
+                if parser.done:
+                    break
+    yield parser.usage()
+
+
 def stream_openai(base_url: str, model: str, request: Request, *, chat: bool = False, timeout_s: float = 600.0,
                   extra_body: dict[str, Any] | None = None,
-                  tokens_of: Any = None) -> Iterator[Chunk | Usage]:
+                  tokens_of: TokensOf | None = None) -> Iterator[Chunk | Usage]:
     """Stream one request; yield a Chunk per content-bearing SSE event, then the server's Usage.
 
     `tokens_of(event_text) -> int` counts the tokens a chunk carries when the server packs several into
     one event (default: one token per event, which is what llama-server and mlx_lm.server send).
     """
-    path = "/v1/chat/completions" if chat else "/v1/completions"
-    body = openai_body(model, request, chat, extra_body)
-    usage: dict | None = None
-    try:
-        with httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0)) as client:
-            with client.stream("POST", base_url + path, json=body) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise ServerError(f"HTTP {resp.status_code} from {path}: {resp.text[:300]}")
-                for line in resp.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    text, event_usage = parse_sse_event(data, chat)
-                    if event_usage:
-                        usage = event_usage
-                    if text:
-                        yield Chunk(tokens=tokens_of(text) if tokens_of else 1, text=text)
-    except httpx.TimeoutException as exc:
-        raise TimeoutError(f"no answer from {base_url}{path} within {timeout_s:.0f}s") from exc
-    except httpx.TransportError as exc:
-        raise ServerError(f"connection to {base_url}{path} failed: {exc}") from exc
-    if usage is None:
-        raise ServerError(f"{path} stream ended without a usage report (stream_options.include_usage)")
-    yield Usage(prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                output_tokens=int(usage.get("completion_tokens", 0)), extra={"usage": usage})
+    return stream("openai", base_url, model, request, chat=chat, timeout_s=timeout_s, extra_body=extra_body,
+                  tokens_of=tokens_of)
+
+
+def stream_ollama(base_url: str, model: str, request: Request, *, chat: bool = False, timeout_s: float = 600.0,
+                  extra_body: dict[str, Any] | None = None,
+                  tokens_of: TokensOf | None = None) -> Iterator[Chunk | Usage]:
+    """Stream one request through Ollama's /api/generate or /api/chat; Usage.extra['ollama'] holds its
+    load/prompt-eval/eval durations (ns) and counts."""
+    return stream("ollama", base_url, model, request, chat=chat, timeout_s=timeout_s, extra_body=extra_body,
+                  tokens_of=tokens_of)

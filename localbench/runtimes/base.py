@@ -43,6 +43,7 @@ class Request:
     prompt_text: str
     max_tokens: int
     chat: bool = False          # send as chat (messages) rather than raw completion, where a server has both
+    messages: tuple[dict, ...] = ()   # the chat history behind prompt_ids (chat workloads)
     reuse_cache: bool = False   # cache-reuse workloads keep the KV / prompt cache between requests
 
 

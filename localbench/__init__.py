@@ -1,0 +1,1 @@
+"""localbench: a reproducible benchmark of local LLM inference runtimes (see DESIGN.md)."""

@@ -1,0 +1,11 @@
+"""DVC stage `artifacts`: data/artifacts.parquet (format, quant, size, bits/weight, conversion time)."""
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from localbench.catalog import artifact_rows
+from localbench.schema import ARTIFACT_SCHEMA, to_table
+
+if __name__ == "__main__":
+    Path("data").mkdir(exist_ok=True)
+    pq.write_table(to_table(artifact_rows(), ARTIFACT_SCHEMA), "data/artifacts.parquet")

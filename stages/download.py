@@ -1,0 +1,23 @@
+"""DVC stage `download`: the configured model as a plain HF folder in models/source/."""
+import json
+import sys
+from pathlib import Path
+
+from localbench.config import params, setup_logging
+from localbench.sources import SourceError, download
+
+OUT = Path("models/source")
+
+
+def main() -> None:
+    setup_logging()
+    model = params("model")["model"]
+    try:
+        provenance = download(model, OUT)
+    except SourceError as exc:
+        sys.exit(f"download: {exc}")
+    (OUT / "provenance.json").write_text(json.dumps({"model": model["name"], **provenance}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""DVC stage `measure@<runtime>`: data/raw/<runtime>/ with requests.parquet, extra.json and server logs.
+
+Rows accumulate in data/partial/<runtime>.jsonl while the stage runs (not a DVC out, so an interrupted
+run keeps them); a rerun with the same configuration resumes, and the finished stage writes Parquet.
+"""
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from localbench import catalog, environment
+from localbench.config import params, setup_logging
+from localbench.harness import Cell, Measurement, ResultStore, config_key, load_runtime
+from localbench.runtimes.base import Artifact, Request
+from localbench.schema import REQUEST_SCHEMA, to_table
+
+log = logging.getLogger("measure")
+
+
+def cells(prompts: pd.DataFrame, wl: dict) -> list[Cell]:
+    """Every (prompt, trial), trials interleaved (trial-major) as the paper's procedure does."""
+    requests = [Request(prompt_id=p.prompt_id, prompt_ids=tuple(int(i) for i in p.ids), prompt_text=p.text,
+                        max_tokens=int(wl["max_tokens"]), chat=bool(p.chat),
+                        messages=tuple(json.loads(p.messages) or ()),
+                        reuse_cache=p.workload in wl["cache_reuse"]) for p in prompts.itertuples()]
+    workloads = dict(zip(prompts.prompt_id, prompts.workload))
+    return [Cell(workloads[r.prompt_id], r.prompt_id, r, trial) for trial in range(int(wl["trials"]))
+            for r in requests]
+
+
+def main(name: str) -> None:
+    setup_logging()
+    cfg = params("model", "runtime", "engine", "workload")
+    out = Path("data/raw") / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    extra: dict = {"runtime": name}
+    rows: list[dict] = []
+    if not cfg["runtime"].get(name):
+        extra["skipped"] = f"runtime.{name} is false in this profile (select it with -S runtime=...)"
+    else:
+        settings = {**(cfg["engine"].get(name) or {}), "log_dir": str(out / "logs")}
+        runtime = load_runtime(name, settings)
+        wl = cfg["workload"]
+        ok, failed = catalog.artifacts(runtime.formats)
+        if not runtime.formats:
+            ok = [Artifact(model=settings.get("model", cfg["model"]["name"]), format="server", quant="n/a",
+                           path=settings.get("base_url", ""))]
+        plan = cells(pd.read_parquet("data/prompts.parquet"), wl)
+        key = config_key(settings, wl, [vars(a) for a in ok], failed, [c.prompt_id for c in plan])
+        partial = Path("data/partial") / f"{name}.jsonl"
+        store = ResultStore(partial, key)
+        run = Measurement(runtime, store, environment.fingerprint(), wl)
+        for row in failed:
+            art = Artifact(row["model"], row["format"], row["quant"], row["path"] or "")
+            for transport in settings.get("transports", runtime.transports):
+                run.fail_all(art, transport, plan, "unavailable", f"conversion failed: {row['error']}")
+        run.run(ok, plan)
+        extra["probe"] = vars(run.probe)
+        if run.probe.available and hasattr(runtime, "extra_measurements") and ok:
+            try:
+                extra["records"] = runtime.extra_measurements(ok, [c.request for c in plan], out)
+            except Exception as exc:  # noqa: BLE001 - the per-request rows stay valid
+                log.error("extra measurements failed: %s", exc)
+                extra["records_error"] = f"{type(exc).__name__}: {exc}"
+        rows = store.rows
+    pq.write_table(to_table(rows, REQUEST_SCHEMA), out / "requests.parquet")
+    (out / "extra.json").write_text(json.dumps(extra, indent=2, default=str))
+    (Path("data/partial") / f"{name}.jsonl").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

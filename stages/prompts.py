@@ -1,0 +1,32 @@
+"""DVC stage `prompts`: data/prompts.parquet, exact-length prompt sets under the model's tokenizer."""
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+from transformers import AutoConfig, AutoTokenizer
+
+from localbench.config import params, setup_logging
+from localbench.prompts import PromptError, build
+
+SOURCE = Path("models/source")
+
+
+def main() -> None:
+    setup_logging()
+    wl = params("workload")["workload"]
+    tok = AutoTokenizer.from_pretrained(SOURCE)
+    context = AutoConfig.from_pretrained(SOURCE).max_position_embeddings
+    try:
+        prompts = build(tok, wl["types"], wl["lengths"], wl["per_length"], wl["seed"], wl["prefix_fraction"],
+                        wl["chat_turns"], max_context=context - wl["max_tokens"])
+    except PromptError as exc:
+        sys.exit(f"prompts: {exc}")
+    frame = pd.DataFrame([{**vars(p), "n_tokens": p.n_tokens, "messages": json.dumps(p.messages)}
+                          for p in prompts])
+    Path("data").mkdir(exist_ok=True)
+    frame.to_parquet("data/prompts.parquet", index=False)
+
+
+if __name__ == "__main__":
+    main()
