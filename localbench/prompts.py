@@ -23,6 +23,7 @@ HEADERS = {
     "chat": "",
 }
 WORD = re.compile(r"^[a-z]{3,10}$")
+SPACE_MARKS = ("Ġ", "▁")   # how byte-level BPE and SentencePiece vocabularies spell a leading space
 
 
 class PromptError(ValueError):
@@ -55,8 +56,10 @@ def word_vocab(tok) -> list[int]:
     """Token ids that decode to ' word' (a space and 3-10 lowercase letters): they re-encode stably."""
     ids = []
     for token, idx in sorted(tok.get_vocab().items(), key=lambda kv: kv[1]):
+        if token[:1] not in SPACE_MARKS or not WORD.match(token[1:]):
+            continue
         text = tok.decode([idx])
-        if text.startswith(" ") and WORD.match(text[1:]) and encode(tok, text) == [idx]:
+        if text.startswith(" ") and encode(tok, text) == [idx]:
             ids.append(idx)
     if len(ids) < 100:
         raise PromptError("the tokenizer has too few whole-word tokens for `unique` prompts")

@@ -1,0 +1,25 @@
+# Two entry points: `make repro` (install, then `dvc repro` on the default profile) and `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: install repro test bench
+
+$(STAMP): requirements.in requirements.lock pyproject.toml localbench/llamacpp_build.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.in -c requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m localbench.llamacpp_build
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: install
+	dvc repro
+
+test: install
+	$(PY) -m pytest -q -rs
+
+bench: install
+	$(PY) benchmarks/calibration_bench.py

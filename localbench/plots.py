@@ -1,0 +1,104 @@
+"""The paper's figures from the per-request rows: each a PNG/SVG in plots/figures and its data as CSV.
+
+Figures: decode throughput per runtime (Fig. 1), cold start (Fig. 2), peak memory (Fig. 3), TTFT vs
+prompt length, throughput vs prompt length, inter-token latency CDF; error bars are one std over trials.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+
+def with_cell(rows: pd.DataFrame) -> pd.DataFrame:
+    """Warm, successful single-stream requests, labelled runtime/transport/quant."""
+    ok = rows[(rows["status"] == "ok") & (rows["phase"] == "warm") & (rows["concurrency"] == 1)].copy()
+    ok["cell"] = ok["runtime"] + "/" + ok["transport"] + "/" + ok["quant"]
+    return ok
+
+
+def bar(data: pd.DataFrame, value: str, xlabel: str, title: str, path: Path, fmt: str, dpi: int) -> None:
+    """Horizontal bars of the per-cell mean with std error bars."""
+    order = data.groupby("cell")[value].mean().sort_values(ascending=False).index
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(order), 3) + 1.2))
+    sns.barplot(data=data, y="cell", x=value, order=order, errorbar="sd", ax=ax, color="#4C72B0")
+    ax.set(xlabel=xlabel, ylabel="", title=title)
+    save(fig, path, fmt, dpi)
+
+
+def save(fig, path: Path, fmt: str, dpi: int) -> None:
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(f".{fmt}"), dpi=dpi)
+    plt.close(fig)
+
+
+def per_length(data: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, fmt: str, dpi: int) -> None:
+    """Mean +- std against prompt length, one line per cell, one panel per workload."""
+    data = data[data["workload"] != "chat"]
+    grid = sns.relplot(data=data, x="prompt_tokens", y=value, hue="cell", col="workload", kind="line",
+                       marker="o", errorbar="sd", height=3.2, aspect=1.1, facet_kws={"sharey": False})
+    grid.set_axis_labels("prompt tokens", ylabel)
+    grid.figure.suptitle(title, y=1.02)
+    grid.figure.savefig(path.with_suffix(f".{fmt}"), dpi=dpi, bbox_inches="tight")
+    plt.close(grid.figure)
+
+
+def itl_cdf(data: pd.DataFrame) -> pd.DataFrame:
+    """Empirical CDF of every inter-token gap (ms) per cell."""
+    parts = []
+    for cell, group in data.groupby("cell"):
+        gaps = np.sort([g * 1e3 for lst in group["itl_s"] for g in lst])
+        if len(gaps):
+            parts.append(pd.DataFrame({"cell": cell, "itl_ms": gaps, "cdf": np.arange(1, len(gaps) + 1) / len(gaps)}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cell", "itl_ms", "cdf"])
+
+
+def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png", dpi: int = 120,
+             style: str = "whitegrid") -> list[Path]:
+    """Write every figure and its CSV; returns the figure paths (figures with no data are skipped)."""
+    sns.set_theme(style=style)
+    figures.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ok = with_cell(rows)
+    cold = rows[(rows["phase"] == "cold") & rows["cold_start_s"].notna()].copy()
+    cold["cell"] = cold["runtime"] + "/" + cold["transport"] + "/" + cold["quant"]
+    ok["peak_rss_mib"] = ok["peak_rss_bytes"] / 2**20
+    tables = {
+        "decode_throughput": ok.groupby("cell", as_index=False)["decode_tps"].mean(),
+        "cold_start": cold.groupby("cell", as_index=False)["cold_start_s"].mean(),
+        "peak_memory": ok.groupby("cell", as_index=False)["peak_rss_mib"].max(),
+        "ttft_vs_length": ok.groupby(["cell", "workload", "prompt_tokens"], as_index=False)["ttft_s"].mean(),
+        "throughput_vs_length": ok.groupby(["cell", "workload", "prompt_tokens"], as_index=False)["decode_tps"].mean(),
+        "itl_cdf": itl_cdf(ok),
+    }
+    for name, table in tables.items():
+        table.to_csv(data_dir / f"{name}.csv", index=False)
+    made = []
+    if len(ok):
+        specs = [
+            (bar, ok, "decode_tps", "decode tokens/s", "Fig. 1: decode throughput (warm, mean ± std)", "fig1_throughput"),
+            (bar, ok, "peak_rss_mib", "peak RSS (MiB)", "Fig. 3: peak memory (RSS of the serving process tree)",
+             "fig3_peak_memory"),
+            (per_length, ok, "ttft_s", "TTFT (s)", "TTFT vs prompt length", "fig4_ttft_vs_length"),
+            (per_length, ok, "decode_tps", "decode tokens/s", "Throughput vs prompt length",
+             "fig5_throughput_vs_length"),
+        ]
+        for fn, data, value, label, title, name in specs:
+            fn(data, value, label, title, figures / name, fmt, dpi)
+            made.append(figures / f"{name}.{fmt}")
+        fig, ax = plt.subplots(figsize=(7, 4))
+        sns.lineplot(data=tables["itl_cdf"], x="itl_ms", y="cdf", hue="cell", ax=ax, drawstyle="steps-post")
+        ax.set(xscale="log", xlabel="inter-token latency (ms, log)", ylabel="CDF", title="Fig. 6: ITL CDF")
+        save(fig, figures / "fig6_itl_cdf", fmt, dpi)
+        made.append(figures / f"fig6_itl_cdf.{fmt}")
+    if len(cold):
+        bar(cold, "cold_start_s", "seconds", "Fig. 2: cold start (load -> ready)", figures / "fig2_cold_start", fmt,
+            dpi)
+        made.append(figures / f"fig2_cold_start.{fmt}")
+    return made
