@@ -4,8 +4,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from localbench.catalog import artifact_rows
+from localbench.config import params
 from localbench.schema import ARTIFACT_SCHEMA, to_table
 
 if __name__ == "__main__":
     Path("data").mkdir(exist_ok=True)
-    pq.write_table(to_table(artifact_rows(), ARTIFACT_SCHEMA), "data/artifacts.parquet")
+    pq.write_table(to_table(artifact_rows(params("convert")["convert"]), ARTIFACT_SCHEMA), "data/artifacts.parquet")

@@ -34,7 +34,7 @@ def cells(prompts: pd.DataFrame, wl: dict) -> list[Cell]:
 
 def main(name: str) -> None:
     setup_logging()
-    cfg = params("model", "runtime", "engine", "workload")
+    cfg = params("model", "runtime", "engine", "workload", "convert")
     out = Path("data/raw") / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -46,7 +46,7 @@ def main(name: str) -> None:
         settings = {**(cfg["engine"].get(name) or {}), "log_dir": str(out / "logs")}
         runtime = load_runtime(name, settings)
         wl = cfg["workload"]
-        ok, failed = catalog.artifacts(runtime.formats)
+        ok, failed = catalog.artifacts(runtime.formats, cfg["convert"])
         if not runtime.formats:
             ok = [Artifact(model=settings.get("model", cfg["model"]["name"]), format="server", quant="n/a",
                            path=settings.get("base_url", ""))]
