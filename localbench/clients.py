@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import Any, AsyncIterator, Callable, Iterator
 
+import aiohttp
 import httpx
 
 from localbench.runtimes.base import Chunk, Request, Usage
@@ -171,23 +173,52 @@ def stream(protocol: str, base_url: str, model: str, request: Request, *, chat: 
     yield parser.usage()
 
 
-async def astream(protocol: str, base_url: str, model: str, request: Request, *, client: httpx.AsyncClient,
+async def astream(protocol: str, base_url: str, model: str, request: Request, *, session: aiohttp.ClientSession,
                   chat: bool = False, timeout_s: float = 600.0, extra_body: dict[str, Any] | None = None,
-                  tokens_of: TokensOf | None = None) -> AsyncIterator[Chunk | Usage]:
-    """Stream one request on a shared AsyncClient (the load generator's); same items as `stream`."""
+                  tokens_of: TokensOf | None = None, trace: dict | None = None) -> AsyncIterator[Chunk | Usage]:
+    """Stream one request on a shared aiohttp session (the load generator's); same items as `stream`.
+
+    aiohttp rather than httpx here: it costs ~4x less CPU per request, so 64 streams stay on time. With a
+    session from `client_session`, trace["sent_ns"] is set when the request body is written to the socket.
+    """
     url, body, parser = prepare(protocol, base_url, model, request, chat, extra_body, tokens_of)
-    with http_errors(url, timeout_s):
-        async with client.stream("POST", url, json=body, timeout=httpx.Timeout(timeout_s, connect=10.0)) as resp:
-            if resp.status_code >= 400:
-                await resp.aread()
-                raise status_error(resp)
-            async for line in resp.aiter_lines():
-                chunk = parser.feed(line)
-                if chunk:
-                    yield chunk
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=timeout_s)
+    try:
+        async with session.post(url, json=body, timeout=timeout, trace_request_ctx=trace) as resp:
+            if resp.status >= 400:
+                raise ServerError(f"HTTP {resp.status} from {resp.url.path}: {(await resp.text())[:300]}")
+            pending = b""
+            async for data in resp.content.iter_any():     # one await per network read, not per line
+                *lines, pending = (pending + data).split(b"\n")
+                for line in lines:
+                    chunk = parser.feed(line.decode())
+                    if chunk:
+                        yield chunk
                 if parser.done:
                     break
+            if pending and not parser.done:
+                chunk = parser.feed(pending.decode())
+                if chunk:
+                    yield chunk
+    except TimeoutError as exc:
+        raise TimeoutError(f"no answer from {url} within {timeout_s:g}s") from exc
+    except aiohttp.ClientError as exc:
+        raise ServerError(f"connection to {url} failed: {type(exc).__name__}: {exc}") from exc
     yield parser.usage()
+
+
+async def _stamp_sent(session, ctx, params) -> None:
+    if ctx.trace_request_ctx is not None:
+        ctx.trace_request_ctx["sent_ns"] = time.perf_counter_ns()
+
+
+def client_session(connections: int = 0) -> aiohttp.ClientSession:
+    """A shared aiohttp session for the load generator (0 connections = no limit), large lines allowed,
+    stamping when each request is on the wire (see `astream`)."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_chunk_sent.append(_stamp_sent)
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), read_bufsize=2**22,
+                                 trace_configs=[trace])
 
 
 def stream_openai(base_url: str, model: str, request: Request, *, chat: bool = False, timeout_s: float = 600.0,

@@ -12,13 +12,13 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
-from localbench import metrics
+from localbench import loadgen, metrics
 from localbench.memory import PeakRSS
-from localbench.runtimes import REGISTRY
+from localbench.runtimes import registry
 from localbench.runtimes.base import Artifact, Chunk, Request, Runtime, RuntimeUnavailable, Session, Usage
 from localbench.schema import empty_row
 
@@ -123,8 +123,9 @@ def config_key(*parts) -> str:
 class Measurement:
     """Runs one runtime over its artifacts and transports and appends rows to a ResultStore."""
 
-    def __init__(self, runtime: Runtime, store: ResultStore, host: str, workload: dict):
-        self.runtime, self.store, self.host = runtime, store, host
+    def __init__(self, runtime: Runtime, store: ResultStore, host: str, workload: dict, load: dict | None = None):
+        self.runtime, self.store, self.host, self.load = runtime, store, host, load or {}
+        self.load_summaries: list[dict] = []
         self.trials = int(workload["trials"])
         self.warmup = int(workload["warmup"])
         self.timeout_s = float(workload["timeout_s"])
@@ -190,11 +191,42 @@ class Measurement:
                 fields = run_request(session, cell.request, self.timeout_s)
                 self.store.append({**self.base_row(artifact, transport, cell, "warm"), **fields,
                                    "cold_start_s": cold_start_s})
+            if self.wants_load(session, artifact, transport):
+                self.run_load(session, artifact, transport, todo, cold_start_s)
         finally:
             session.close()
 
+    def wants_load(self, session: Session, artifact: Artifact, transport: str) -> bool:
+        """Sweeps run on server sessions (they expose a loadgen `target`), for the quants load.quants names."""
+        quants = self.load.get("quants") or []
+        swept = any(r["phase"] == "load" and r["quant"] == artifact.quant and r["transport"] == transport
+                    for r in self.store.rows)
+        return (bool(self.load.get("enabled")) and getattr(session, "target", None) is not None and not swept
+                and (not quants or artifact.quant in quants or artifact.quant == "n/a"))
+
+    def run_load(self, session: Session, artifact: Artifact, transport: str, cells: list[Cell],
+                 cold_start_s: float) -> None:
+        """Closed-loop concurrency and open-loop rate sweeps (conf/load); one row per request, plus summaries."""
+        requests = [replace(c.request, max_tokens=int(self.load["max_tokens"]), reuse_cache=False)
+                    for c in cells if c.trial == 0 and not c.request.chat]
+        log.info("%s/%s %s: load sweeps over %d prompts", self.runtime.name, transport, artifact.quant,
+                 len(requests))
+        with PeakRSS(session.pid) as rss:
+            results = loadgen.sweep(session.target, requests, self.load)
+        by_id = {r.prompt_id: r for r in requests}
+        for result in results:
+            self.load_summaries.append({"kind": "load sweep", "runtime": self.runtime.name, "transport": transport,
+                                        "quant": artifact.quant,
+                                        **loadgen.summarize(result, self.load.get("slo"))})
+            for rec in result.records:
+                cell = Cell("load", rec.prompt_id, by_id[rec.prompt_id], rec.index)
+                self.store.append({**self.base_row(artifact, transport, cell, "load"),
+                                   **loadgen.record_fields(rec, result), "peak_rss_bytes": rss.peak,
+                                   "cold_start_s": cold_start_s})
+
 
 def load_runtime(name: str, settings: dict) -> Runtime:
-    if name not in REGISTRY:
-        raise KeyError(f"unknown runtime {name!r}; known: {sorted(REGISTRY)}")
-    return REGISTRY[name](settings)
+    known = registry()
+    if name not in known:
+        raise KeyError(f"unknown runtime {name!r}; known: {sorted(known)}")
+    return known[name](settings)

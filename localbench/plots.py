@@ -97,6 +97,24 @@ def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png"
         ax.set(xscale="log", xlabel="inter-token latency (ms, log)", ylabel="CDF", title="Fig. 6: ITL CDF")
         save(fig, figures / "fig6_itl_cdf", fmt, dpi)
         made.append(figures / f"fig6_itl_cdf.{fmt}")
+    load = rows[(rows["status"] == "ok") & (rows["phase"] == "load") & rows["concurrency"].notna()].copy()
+    if len(load):
+        load["cell"] = load["runtime"] + "/" + load["transport"] + "/" + load["quant"]
+        per_level = (load.groupby(["cell", "concurrency"]).agg(ttft_p50_s=("ttft_s", "median"),
+                                                               ttft_p99_s=("ttft_s", lambda v: v.quantile(0.99)),
+                                                               tpot_p50_s=("tpot_s", "median"),
+                                                               tpot_p99_s=("tpot_s", lambda v: v.quantile(0.99)))
+                     .reset_index())
+        per_level.to_csv(data_dir / "load_vs_concurrency.csv", index=False)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for ax, metric in zip(axes, ("ttft", "tpot")):
+            sns.lineplot(data=per_level, x="concurrency", y=f"{metric}_p50_s", hue="cell", marker="o", ax=ax)
+            sns.lineplot(data=per_level, x="concurrency", y=f"{metric}_p99_s", hue="cell", marker="x", ax=ax,
+                         linestyle="--", legend=False)
+            ax.set(xlabel="concurrent clients", ylabel=f"{metric.upper()} (s): p50 solid, p99 dashed")
+        fig.suptitle("Fig. 7: latency under closed-loop concurrency")
+        save(fig, figures / "fig7_concurrency", fmt, dpi)
+        made.append(figures / f"fig7_concurrency.{fmt}")
     if len(cold):
         bar(cold, "cold_start_s", "seconds", "Fig. 2: cold start (load -> ready)", figures / "fig2_cold_start", fmt,
             dpi)

@@ -184,8 +184,18 @@ def definitions() -> str:
                                "reaches the harness; output token counts come from the runtime's usage report.\n")
 
 
+def calibration_section(calib: pd.DataFrame | None) -> str:
+    """The harness's own timing error against the reference server (measured - programmed, ms)."""
+    if calib is None or calib.empty:
+        return "_(calibration not run)_\n"
+    from localbench.calibration import table as calibration_table
+    return ("Measured minus programmed time, in ms, against the reference server (`localbench.reference_server`) "
+            "streaming on a known schedule; target: < 0.1 ms at p50 and < 1 ms at p99.\n\n"
+            + table(calibration_table(calib)))
+
+
 def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], manifest: dict, figures: list[Path],
-           provenance: dict, cfg: dict, out_dir: Path) -> Path:
+           provenance: dict, cfg: dict, out_dir: Path, calib: pd.DataFrame | None = None) -> Path:
     """Write report.md and report.html into out_dir; returns the Markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     arts = artifacts.assign(size_mib=artifacts["size_bytes"] / 2**20)[
@@ -206,6 +216,7 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         "## Capabilities (declared and probed by each runtime module)\n", capability_tables(extras),
         "## Extra measurements\n", extra_tables(extras, cfg.get("fidelity_tolerance", 0.1)),
         "## Claims of the paper, checked on this machine\n", table(claim_checks(rows)),
+        "## Harness self-calibration\n", calibration_section(calib),
         "## Failed, unavailable and unsupported requests\n", table(failures_table(rows)),
         "## Environment\n", table(env),
     ]

@@ -34,7 +34,7 @@ def cells(prompts: pd.DataFrame, wl: dict) -> list[Cell]:
 
 def main(name: str) -> None:
     setup_logging()
-    cfg = params("model", "runtime", "engine", "workload", "convert")
+    cfg = params("model", "runtime", "engine", "workload", "convert", "load")
     out = Path("data/raw") / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -51,19 +51,20 @@ def main(name: str) -> None:
             ok = [Artifact(model=settings.get("model", cfg["model"]["name"]), format="server", quant="n/a",
                            path=settings.get("base_url", ""))]
         plan = cells(pd.read_parquet("data/prompts.parquet"), wl)
-        key = config_key(settings, wl, [vars(a) for a in ok], failed, [c.prompt_id for c in plan])
+        key = config_key(settings, wl, cfg["load"], [vars(a) for a in ok], failed, [c.prompt_id for c in plan])
         partial = Path("data/partial") / f"{name}.jsonl"
         store = ResultStore(partial, key)
-        run = Measurement(runtime, store, environment.fingerprint(), wl)
+        run = Measurement(runtime, store, environment.fingerprint(), wl, cfg["load"])
         for row in failed:
             art = Artifact(row["model"], row["format"], row["quant"], row["path"] or "")
             for transport in settings.get("transports", runtime.transports):
                 run.fail_all(art, transport, plan, "unavailable", f"conversion failed: {row['error']}")
         run.run(ok, plan)
         extra["probe"] = vars(run.probe)
+        extra["records"] = run.load_summaries
         if run.probe.available and hasattr(runtime, "extra_measurements") and ok:
             try:
-                extra["records"] = runtime.extra_measurements(ok, [c.request for c in plan], out)
+                extra["records"] += runtime.extra_measurements(ok, [c.request for c in plan], out)
             except Exception as exc:  # noqa: BLE001 - the per-request rows stay valid
                 log.error("extra measurements failed: %s", exc)
                 extra["records_error"] = f"{type(exc).__name__}: {exc}"

@@ -17,4 +17,5 @@ if __name__ == "__main__":
     provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
     figures = sorted(Path("plots/figures").glob("*.*"))
     render(pd.read_parquet("data/requests.parquet"), pd.read_parquet("data/artifacts.parquet"), extras,
-           environment.manifest(), figures, provenance, cfg, Path("report"))
+           environment.manifest(), figures, provenance, cfg, Path("report"),
+           calib=pd.read_parquet("data/calibration.parquet"))

@@ -1,15 +1,12 @@
-"""Runtime modules, one per runtime; importing this package registers every one of them."""
+"""Runtime modules, one per runtime. `registry()` imports them all and returns name -> Runtime class."""
 import importlib
-
-from localbench.runtimes.base import REGISTRY
 
 MODULES = ("torch_runtime", "llamacpp", "mlx", "ollama", "mlc", "endpoint", "reference")
 
-for _module in MODULES:
-    try:
-        importlib.import_module(f"localbench.runtimes.{_module}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"localbench.runtimes.{_module}":
-            raise
 
-__all__ = ["REGISTRY", "MODULES"]
+def registry() -> dict:
+    """Every runtime class by name (importing a module registers it; its libraries load lazily)."""
+    from localbench.runtimes.base import REGISTRY
+    for module in MODULES:
+        importlib.import_module(f"localbench.runtimes.{module}")
+    return REGISTRY

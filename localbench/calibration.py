@@ -1,0 +1,90 @@
+"""Harness self-calibration: measure the reference server, whose schedule is known, and report our error.
+
+For each protocol and concurrency level a reference server streams every request on a programmed schedule
+(TTFT, then one token per ITL); the load generator measures it like any server. The error is measured minus
+programmed, for TTFT and for each inter-token gap, at p50 and p99. The server stamps its writes with the same
+host-wide clock, so the error is also split into request delay (sent -> server parsed it), server lateness
+(write - programmed time) and client delay (arrival - write).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from localbench import loadgen
+from localbench.runtimes.base import Request
+from localbench.servers import Server
+
+MS = 1e-6
+
+
+def reference_server(ttft_ms: float, itl_ms: float, tokens: int, log_path: Path) -> Server:
+    """A reference server process (not started) with the given schedule."""
+    argv = [sys.executable, "-m", "localbench.reference_server", "--port", "{port}", "--ttft-ms", str(ttft_ms),
+            "--itl-ms", str(itl_ms), "--tokens", str(tokens)]
+    return Server(argv, log_path, ready_path="/v1/models", ready_timeout_s=60)
+
+
+def request_errors(rec: loadgen.Record, protocol: str, ttft_ms: float, itl_ms: float) -> dict[str, Any]:
+    """Errors (ms) of one ok record against the programmed schedule, and their split by the server's stamps."""
+    ref = rec.usage.extra["usage" if protocol == "openai" else "ollama"]["reference"]
+    arrivals = np.asarray(rec.arrivals_ns, dtype=np.int64)
+    sent = np.asarray(ref["sent_ns"], dtype=np.int64)
+    programmed = ref["recv_ns"] + ref["ttft_ns"] + np.arange(len(sent)) * ref["itl_ns"]
+    return {
+        "ttft_err_ms": (arrivals[0] - rec.sent_ns) * MS - ttft_ms,
+        "itl_err_ms": (np.diff(arrivals) * MS - itl_ms).tolist(),
+        "request_delay_ms": (ref["recv_ns"] - rec.sent_ns) * MS,
+        "server_late_ms": ((sent - programmed) * MS).tolist(),
+        "client_delay_ms": ((arrivals - sent) * MS).tolist(),
+    }
+
+
+def measure(cfg: dict, log_dir: Path) -> pd.DataFrame:
+    """One row per measured request: protocol, concurrency, status, and its errors (ms)."""
+    ttft, itl, tokens = float(cfg["ttft_ms"]), float(cfg["itl_ms"]), int(cfg["tokens"])
+    requests = [Request(f"cal{i}", tuple(range(1, 17)), "calibration prompt", tokens) for i in range(8)]
+    rows = []
+    with reference_server(ttft, itl, tokens, log_dir / "reference_server.log") as server:
+        for protocol in cfg["protocols"]:
+            target = loadgen.Target(server.base_url, "reference", protocol=protocol, chat=False, timeout_s=60)
+            for n in cfg["concurrency"]:
+                result = loadgen.run(loadgen.closed_loop(
+                    target, requests, int(n), num_requests=max(int(cfg["requests_per_level"]), int(n)),
+                    warmup=int(cfg.get("warmup", n))))
+                for rec in result.records:
+                    row = {"protocol": protocol, "concurrency": int(n), "index": rec.index, "status": rec.status,
+                           "error": rec.error}
+                    if rec.status == "ok":
+                        row.update(request_errors(rec, protocol, ttft, itl))
+                    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table(df: pd.DataFrame) -> pd.DataFrame:
+    """p50/p99 of each error (ms) per protocol and concurrency; ITL and the splits pool every gap."""
+    out = []
+    for (protocol, n), g in df.groupby(["protocol", "concurrency"], sort=False):
+        ok = g[g.status == "ok"]
+        row: dict[str, Any] = {"protocol": protocol, "concurrency": int(n), "requests": len(g),
+                               "errors": int((g.status != "ok").sum())}
+        for col in ("ttft_err_ms", "itl_err_ms", "request_delay_ms", "server_late_ms", "client_delay_ms"):
+            values = np.concatenate([np.atleast_1d(np.asarray(v, dtype=float)) for v in ok[col]]) \
+                if len(ok) else np.array([])
+            for q in (50, 99):
+                row[f"{col[:-3]}_p{q}_ms"] = float(np.percentile(values, q)) if values.size else float("nan")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def metrics_json(summary: pd.DataFrame) -> dict:
+    """Nested {protocol: {c<N>: {metric: value}}} for `dvc metrics`."""
+    out: dict = {}
+    for row in summary.to_dict("records"):
+        level = {k: v for k, v in row.items() if k not in ("protocol", "concurrency")}
+        out.setdefault(row["protocol"], {})[f"c{row['concurrency']}"] = level
+    return out

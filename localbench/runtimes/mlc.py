@@ -1,0 +1,121 @@
+"""MLC-LLM: in-process through `mlc_llm.MLCEngine`, server through `mlc_llm serve` (OpenAI-compatible).
+
+Artifacts come from localbench.converters.mlc (weights + mlc-chat-config.json + a compiled model library).
+Length is forced with MLC's debug_config {"ignore_eos": true}; usage comes from stream_options.include_usage.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
+                                      Usage, register)
+
+INSTALL_HINT = ("install MLC's own wheels on macOS: python -m pip install --pre -U -f https://mlc.ai/wheels "
+                "mlc-llm-nightly-cpu mlc-ai-nightly-cpu (they are not on PyPI)")
+FORCE_LENGTH = {"debug_config": {"ignore_eos": True}}
+
+
+def import_mlc():
+    """The mlc_llm module, or RuntimeUnavailable saying it is not importable and how to install it."""
+    try:
+        import mlc_llm
+    except ImportError as exc:
+        raise RuntimeUnavailable(f"`mlc_llm` not importable ({exc}); {INSTALL_HINT}") from exc
+    return mlc_llm
+
+
+def model_lib(artifact: Artifact) -> str:
+    libs = sorted(Path(artifact.path).glob("lib.*"))
+    if not libs:
+        raise RuntimeUnavailable(f"no compiled model library (lib.so/lib.dylib) in {artifact.path}; "
+                                 "rerun the convert-mlc stage")
+    return str(libs[0])
+
+
+class InprocessSession(Session):
+    """MLCEngine in this process (MLC's synchronous engine, one request at a time)."""
+
+    def __init__(self, artifact: Artifact, settings: dict[str, Any]):
+        mlc_llm = import_mlc()
+        self.model = artifact.path
+        self.engine = mlc_llm.MLCEngine(model=artifact.path, model_lib=model_lib(artifact),
+                                        device=settings.get("device", "auto"), mode=settings.get("mode", "local"))
+
+    def stream(self, request: Request) -> Iterator[Chunk | Usage]:
+        common = dict(model=self.model, max_tokens=request.max_tokens, temperature=0.0, stream=True,
+                      stream_options={"include_usage": True}, extra_body=FORCE_LENGTH)
+        if request.chat:
+            messages = list(request.messages) or [{"role": "user", "content": request.prompt_text}]
+            responses = self.engine.chat.completions.create(messages=messages, **common)
+        else:
+            prompt = list(request.prompt_ids) if request.prompt_ids else request.prompt_text
+            responses = self.engine.completions.create(prompt=prompt, **common)
+        usage = None
+        for resp in responses:
+            for choice in resp.choices:
+                text = (choice.delta.content if request.chat else choice.text) or ""
+                if text:
+                    yield Chunk(tokens=1, text=text)
+            if resp.usage is not None:
+                usage = resp.usage
+        if usage is None:
+            raise RuntimeError("MLCEngine reported no usage (stream_options.include_usage)")
+        yield Usage(int(usage.prompt_tokens), int(usage.completion_tokens), {"usage": usage.model_dump()})
+
+    def close(self) -> None:
+        self.engine.terminate()
+
+
+class ServerSession(Session):
+    """`mlc_llm serve` on 127.0.0.1 (a free port), streamed through the OpenAI API."""
+
+    def __init__(self, artifact: Artifact, settings: dict[str, Any]):
+        from localbench.loadgen import Target
+        from localbench.servers import Server
+
+        import_mlc()
+        argv = [sys.executable, "-m", "mlc_llm", "serve", artifact.path, "--model-lib", model_lib(artifact),
+                "--device", str(settings.get("device", "auto")), "--mode", str(settings.get("mode", "server")),
+                "--host", "127.0.0.1", "--port", "{port}"]
+        log = Path(settings.get("log_dir") or "logs/mlc") / f"mlc_serve_{artifact.quant}.log"
+        self.server = Server(argv, log, ready_path="/v1/models",
+                             ready_timeout_s=float(settings.get("ready_timeout_s", 300))).start()
+        self.pid = self.server.pid
+        self.model = artifact.path
+        self.timeout_s = float(settings.get("request_timeout_s", 600))
+        self.target = Target(self.server.base_url, self.model, extra_body=FORCE_LENGTH, timeout_s=self.timeout_s)
+
+    def stream(self, request: Request) -> Iterator[Chunk | Usage]:
+        from localbench.clients import stream_openai
+
+        yield from stream_openai(self.server.base_url, self.model, request, chat=request.chat,
+                                 timeout_s=self.timeout_s, extra_body=FORCE_LENGTH)
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+@register
+class MLC(Runtime):
+    """MLC-LLM on the host's device (Metal on Apple Silicon, CUDA/Vulkan elsewhere)."""
+
+    name = "mlc"
+    transports = ("inprocess", "server")
+    formats = ("mlc",)
+
+    def probe(self) -> Probe:
+        try:
+            mlc_llm = import_mlc()
+        except RuntimeUnavailable as exc:
+            return Probe(False, reason=str(exc))
+        return Probe(True, version=f"mlc_llm {getattr(mlc_llm, '__version__', 'unknown')}",
+                     device=str(self.settings.get("device", "auto")),
+                     capabilities={"force_length": "debug_config.ignore_eos", "quantization": ["q4f16_1",
+                                                                                             "q4f16_awq"]})
+
+    def load(self, artifact: Artifact, transport: str) -> Session:
+        if transport == "server":
+            return ServerSession(artifact, self.settings)
+        return InprocessSession(artifact, self.settings)

@@ -1,0 +1,27 @@
+"""DVC stage `calibrate`: the harness measures the reference server and reports its own timing error.
+
+Outs: data/calibration.parquet (one row per request) and metrics/calibration.json (p50/p99 errors, ms).
+"""
+import json
+import tempfile
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from localbench import calibration
+
+
+def main() -> None:
+    cfg = OmegaConf.to_container(OmegaConf.load("params.yaml"), resolve=True)["calibration"]
+    with tempfile.TemporaryDirectory() as logs:   # the server's log tail is in any error raised
+        df = calibration.measure(cfg, Path(logs))
+    Path("data").mkdir(exist_ok=True)
+    df.to_parquet("data/calibration.parquet", index=False)
+    summary = calibration.table(df)
+    Path("metrics").mkdir(exist_ok=True)
+    Path("metrics/calibration.json").write_text(json.dumps(calibration.metrics_json(summary), indent=2))
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Self-calibration: the error against the reference server is computed and loosely bounded (not timed)."""
+import math
+
+from localbench import calibration
+
+
+def test_calibration_error_computed(tmp_path):
+    cfg = {"concurrency": [1, 4], "ttft_ms": 5.0, "itl_ms": 2.0, "tokens": 8, "requests_per_level": 8,
+           "warmup": 1, "protocols": ["openai", "ollama"]}
+    df = calibration.measure(cfg, tmp_path)
+    assert (df.status == "ok").all() and len(df) == 32
+    summary = calibration.table(df)
+    assert len(summary) == 4
+    for row in summary.to_dict("records"):
+        for key in ("ttft_err_p50_ms", "ttft_err_p99_ms", "itl_err_p50_ms", "itl_err_p99_ms"):
+            assert math.isfinite(row[key]) and -5.0 < row[key] < 100.0, (key, row)
+        assert row["ttft_err_p50_ms"] <= row["ttft_err_p99_ms"]
+    metrics = calibration.metrics_json(summary)
+    assert set(metrics) == {"openai", "ollama"} and set(metrics["openai"]) == {"c1", "c4"}

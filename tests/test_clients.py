@@ -1,0 +1,64 @@
+"""The OpenAI (SSE) and Ollama (NDJSON) clients against the reference server: exact counts, errors."""
+import sys
+
+import pytest
+
+from localbench.calibration import reference_server
+from localbench.clients import ServerError, stream, stream_ollama, stream_openai
+from localbench.runtimes.base import Chunk, Request, Usage
+from localbench.servers import Server
+
+REQ = Request("p0", tuple(range(10)), "one two three four", max_tokens=7)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with reference_server(2.0, 1.0, 16, tmp_path_factory.mktemp("ref") / "ref.log") as srv:
+        yield srv
+
+
+def collect(items):
+    items = list(items)
+    assert isinstance(items[-1], Usage) and all(isinstance(i, Chunk) for i in items[:-1])
+    return items[:-1], items[-1]
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_openai_exact_counts(server, chat):
+    chunks, usage = collect(stream_openai(server.base_url, "reference", REQ, chat=chat))
+    assert len(chunks) == usage.output_tokens == 7
+    assert "".join(c.text for c in chunks) == "".join(f" t{i}" for i in range(7))
+    assert usage.prompt_tokens == (4 if chat else 10)     # chat sends the text, completion the ids
+    assert usage.extra["usage"]["completion_tokens"] == 7
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_ollama_exact_counts_and_durations(server, chat):
+    chunks, usage = collect(stream_ollama(server.base_url, "reference", REQ, chat=chat))
+    assert len(chunks) == usage.output_tokens == 7 and usage.prompt_tokens == 4
+    report = usage.extra["ollama"]
+    assert {"load_duration", "prompt_eval_duration", "eval_duration", "eval_count"} <= set(report)
+    assert "context" not in report
+
+
+def test_several_tokens_per_chunk(tmp_path):
+    argv = [sys.executable, "-m", "localbench.reference_server", "--port", "{port}", "--ttft-ms", "1",
+            "--itl-ms", "1", "--tokens-per-chunk", "3"]
+    with Server(argv, tmp_path / "ref.log") as srv:
+        chunks, usage = collect(stream_openai(srv.base_url, "reference", REQ, tokens_of=lambda t: len(t.split())))
+    assert [c.tokens for c in chunks] == [3, 3, 1] and usage.output_tokens == 7
+
+
+@pytest.mark.parametrize("protocol", ["openai", "ollama"])
+@pytest.mark.parametrize("fault, error, match", [("http500", ServerError, "HTTP 500"),
+                                                  ("drop", ServerError, "connection"),
+                                                  ("stall", TimeoutError, "within")])
+def test_errors(server, protocol, fault, error, match):
+    with pytest.raises(error, match=match):
+        list(stream(protocol, server.base_url, "reference", REQ, timeout_s=0.5,
+                    extra_body={"reference_fault": fault}))
+
+
+def test_unreachable_server():
+    with pytest.raises(ServerError, match="connection"):
+        list(stream_openai("http://127.0.0.1:9", "m", REQ, timeout_s=2))
