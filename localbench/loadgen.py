@@ -9,6 +9,7 @@ goodput against SLOs and latency percentiles.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import itertools
 import json
@@ -36,6 +37,7 @@ class Target:
     extra_body: dict[str, Any] | None = None
     tokens_of: TokensOf | None = None   # tokens in an event's text when a server packs several
     timeout_s: float = 600.0            # whole-request bound
+    text_prompt: bool = False           # send the prompt as text (servers that take no token-id lists)
 
 
 @dataclass
@@ -72,6 +74,8 @@ async def send(client: aiohttp.ClientSession, target: Target, request: Request, 
     """One request, timed per chunk on arrival; failures become the record's status and error."""
     rec = Record(index, request.prompt_id, request.max_tokens, scheduled_ns)
     chat = request.chat if target.chat is None else target.chat
+    if target.text_prompt:
+        request = dataclasses.replace(request, prompt_ids=())
     trace: dict[str, int] = {}
     rec.issued_ns = rec.sent_ns = time.perf_counter_ns()
     try:

@@ -24,9 +24,11 @@ def tree_rss(pid: int) -> int:
 
 
 class PeakRSS:
-    """Samples tree_rss(pid) every `interval_s` while running; `peak` is the largest value seen."""
+    """Samples tree_rss(pid) every `interval_s` while running; `peak` is the largest value seen.
 
-    def __init__(self, pid: int | None = None, interval_s: float = 0.01):
+    50 ms: a 10 ms sampler cost ~8 % of llama.cpp's in-process decode on a 2-core machine."""
+
+    def __init__(self, pid: int | None = None, interval_s: float = 0.05):
         self.pid = pid or os.getpid()
         self.interval_s = interval_s
         self.peak = 0

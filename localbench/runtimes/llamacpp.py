@@ -1,0 +1,274 @@
+"""llama.cpp runtime: in-process through llama_cpp.Llama, or llama-server over the OpenAI-compatible API.
+
+Both transports load GGUF artifacts with the same threads / context / batch / flash-attention / GPU-layer
+settings (conf/engine/llamacpp.yaml). Length is forced: in-process a logits processor bans every
+end-of-generation token (its call count is llama.cpp's count of sampled tokens), llama-server gets
+`ignore_eos`. The KV cache is dropped between requests (in-process `Llama.reset()`, server
+`cache_prompt: false`) unless the request is a cache-reuse one. llama-bench runs on the same files for
+the fidelity check (extra_measurements). Install: `python -m localbench.llamacpp_build`.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+from localbench import llamacpp_build
+from localbench.clients import ServerError, stream_openai
+from localbench.loadgen import Target
+from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
+                                      Usage, register)
+from localbench.servers import Server, ServerDied, log_tail
+
+DEFAULTS = {"n_threads": 0, "n_ctx": 4096, "n_batch": 2048, "n_ubatch": 512, "flash_attn": True,
+            "n_gpu_layers": 99, "parallel": 1, "server_ready_timeout_s": 300, "request_timeout_s": 600,
+            "bench_repetitions": 3, "bench_timeout_s": 600, "log_dir": "data/raw/llamacpp"}
+BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output|RS) buffer size\s*=\s*([\d.]+) MiB")
+BUFFER_KEYS = {"model": "model_buffer_bytes", "KV": "kv_buffer_bytes", "compute": "compute_buffer_bytes",
+               "output": "output_buffer_bytes", "RS": "recurrent_state_buffer_bytes"}
+
+
+def buffer_sizes(log: str) -> dict[str, int]:
+    """llama.cpp's own buffer sizes from its log ('CPU KV buffer size = 45.00 MiB', ...), summed per kind.
+
+    The last load in the log counts; device_mem_bytes is their total.
+    """
+    sizes: dict[str, int] = {}
+    for line in log.splitlines():
+        if "load_model: loading model" in line or "llama_model_loader: loaded meta data" in line:
+            sizes = {}   # a later load in the same log starts over
+        m = BUFFER_LINE.search(line)
+        if m:
+            key = BUFFER_KEYS[m.group(2)]
+            sizes[key] = sizes.get(key, 0) + int(float(m.group(3)) * 2**20)
+    if sizes:
+        sizes["device_mem_bytes"] = sum(sizes.values())
+    return sizes
+
+
+class InProcessSession(Session):
+    """A llama_cpp.Llama; each request is one streamed create_completion on the exact prompt ids."""
+
+    def __init__(self, llm, load_log: str):
+        import numpy as np
+        import llama_cpp
+
+        self.llm = llm
+        self.buffers = buffer_sizes(load_log)
+        self.buffers["model_bytes"] = int(llama_cpp.llama_model_size(llm.model))
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self.eog = np.array([t for t in range(llama_cpp.llama_vocab_n_tokens(vocab))
+                             if llama_cpp.llama_vocab_is_eog(vocab, t)], dtype=np.int64)
+
+    def stream(self, request: Request) -> Iterator[Chunk | Usage]:
+        import llama_cpp
+
+        llm = self.llm
+        prompt = list(request.prompt_ids) or llm.tokenize(request.prompt_text.encode(), add_bos=True, special=True)
+        if len(prompt) + request.max_tokens > llm.n_ctx():
+            raise RuntimeUnavailable(f"prompt {len(prompt)} + {request.max_tokens} tokens exceed n_ctx="
+                                     f"{llm.n_ctx()}; raise engine.llamacpp.n_ctx")
+        if not request.reuse_cache:
+            llm.reset()   # otherwise Llama reuses the matching prefix of the previous prompt
+        sampled = 0
+
+        def no_eog(_input_ids, scores):
+            nonlocal sampled
+            sampled += 1
+            scores[self.eog] = -float("inf")
+            return scores
+
+        llama_cpp.llama_perf_context_reset(llm.ctx)
+        for part in llm.create_completion(prompt, max_tokens=request.max_tokens, temperature=0.0,
+                                          stream=True, logits_processor=llama_cpp.LogitsProcessorList([no_eog])):
+            text = part["choices"][0]["text"]
+            if text:
+                yield Chunk(tokens=1, text=text)
+        perf = llama_cpp.llama_perf_context(llm.ctx)
+        yield Usage(prompt_tokens=len(prompt), output_tokens=sampled,
+                    extra={"prompt_evaluated": perf.n_p_eval, "prompt_cached": len(prompt) - perf.n_p_eval,
+                           "llama_prompt_ms": perf.t_p_eval_ms, "llama_decode_ms": perf.t_eval_ms,
+                           "llama_decode_calls": perf.n_eval})
+
+    def memory(self) -> dict[str, int]:
+        return dict(self.buffers)
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+class ServerSession(Session):
+    """A running llama-server; requests stream over /v1/completions or /v1/chat/completions."""
+
+    def __init__(self, server: Server, model: str, timeout_s: float):
+        self.server, self.model, self.timeout_s = server, model, timeout_s
+        self.pid = server.pid
+        self.target = Target(server.base_url, model, extra_body={"ignore_eos": True, "cache_prompt": False},
+                             timeout_s=timeout_s)
+        self.buffers = buffer_sizes(server.log_path.read_text(errors="replace"))
+
+    def exited(self) -> bool:
+        """True once the server process has exited (waits a moment: a dropped stream comes before the exit)."""
+        try:
+            self.server.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def died(self) -> ServerDied:
+        return ServerDied(f"llama-server exited with code {self.server.proc.returncode} mid-run; "
+                          f"log {self.server.log_path}:\n{log_tail(self.server.log_path)}")
+
+    def stream(self, request: Request) -> Iterator[Chunk | Usage]:
+        if not self.server.alive():
+            raise self.died()
+        extra = {"ignore_eos": True, "cache_prompt": request.reuse_cache}
+        try:
+            yield from stream_openai(self.server.base_url, self.model, request, chat=request.chat,
+                                     timeout_s=self.timeout_s, extra_body=extra)
+        except ServerError:
+            if self.exited():
+                raise self.died() from None
+            raise
+
+    def memory(self) -> dict[str, int]:
+        return dict(self.buffers)
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def _capture_load(make):
+    """Call make() while llama.cpp's log goes to a string instead of stderr; return (result, log)."""
+    import llama_cpp
+    from llama_cpp import _logger
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(_level, text, _user_data):
+        lines.append(text.decode("utf-8", errors="replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        return make(), "".join(lines)
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+@register
+class LlamaCppRuntime(Runtime):
+    name = "llamacpp"
+    transports = ("inprocess", "server")
+    formats = ("gguf",)
+
+    def __init__(self, settings: dict | None = None):
+        super().__init__({**DEFAULTS, **(settings or {})})
+
+    @property
+    def threads(self) -> int:
+        return int(self.settings.get("n_threads") or os.cpu_count() or 1)
+
+    @property
+    def flash_attn(self) -> bool:
+        return bool(self.settings["flash_attn"])
+
+    def probe(self) -> Probe:
+        try:
+            server = llamacpp_build.tool("llama-server")
+            import llama_cpp
+        except (llamacpp_build.LlamaCppMissing, ImportError, OSError, RuntimeError) as exc:
+            reason = str(exc) if isinstance(exc, llamacpp_build.LlamaCppMissing) else \
+                f"llama_cpp cannot be imported ({exc}): {llamacpp_build.FIX}"
+            return Probe(False, reason)
+        gpu = bool(llama_cpp.llama_supports_gpu_offload())
+        device = ("metal" if platform.system() == "Darwin" else "gpu") if gpu else f"cpu ({platform.machine()})"
+        return Probe(True, version=f"llama-cpp-python {llama_cpp.__version__} (llama.cpp vendored; {server.name} "
+                                   f"from the same source)",
+                     device=device,
+                     capabilities={"quantization": "GGUF F16/BF16, Q8_0, k-quants (Q6_K..Q2_K), i-quants",
+                                   "kv_cache": "prefix reuse in-process (Llama) and per server slot (cache_prompt)",
+                                   "streaming": "token stream in-process; SSE from llama-server",
+                                   "api": "OpenAI-compatible llama-server (/v1/completions, /v1/chat/completions)",
+                                   "batching": "continuous batching over --parallel slots (server)",
+                                   "system_info": llama_cpp.llama_print_system_info().decode().strip()})
+
+    def load(self, artifact: Artifact, transport: str) -> Session:
+        if artifact.format != "gguf":
+            raise RuntimeUnavailable(f"llama.cpp loads GGUF artifacts, not {artifact.format!r}")
+        if transport == "inprocess":
+            return self._load_inprocess(artifact)
+        if transport == "server":
+            return self._load_server(artifact)
+        raise RuntimeUnavailable(f"llama.cpp has no {transport!r} transport")
+
+    def _load_inprocess(self, artifact: Artifact) -> Session:
+        try:
+            import llama_cpp
+        except (ImportError, OSError, RuntimeError) as exc:
+            raise RuntimeUnavailable(f"llama_cpp cannot be imported ({exc}): {llamacpp_build.FIX}") from exc
+        s = self.settings
+        llm, log = _capture_load(lambda: llama_cpp.Llama(
+            model_path=artifact.path, n_ctx=int(s["n_ctx"]), n_batch=int(s["n_batch"]),
+            n_ubatch=int(s["n_ubatch"]), n_threads=self.threads, n_threads_batch=self.threads,
+            n_gpu_layers=int(s["n_gpu_layers"]), flash_attn=self.flash_attn, verbose=False))
+        return InProcessSession(llm, log)
+
+    def server_argv(self, artifact: Artifact) -> list[str]:
+        s = self.settings
+        return [str(llamacpp_build.tool("llama-server")), "-m", artifact.path, "--host", "127.0.0.1",
+                "--port", "{port}", "--alias", self.name, "-t", str(self.threads), "-tb", str(self.threads),
+                "-c", str(s["n_ctx"]), "-b", str(s["n_batch"]),
+                "-ub", str(s["n_ubatch"]), "-fa", "on" if self.flash_attn else "off",
+                "-ngl", str(s["n_gpu_layers"]), "--parallel", str(s["parallel"]),
+                "-lv", "4"]   # verbosity 4 logs the model/KV/compute buffer sizes
+
+    def _load_server(self, artifact: Artifact) -> Session:
+        log_dir = Path(self.settings["log_dir"])
+        log_path = log_dir / f"llama-server-{Path(artifact.path).stem}.log"
+        server = Server(self.server_argv(artifact), log_path, ready_path="/health",
+                        ready_timeout_s=float(self.settings["server_ready_timeout_s"]))
+        server.start()
+        return ServerSession(server, self.name, float(self.settings["request_timeout_s"]))
+
+    def bench(self, artifact: Artifact, prompt_tokens: int, n_gen: int) -> dict:
+        """llama-bench on a GGUF file with the session's settings: prefill tok/s of a prompt_tokens prompt
+        (-p) and decode tok/s of n_gen tokens after a prompt_tokens context (-n with -d), as the pipeline does."""
+        s = self.settings
+        reps = int(s["bench_repetitions"])
+        row = {"kind": "llama-bench fidelity", "model": artifact.model, "quant": artifact.quant,
+               "path": artifact.path, "prompt_tokens": prompt_tokens, "n_gen": n_gen, "threads": self.threads,
+               "repetitions": reps}
+        base = [str(llamacpp_build.tool("llama-bench")), "-m", artifact.path, "-t", str(self.threads),
+                "-r", str(reps), "-b", str(s["n_batch"]), "-ub", str(s["n_ubatch"]),
+                "-fa", "on" if self.flash_attn else "off", "-ngl", str(s["n_gpu_layers"]), "-o", "json"]
+        for kind, shape in (("prefill", ["-p", str(prompt_tokens), "-n", "0"]),
+                            ("decode", ["-p", "0", "-n", str(n_gen), "-d", str(prompt_tokens)])):
+            proc = subprocess.run(base + shape, capture_output=True, text=True, timeout=float(s["bench_timeout_s"]))
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+                return {**row, "flag": f"llama-bench {kind} failed (exit {proc.returncode}): {tail[0]}"}
+            (test,) = json.loads(proc.stdout)
+            row[f"bench_{kind}_tps"] = float(test["avg_ts"])
+            row[f"bench_{kind}_tps_std"] = float(test["stddev_ts"])
+            row["build_commit"] = test.get("build_commit", "")
+        return row
+
+    def extra_measurements(self, artifacts: list[Artifact], requests: list[Request], out_dir: Path) -> list[dict]:
+        """llama-bench on every GGUF artifact at each (prompt length, output length) the workloads use."""
+        shapes = sorted({(len(r.prompt_ids), r.max_tokens) for r in requests if r.prompt_ids})
+        rows = []
+        for artifact in (a for a in artifacts if a.format == "gguf"):
+            for prompt_tokens, n_gen in shapes:
+                try:
+                    rows.append(self.bench(artifact, prompt_tokens, n_gen))
+                except (llamacpp_build.LlamaCppMissing, subprocess.TimeoutExpired, ValueError) as exc:
+                    rows.append({"kind": "llama-bench fidelity", "model": artifact.model, "quant": artifact.quant,
+                                 "path": artifact.path, "prompt_tokens": prompt_tokens, "n_gen": n_gen,
+                                 "threads": self.threads, "flag": f"llama-bench not run: {exc}"})
+        return rows

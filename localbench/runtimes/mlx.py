@@ -1,0 +1,328 @@
+"""MLX (mlx-lm): in-process through `mlx_lm.stream_generate`, server through `mlx_lm.server`.
+
+Install: `mlx[cpu]` on Linux, plain `mlx` on macOS (Metal), `mlx[cuda]` on CUDA hosts; plus `mlx-lm`.
+Length is forced by masking the EOS ids: a logits processor in-process, `logit_bias` on the server
+(mlx_lm.server has no ignore_eos). Output token counts are mlx-lm's own (generation_tokens, usage);
+its generation_tps is never used (it counts one token too many).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
+                                      Usage, register)
+
+INSTALL_HINT = "pip install mlx-lm plus 'mlx[cpu]' (Linux), 'mlx' (macOS/Metal) or 'mlx[cuda]' (CUDA)"
+EOS_BIAS = -1e9   # logit_bias the server adds to every EOS id (JSON has no -inf)
+
+
+def device_name() -> str:
+    """MLX's default device, e.g. 'gpu (metal: Apple M2 Max)' or 'cpu (Intel Xeon)'."""
+    import mlx.core as mx
+
+    dev = mx.default_device()
+    if dev.type == mx.DeviceType.gpu:
+        backend = "metal" if mx.metal.is_available() else "cuda"
+    else:
+        backend = "cpu"
+    name = mx.device_info().get("device_name", "")
+    return f"{dev.type.name} ({backend}: {name})" if name else f"{dev.type.name} ({backend})"
+
+
+def no_eos_processor(eos_ids: list[int]):
+    """A logits processor that makes every EOS id impossible, so generation runs to max_tokens."""
+    import mlx.core as mx
+
+    idx = mx.array(sorted(eos_ids))
+
+    def mask(_tokens, logits):
+        logits[:, idx] = -float("inf")
+        return logits
+    return mask
+
+
+def prompt_tokens(tokenizer, request: Request) -> list[int]:
+    """The token ids to run: the chat template around the text for chat requests, else the exact ids."""
+    if request.chat:
+        return list(tokenizer.apply_chat_template([{"role": "user", "content": request.prompt_text}],
+                                                  add_generation_prompt=True))
+    return list(request.prompt_ids) if request.prompt_ids else tokenizer.encode(request.prompt_text)
+
+
+class InprocessSession(Session):
+    """The model loaded in this process; greedy decoding of exactly max_tokens tokens."""
+
+    def __init__(self, artifact: Artifact, settings: dict[str, Any]):
+        import mlx.core as mx
+        from mlx_lm import load
+        from mlx_lm.sample_utils import make_sampler
+
+        self.mx = mx
+        self.model, self.tokenizer = load(artifact.path)
+        self.sampler = make_sampler(temp=0.0)
+        self.no_eos = no_eos_processor(list(self.tokenizer.eos_token_ids))
+        self.max_kv_size = settings.get("max_kv_size")
+        self.prefill_step_size = int(settings.get("prefill_step_size", 2048))
+        self._cache: list | None = None        # kept between requests with reuse_cache
+        self._cache_tokens: list[int] = []
+
+    def _cache_for(self, prompt: list[int], reuse: bool) -> tuple[list, int]:
+        """(KV cache, tokens of `prompt` it already holds): the kept cache trimmed to the common prefix."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+        from mlx_lm.utils import common_prefix_len
+
+        if reuse and self._cache is not None and can_trim_prompt_cache(self._cache):
+            common = min(common_prefix_len(self._cache_tokens, prompt), len(prompt) - 1)
+            trim_prompt_cache(self._cache, len(self._cache_tokens) - common)
+            return self._cache, common
+        return make_prompt_cache(self.model, max_kv_size=self.max_kv_size), 0
+
+    def stream(self, request: Request) -> Iterator[Chunk | Usage]:
+        from mlx_lm import stream_generate
+
+        prompt = prompt_tokens(self.tokenizer, request)
+        cache, cached = self._cache_for(prompt, request.reuse_cache)
+        self.mx.reset_peak_memory()
+        last = None
+        generated: list[int] = []
+        for resp in stream_generate(self.model, self.tokenizer, prompt[cached:], max_tokens=request.max_tokens,
+                                    sampler=self.sampler, logits_processors=[self.no_eos], prompt_cache=cache,
+                                    prefill_step_size=self.prefill_step_size):
+            last = resp
+            generated.append(resp.token)
+            yield Chunk(tokens=1, text=resp.text)
+        if last is None or last.generation_tokens != request.max_tokens or last.finish_reason != "length":
+            raise RuntimeError(f"mlx_lm generated {last.generation_tokens if last else 0} tokens "
+                               f"(finish {last.finish_reason if last else None}), expected exactly "
+                               f"{request.max_tokens}")
+        self._keep_cache(cache, prompt + generated, request.reuse_cache)
+        extra: dict[str, Any] = {"cached_tokens": cached, "force_length": "logits processor masking EOS"}
+        if self.max_kv_size:
+            extra |= {"max_kv_size": int(self.max_kv_size),
+                      "prompt_exceeds_kv_window": len(prompt) > int(self.max_kv_size),
+                      "kv_rotated": len(prompt) + request.max_tokens > int(self.max_kv_size)}
+        yield Usage(prompt_tokens=len(prompt), output_tokens=last.generation_tokens, extra=extra)
+
+    def _keep_cache(self, cache: list, tokens: list[int], reuse: bool) -> None:
+        """Keep the KV cache (and the tokens it holds) for the next reuse_cache request."""
+        if not reuse:
+            self._cache, self._cache_tokens = None, []
+            return
+        offset = cache[0].offset
+        if offset > len(tokens):
+            self._cache, self._cache_tokens = None, []
+            return
+        self._cache, self._cache_tokens = cache, tokens[:offset]
+
+    def memory(self) -> dict[str, int]:
+        """Peak MLX memory since the last request started (reset per request), and what is active now."""
+        return {"device_mem_bytes": int(self.mx.get_peak_memory()),
+                "active_mem_bytes": int(self.mx.get_active_memory())}
+
+    def close(self) -> None:
+        self.model = self.tokenizer = self._cache = None
+        self.mx.clear_cache()
+
+
+class ServerSession(Session):
+    """`python -m mlx_lm server` on 127.0.0.1 (a free port), streamed through the OpenAI API."""
+
+    def __init__(self, artifact: Artifact, settings: dict[str, Any]):
+        from mlx_lm.utils import load_tokenizer
+
+        from localbench.loadgen import Target
+        from localbench.servers import Server
+
+        self.eos_ids = sorted(load_tokenizer(Path(artifact.path)).eos_token_ids)
+        self.timeout_s = float(settings.get("request_timeout_s", 600))
+        log_dir = Path(settings.get("log_dir") or "logs/mlx")
+        hub = Path(settings.get("hf_hub_cache") or log_dir / "hf_hub_cache")
+        hub.mkdir(parents=True, exist_ok=True)    # /v1/models scans HF_HUB_CACHE and fails if it is missing
+        argv = [sys.executable, "-m", "mlx_lm", "server", "--model", artifact.path,
+                "--host", "127.0.0.1", "--port", "{port}",
+                "--prompt-cache-size", str(settings.get("server_prompt_cache_size", 0)),
+                "--decode-concurrency", str(settings.get("decode_concurrency", 32)),
+                "--prompt-concurrency", str(settings.get("prompt_concurrency", 8)),
+                "--prefill-step-size", str(settings.get("prefill_step_size", 2048)),
+                "--log-level", str(settings.get("server_log_level", "INFO")),
+                *[str(a) for a in settings.get("server_args") or []]]
+        name = f"{Path(artifact.path).name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+        self.server = Server(argv, log_dir / name, ready_path="/v1/models", env={"HF_HUB_CACHE": str(hub)},
+                             ready_timeout_s=float(settings.get("ready_timeout_s", 300))).start()
+        self.pid = self.server.pid
+        self.cold_start_s = self.server.cold_start_s
+        self.log_path = self.server.log_path
+        self.extra_body = {"logit_bias": {str(t): EOS_BIAS for t in self.eos_ids}}
+        # mlx_lm.server tokenizes `prompt` itself and accepts no token-id list: send the text
+        self.target = Target(self.server.base_url, "default_model", extra_body=self.extra_body,
+                             timeout_s=self.timeout_s, text_prompt=True)
+
+    def stream(self, request: Request) -> Iterator[Chunk | Usage]:
+        from localbench.clients import stream_openai
+
+        text_request = dataclasses.replace(request, prompt_ids=())
+        for item in stream_openai(self.server.base_url, "default_model", text_request, chat=request.chat,
+                                  timeout_s=self.timeout_s, extra_body=self.extra_body):
+            if isinstance(item, Usage):
+                if item.output_tokens != request.max_tokens:
+                    raise RuntimeError(f"mlx_lm.server generated {item.output_tokens} tokens, expected exactly "
+                                       f"{request.max_tokens}")
+                details = item.extra.get("usage", {}).get("prompt_tokens_details") or {}
+                item = Usage(item.prompt_tokens, item.output_tokens,
+                             {**item.extra, "cached_tokens": details.get("cached_tokens", 0),
+                              "force_length": "logit_bias on EOS ids"})
+            yield item
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+@register
+class MLX(Runtime):
+    """mlx-lm on MLX's default device (Metal on Apple Silicon, CPU or CUDA elsewhere)."""
+
+    name = "mlx"
+    transports = ("inprocess", "server")
+    formats = ("mlx",)
+
+    def probe(self) -> Probe:
+        try:
+            import mlx.core as mx
+            import mlx_lm
+        except ImportError as exc:
+            return Probe(False, reason=f"mlx/mlx-lm not importable ({exc}): {INSTALL_HINT}")
+        s = self.settings
+        return Probe(True, version=f"mlx-lm {mlx_lm.__version__}, mlx {mx.__version__}", device=device_name(),
+                     capabilities={
+                         "transports": "inprocess, server",
+                         "quants": "bf16, fp16, fp32, 8/6/5/4/3/2bit, mixed_2_6/3_4/3_6/4_6 (affine)",
+                         "group_size": int(s.get("group_size", 64)),
+                         "force_length": "inprocess: EOS masked by a logits processor; server: logit_bias "
+                                         f"{EOS_BIAS:g} on EOS ids (mlx_lm.server has no ignore_eos)",
+                         "server_batching": "continuous batching (BatchGenerator): decode "
+                                            f"{s.get('decode_concurrency', 32)}, prefill "
+                                            f"{s.get('prompt_concurrency', 8)} requests at once; "
+                                            "off (sequential) with --kv-bits, a seed or a draft model",
+                         "server_prefix_cache": f"LRU KV prefix cache, {s.get('server_prompt_cache_size', 0)} "
+                                                "entries (--prompt-cache-size)",
+                         "rotating_kv_cache": f"inprocess only, max_kv_size={s.get('max_kv_size')} "
+                                              "(mlx_lm.server has no --max-kv-size)",
+                         "prompt_cache_files": "make/save/load_prompt_cache (safetensors)",
+                         "server_prompt_input": "text only (token-id prompts are not accepted)",
+                         "server_chunk_tokens": "one SSE event per token with text; tokens that decode to "
+                                                "no text are merged into the next event",
+                     })
+
+    def load(self, artifact: Artifact, transport: str) -> Session:
+        if not self.probe().available:
+            raise RuntimeUnavailable(self.probe().reason)
+        if artifact.format not in self.formats:
+            raise RuntimeUnavailable(f"mlx loads format 'mlx', not {artifact.format!r}: convert it with "
+                                     "localbench.converters.mlx")
+        if transport == "inprocess":
+            return InprocessSession(artifact, self.settings)
+        if transport == "server":
+            return ServerSession(artifact, self.settings)
+        raise RuntimeUnavailable(f"mlx has no transport {transport!r}: use one of {', '.join(self.transports)}")
+
+    def extra_measurements(self, artifacts: list[Artifact], requests: list[Request], out_dir: Path) -> list[dict]:
+        """Prompt-cache files: TTFT of prefix+suffix requests cold vs. with the saved prefix cache loaded."""
+        rows = []
+        for art in artifacts:
+            if art.format not in self.formats:
+                continue
+            try:
+                rows.append(prompt_cache_effect(art, requests, self.settings))
+            except Exception as exc:  # a failed measurement is a row, never a lost run
+                rows.append({"kind": "mlx prompt cache", "model": art.model, "quant": art.quant,
+                             "flag": f"failed: {type(exc).__name__}: {exc}"})
+        return rows
+
+
+def token_pool(tokenizer, requests: list[Request], n: int) -> list[int]:
+    """`n` deterministic token ids: the requests' prompt ids (or a fixed text) repeated."""
+    pool = [t for r in requests for t in r.prompt_ids] or \
+        tokenizer.encode("def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)\n")
+    return (pool * (n // len(pool) + 1))[:n]
+
+
+def first_token_s(model, tokenizer, prompt: list[int], cache: list | None, max_tokens: int, no_eos,
+                  sampler, t0: int | None = None) -> tuple[float, int]:
+    """Run one request; return (seconds from `t0` (default: the call) to its first token, that token)."""
+    from mlx_lm import stream_generate
+
+    t0 = t0 or time.perf_counter_ns()
+    ttft, first = 0.0, -1
+    for i, resp in enumerate(stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, sampler=sampler,
+                                             logits_processors=[no_eos], prompt_cache=cache)):
+        if i == 0:
+            ttft, first = (time.perf_counter_ns() - t0) * 1e-9, resp.token
+    return ttft, first
+
+
+def prompt_cache_effect(art: Artifact, requests: list[Request], settings: dict[str, Any]) -> dict:
+    """Save a long shared prefix once to a prompt-cache file, then time requests with and without it.
+
+    The file is written mode 0600 in a fresh 0700 folder under settings['prompt_cache_dir'] and deleted
+    afterwards unless settings['prompt_cache_keep']; the cached TTFT includes loading the file.
+    """
+    import mlx.core as mx
+    from mlx_lm import load
+    from mlx_lm.generate import generate_step
+    from mlx_lm.models.cache import load_prompt_cache, make_prompt_cache, save_prompt_cache
+    from mlx_lm.sample_utils import make_sampler
+
+    n_prefix = int(settings.get("prompt_cache_prefix_tokens", 1024))
+    n_suffix = int(settings.get("prompt_cache_suffix_tokens", 32))
+    trials = int(settings.get("prompt_cache_trials", 3))
+    max_tokens = int(settings.get("prompt_cache_max_tokens", 8))
+    keep = bool(settings.get("prompt_cache_keep", False))
+    base = settings.get("prompt_cache_dir")
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="mlx-prompt-cache-", dir=base))   # mode 0700
+    model, tokenizer = load(art.path)
+    sampler, no_eos = make_sampler(temp=0.0), no_eos_processor(list(tokenizer.eos_token_ids))
+    pool = token_pool(tokenizer, requests, n_prefix + (trials + 1) * n_suffix)
+    prefix = pool[:n_prefix]
+    suffixes = [pool[n_prefix + i * n_suffix: n_prefix + (i + 1) * n_suffix] for i in range(trials + 1)]
+    path = folder / f"{art.model}-{art.quant}.safetensors".replace("/", "_")
+    try:
+        t0 = time.perf_counter()
+        cache = make_prompt_cache(model)
+        for _ in generate_step(mx.array(prefix), model, max_tokens=0, prompt_cache=cache):
+            pass
+        save_prompt_cache(str(path), cache, {"model": art.model, "quant": art.quant,
+                                             "prefix_tokens": str(n_prefix)})
+        os.chmod(path, 0o600)
+        save_s = time.perf_counter() - t0
+        del cache
+        first_token_s(model, tokenizer, prefix + suffixes[0], None, max_tokens, no_eos, sampler)  # warm-up
+        cold, warm, same = [], [], True
+        for suffix in suffixes[1:]:
+            t_cold, tok_cold = first_token_s(model, tokenizer, prefix + suffix, None, max_tokens, no_eos, sampler)
+            t0 = time.perf_counter_ns()    # loading the file counts toward the cached TTFT
+            loaded = load_prompt_cache(str(path))
+            t_warm, tok_warm = first_token_s(model, tokenizer, suffix, loaded, max_tokens, no_eos, sampler, t0)
+            cold.append(t_cold)
+            warm.append(t_warm)
+            same = same and tok_cold == tok_warm
+        row = {"kind": "mlx prompt cache", "model": art.model, "quant": art.quant, "prefix_tokens": n_prefix,
+               "suffix_tokens": n_suffix, "trials": trials,
+               "ttft_s_without_cache": sum(cold) / trials, "ttft_s_with_cache": sum(warm) / trials,
+               "speedup": (sum(cold) / sum(warm)) if sum(warm) else float("nan"),
+               "cache_file_bytes": path.stat().st_size, "cache_file_mode": oct(path.stat().st_mode & 0o777),
+               "cache_save_s": save_s, "same_first_token": same, "kept": str(path) if keep else ""}
+        if not same:
+            row["flag"] = "first token differs with the cache file loaded"
+        return row
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,146 @@
+"""llama.cpp on the real tiny model: GGUF convert + quantize, token-id parity, both transports, failures."""
+import json
+import os
+import signal
+import shutil
+
+import pytest
+
+from localbench import llamacpp_build
+from localbench.converters import gguf
+from localbench.harness import run_request
+from localbench.runtimes.base import Artifact, Chunk, Request, Usage
+from localbench.runtimes.llamacpp import LlamaCppRuntime, buffer_sizes
+from localbench.schema import ARTIFACT_FIELDS
+from localbench.servers import ServerDied
+
+
+def build_missing() -> str:
+    try:
+        llamacpp_build.tool("llama-server")
+        llamacpp_build.converter()
+        import llama_cpp  # noqa: F401
+    except (llamacpp_build.LlamaCppMissing, ImportError, OSError, RuntimeError) as exc:
+        return str(exc)
+    return ""
+
+
+needs_build = pytest.mark.skipif(bool(build_missing()), reason=f"llama.cpp not built: {build_missing()}")
+SETTINGS = {"n_threads": 2, "n_ctx": 512, "n_batch": 512, "bench_repetitions": 1}
+TEXTS = ["Hello world! How are you today?",
+         "def fib(n):\n\tif n < 2:\n\t\treturn n\n    return fib(n - 1) + fib(n - 2)  # café ≠ 42 🚀",
+         "<|im_start|>user\nWrite a haiku.<|im_end|>\n<|im_start|>assistant\n"]
+
+
+@pytest.fixture(scope="session")
+def ggufs(tiny_hf_dir, tmp_path_factory):
+    """F16 and Q8_0 GGUFs of the tiny model, converted once per session."""
+    out = tmp_path_factory.mktemp("gguf")
+    f16 = gguf.convert(tiny_hf_dir, out / "F16.gguf", "smollm2", "F16", {})
+    q8 = gguf.convert(tiny_hf_dir, out / "Q8_0.gguf", "smollm2", "Q8_0", {"base_f16": f16["path"]})
+    return {"F16": f16, "Q8_0": q8}
+
+
+def artifact(row: dict) -> Artifact:
+    return Artifact(row["model"], "gguf", row["quant"], row["path"], row["size_bytes"], row["tokenizer_path"])
+
+
+@needs_build
+def test_convert_and_quantize_rows(ggufs):
+    f16, q8 = ggufs["F16"], ggufs["Q8_0"]
+    assert set(f16) == {name for name, _ in ARTIFACT_FIELDS}
+    assert f16["size_bytes"] == os.path.getsize(f16["path"]) and f16["convert_s"] > 0
+    assert 15.9 < f16["bits_per_weight"] < 16.5      # F16 (a few small F32 norms on top)
+    assert 8.4 < q8["bits_per_weight"] < 9.0          # Q8_0: 34 bytes per 32 weights
+    assert q8["status"] == "ok" and "llama-quantize Q8_0" in q8["tool"]
+
+
+@needs_build
+def test_gguf_token_ids_equal_hf_ids(ggufs, tiny_tokenizer):
+    import llama_cpp
+
+    llm = llama_cpp.Llama(ggufs["Q8_0"]["path"], vocab_only=True, verbose=False)
+    for text in TEXTS:
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == \
+            tiny_tokenizer.encode(text, add_special_tokens=False), text
+
+
+@needs_build
+def test_unknown_tokenizer_is_one_clear_error(tiny_hf_dir, tmp_path):
+    hf = tmp_path / "hf"
+    shutil.copytree(tiny_hf_dir, hf)
+    tok = json.loads((hf / "tokenizer.json").read_text())
+    tok["normalizer"] = {"type": "Lowercase"}     # changes the pre-tokenizer hash the converter checks
+    (hf / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ValueError, match="does not recognise the tokenizer"):
+        gguf.convert(hf, tmp_path / "x.gguf", "m", "F16", {})
+
+
+@needs_build
+def test_inprocess_stream_forced_length_and_cache_reset(ggufs, tiny_tokenizer):
+    session = LlamaCppRuntime(SETTINGS).load(artifact(ggufs["Q8_0"]), "inprocess")
+    try:
+        ids = tuple(tiny_tokenizer.encode(TEXTS[1]))
+        items = list(session.stream(Request("p", ids, TEXTS[1], max_tokens=8)))
+        usage = items[-1]
+        assert isinstance(usage, Usage) and all(isinstance(i, Chunk) for i in items[:-1]) and len(items) > 1
+        assert usage.output_tokens == 8 and usage.prompt_tokens == len(ids)
+        again = list(session.stream(Request("p", ids, TEXTS[1], max_tokens=8)))[-1]
+        assert again.extra["prompt_cached"] == 0          # KV cache dropped between requests
+        reused = list(session.stream(Request("p", ids, TEXTS[1], max_tokens=8, reuse_cache=True)))[-1]
+        assert reused.extra["prompt_cached"] > 0 and reused.output_tokens == 8
+        mem = session.memory()
+        assert mem["kv_buffer_bytes"] > 0 and mem["model_buffer_bytes"] > 0 and mem["device_mem_bytes"] > 0
+    finally:
+        session.close()
+
+
+@needs_build
+def test_server_stream_and_death(ggufs, tiny_tokenizer, tmp_path):
+    session = LlamaCppRuntime({**SETTINGS, "log_dir": str(tmp_path)}).load(artifact(ggufs["Q8_0"]), "server")
+    try:
+        assert session.memory()["kv_buffer_bytes"] > 0
+        ids = tuple(tiny_tokenizer.encode(TEXTS[0]))
+        fields = run_request(session, Request("p", ids, TEXTS[0], max_tokens=8), timeout_s=60)
+        assert fields["status"] == "ok" and fields["output_tokens"] == 8 and fields["ttft_s"] > 0
+        chat = Request("c", ids, TEXTS[0], max_tokens=5, chat=True, messages=({"role": "user", "content": "Hi"},))
+        assert run_request(session, chat, timeout_s=60)["output_tokens"] == 5
+        stream = session.stream(Request("p", ids, TEXTS[0], max_tokens=400))
+        assert isinstance(next(stream), Chunk)
+        os.kill(session.pid, signal.SIGKILL)                # the server dies mid-request
+        with pytest.raises(ServerDied, match="llama-server exited"):
+            list(stream)
+        after = run_request(session, Request("p", ids, TEXTS[0], max_tokens=8), timeout_s=60)
+        assert after["status"] == "error" and "llama-server exited" in after["error"]
+    finally:
+        session.close()
+
+
+@needs_build
+def test_llama_bench_fidelity_row(ggufs, tmp_path):
+    rows = LlamaCppRuntime(SETTINGS).extra_measurements(
+        [artifact(ggufs["Q8_0"])], [Request("p", tuple(range(1, 17)), "", max_tokens=4)], tmp_path)
+    (row,) = rows
+    assert row["kind"] == "llama-bench fidelity" and "flag" not in row
+    assert row["bench_prefill_tps"] > 0 and row["bench_decode_tps"] > 0
+    assert (row["prompt_tokens"], row["n_gen"], row["threads"], row["quant"]) == (16, 4, 2, "Q8_0")
+
+
+def test_missing_build_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(llamacpp_build, "CACHE_DIR", tmp_path)
+    for call in (lambda: llamacpp_build.tool("llama-server"), llamacpp_build.converter,
+                 lambda: gguf.convert(tmp_path, tmp_path / "x.gguf", "m", "Q4_K_M", {"base_f16": "f.gguf"})):
+        with pytest.raises(llamacpp_build.LlamaCppMissing) as err:
+            call()
+        assert "python -m localbench.llamacpp_build" in str(err.value) and "\n" not in str(err.value)
+    probe = LlamaCppRuntime({}).probe()
+    assert not probe.available and "python -m localbench.llamacpp_build" in probe.reason
+
+
+def test_buffer_sizes_from_log():
+    log = ("load_tensors:   CPU_Mapped model buffer size =   100.00 MiB\n"
+           "llama_kv_cache:        CPU KV buffer size =    45.00 MiB\n"
+           "sched_reserve:        CPU compute buffer size =    15.50 MiB\n")
+    sizes = buffer_sizes(log)
+    assert sizes["model_buffer_bytes"] == 100 * 2**20 and sizes["kv_buffer_bytes"] == 45 * 2**20
+    assert sizes["device_mem_bytes"] == int(160.5 * 2**20)

@@ -1,0 +1,103 @@
+"""MLX on the tiny real model: convert, in-process and server streaming, rotating KV, prompt-cache files."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("mlx_lm")
+
+from localbench.converters import mlx as mlx_convert  # noqa: E402
+from localbench.runtimes.base import Artifact, Chunk, Request, RuntimeUnavailable, Usage  # noqa: E402
+from localbench.runtimes.mlx import MLX  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mlx_models(tiny_hf_dir, tmp_path_factory):
+    """The tiny model converted once per session: {quant: artifact row}."""
+    out = tmp_path_factory.mktemp("mlx")
+    return {q: mlx_convert.convert(tiny_hf_dir, out / q, "smollm2-135m", q, {"group_size": 64})
+            for q in ("4bit", "mixed_3_6", "bf16")}
+
+
+def artifact(row: dict) -> Artifact:
+    return Artifact(row["model"], "mlx", row["quant"], row["path"], row["size_bytes"], row["tokenizer_path"])
+
+
+def request(tiny_tokenizer, n_tokens: int, max_tokens: int, text: str = "The quick brown fox jumps over") -> Request:
+    ids = tuple((tiny_tokenizer.encode(text) * n_tokens)[:n_tokens])
+    return Request("p", ids, tiny_tokenizer.decode(list(ids)), max_tokens)
+
+
+def run(session, req: Request) -> tuple[list[Chunk], Usage, float]:
+    """Stream one request; (chunks, usage, TTFT seconds) as the harness would see them."""
+    t0, ttft, chunks, usage = time.perf_counter_ns(), None, [], None
+    for item in session.stream(req):
+        if isinstance(item, Chunk):
+            ttft = ttft or (time.perf_counter_ns() - t0) * 1e-9
+            chunks.append(item)
+        else:
+            usage = item
+    return chunks, usage, ttft
+
+
+def test_convert_4bit_and_mixed(mlx_models):
+    for quant, (lo, hi) in {"4bit": (4.0, 5.0), "mixed_3_6": (3.0, 5.0), "bf16": (16.0, 16.0)}.items():
+        row = mlx_models[quant]
+        assert row["status"] == "ok" and row["tool"].startswith("mlx_lm.convert ")
+        assert lo <= row["bits_per_weight"] <= hi and row["size_bytes"] > 0 and row["convert_s"] > 0
+    assert mlx_models["mixed_3_6"]["size_bytes"] < mlx_models["4bit"]["size_bytes"] < mlx_models["bf16"]["size_bytes"]
+
+
+def test_unsupported_quant_and_transport_one_line(tmp_path, mlx_models):
+    with pytest.raises(ValueError) as exc:
+        mlx_convert.convert(tmp_path, tmp_path / "x", "m", "Q4_K_M", {})
+    assert "\n" not in str(exc.value) and "mixed_3_6" in str(exc.value) and "4bit" in str(exc.value)
+    with pytest.raises(RuntimeUnavailable) as exc:
+        MLX({}).load(artifact(mlx_models["bf16"]), "grpc")
+    assert "\n" not in str(exc.value) and "inprocess" in str(exc.value)
+
+
+def test_inprocess_stream_exact_count(tiny_tokenizer, mlx_models):
+    rt = MLX({})
+    assert rt.probe().available and rt.probe().device
+    session = rt.load(artifact(mlx_models["4bit"]), "inprocess")
+    try:
+        chunks, usage, ttft = run(session, request(tiny_tokenizer, 6, 5))
+        assert usage.output_tokens == 5 and sum(c.tokens for c in chunks) == 5 and usage.prompt_tokens == 6
+        assert ttft > 0 and session.memory()["device_mem_bytes"] > 0
+    finally:
+        session.close()
+
+
+def test_rotating_kv_cache_runs_long_prompt(tiny_tokenizer, mlx_models):
+    session = MLX({"max_kv_size": 8}).load(artifact(mlx_models["bf16"]), "inprocess")
+    try:
+        _, usage, _ = run(session, request(tiny_tokenizer, 20, 6))
+        assert usage.output_tokens == 6
+        assert usage.extra["prompt_exceeds_kv_window"] and usage.extra["max_kv_size"] == 8
+    finally:
+        session.close()
+
+
+def test_server_exact_count(tiny_tokenizer, mlx_models, tmp_path):
+    session = MLX({"log_dir": str(tmp_path)}).load(artifact(mlx_models["bf16"]), "server")
+    try:
+        assert session.pid and session.cold_start_s > 0
+        chunks, usage, ttft = run(session, request(tiny_tokenizer, 8, 12))
+        assert usage.output_tokens == 12 and ttft > 0 and chunks
+    finally:
+        session.close()
+    assert session.log_path.exists() and (tmp_path / "hf_hub_cache").is_dir()
+
+
+def test_prompt_cache_file_lowers_ttft(tiny_tokenizer, mlx_models, tmp_path):
+    settings = {"prompt_cache_dir": str(tmp_path), "prompt_cache_prefix_tokens": 160,
+                "prompt_cache_suffix_tokens": 8, "prompt_cache_trials": 1, "prompt_cache_max_tokens": 2}
+    rows = MLX(settings).extra_measurements([artifact(mlx_models["bf16"])],
+                                            [request(tiny_tokenizer, 64, 2)], tmp_path)
+    row = rows[0]
+    assert row["kind"] == "mlx prompt cache" and "flag" not in row, row
+    assert row["ttft_s_with_cache"] < row["ttft_s_without_cache"] and row["same_first_token"]
+    assert row["cache_file_bytes"] > 0 and row["cache_file_mode"] == "0o600" and row["prefix_tokens"] == 160
+    assert not any(tmp_path.rglob("*.safetensors"))   # deleted after the run (prompt_cache_keep false)
