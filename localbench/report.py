@@ -86,7 +86,7 @@ def failures_table(rows: pd.DataFrame) -> pd.DataFrame:
             .agg(requests=("status", "size"), reason=("error", "first")).reset_index())
 
 
-def extra_tables(extras: list[dict], tolerance: float) -> str:
+def extra_tables(extras: list[dict]) -> str:
     """Each runtime's extra measurements (llama-bench fidelity, prompt cache ...), one table per kind."""
     out = []
     for e in extras:
@@ -100,7 +100,33 @@ def extra_tables(extras: list[dict], tolerance: float) -> str:
     return "\n".join(out) if out else "_(none recorded)_\n"
 
 
-def best(results: pd.DataFrame, rows: pd.DataFrame, metric: str, largest: bool) -> tuple[str, float] | None:
+def fidelity_table(rows: pd.DataFrame, extras: list[dict], tolerance: float) -> pd.DataFrame:
+    """The pipeline's llama.cpp prefill/decode tok/s beside llama-bench's on the same file and shape;
+    a relative difference above `tolerance` is flagged with both numbers."""
+    bench = [r for e in extras for r in (e.get("records") or []) if r.get("kind") == "llama-bench fidelity"]
+    ours = rows[(rows["runtime"] == "llamacpp") & (rows["status"] == "ok") & (rows["phase"] == "warm")
+                & (rows["concurrency"] == 1) & ~rows["cache_reuse"].astype(bool) & (rows["workload"] != "chat")]
+    out = []
+    for b in bench:
+        for transport, g in ours[(ours["quant"] == b["quant"]) & (ours["prompt_tokens"] == b["prompt_tokens"])
+                                 & (ours["max_tokens"] == b["n_gen"])].groupby("transport"):
+            row = {"quant": b["quant"], "prompt_tokens": b["prompt_tokens"], "n_gen": b["n_gen"],
+                   "transport": transport, "threads": b.get("threads")}
+            flags = [b["flag"]] if b.get("flag") else []
+            for phase in ("prefill", "decode"):
+                mine, ref = g[f"{phase}_tps"].mean(), b.get(f"bench_{phase}_tps")
+                diff = (mine - ref) / ref if ref else float("nan")
+                row.update({f"{phase} tok/s (pipeline)": mine, f"{phase} tok/s (llama-bench)": ref,
+                            f"{phase} diff": f"{diff:+.1%}" if ref else "–"})
+                if ref and abs(diff) > tolerance:
+                    flags.append(f"{phase} differs by {diff:+.1%} ({mine:.1f} vs {ref:.1f})")
+            row["flag"] = "; ".join(flags) or "ok"
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def best(rows: pd.DataFrame, metric: str, largest: bool) -> tuple[str, float] | None:
+    """The runtime with the largest (or smallest) mean of `metric` over warm single-stream requests."""
     warm = rows[(rows["status"] == "ok") & (rows["phase"] == "warm") & (rows["concurrency"] == 1)]
     if warm.empty:
         return None
@@ -125,7 +151,7 @@ def claim_checks(rows: pd.DataFrame) -> pd.DataFrame:
             checks.append({"claim": claim, "verdict": verdict, "evidence": evidence})
 
     def top_decode():
-        name, value = best(None, rows, "decode_tps", largest=True)
+        name, value = best(rows, "decode_tps", largest=True)
         return ("supported" if name == "mlx" else "contradicted", f"highest mean decode: {name} {value:.1f} tok/s")
 
     def mlc_ttft():
@@ -214,7 +240,9 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         "## Figures\n", "".join(f"![{p.stem}](../{p.as_posix()})\n\n" for p in figures),
         "## Artifacts (conversion and quantization)\n", table(arts),
         "## Capabilities (declared and probed by each runtime module)\n", capability_tables(extras),
-        "## Extra measurements\n", extra_tables(extras, cfg.get("fidelity_tolerance", 0.1)),
+        f"## llama.cpp fidelity: pipeline vs llama-bench (flag above {cfg['fidelity_tolerance']:.0%})\n",
+        table(fidelity_table(rows, extras, cfg["fidelity_tolerance"])),
+        "## Extra measurements\n", extra_tables(extras),
         "## Claims of the paper, checked on this machine\n", table(claim_checks(rows)),
         "## Harness self-calibration\n", calibration_section(calib),
         "## Failed, unavailable and unsupported requests\n", table(failures_table(rows)),

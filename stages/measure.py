@@ -47,6 +47,8 @@ def main(name: str) -> None:
         runtime = load_runtime(name, settings)
         wl = cfg["workload"]
         ok, failed = catalog.artifacts(runtime.formats, cfg["convert"])
+        if settings.get("quants"):     # engine.<runtime>.quants: measure only these of the converted artifacts
+            ok = [a for a in ok if a.quant in settings["quants"]]
         if not runtime.formats:
             ok = [Artifact(model=settings.get("model", cfg["model"]["name"]), format="server", quant="n/a",
                            path=settings.get("base_url", ""))]

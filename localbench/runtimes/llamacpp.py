@@ -261,7 +261,7 @@ class LlamaCppRuntime(Runtime):
 
     def extra_measurements(self, artifacts: list[Artifact], requests: list[Request], out_dir: Path) -> list[dict]:
         """llama-bench on every GGUF artifact at each (prompt length, output length) the workloads use."""
-        shapes = sorted({(len(r.prompt_ids), r.max_tokens) for r in requests if r.prompt_ids})
+        shapes = sorted({(len(r.prompt_ids), r.max_tokens) for r in requests if r.prompt_ids and not r.chat})
         rows = []
         for artifact in (a for a in artifacts if a.format == "gguf"):
             for prompt_tokens, n_gen in shapes:
