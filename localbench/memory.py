@@ -7,11 +7,11 @@ import threading
 import psutil
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (0 if it is gone)."""
+def tree_rss(pid: int, children: bool = True) -> int:
+    """Resident bytes of a process and (with children) all its descendants (0 if it is gone)."""
     try:
         proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
+        procs = [proc, *proc.children(recursive=True)] if children else [proc]
     except psutil.NoSuchProcess:
         return 0
     total = 0
@@ -30,6 +30,7 @@ class PeakRSS:
 
     def __init__(self, pid: int | None = None, interval_s: float = 0.05):
         self.pid = pid or os.getpid()
+        self.children = pid is not None          # a server's tree; in-process: this process alone (cheaper)
         self.interval_s = interval_s
         self.peak = 0
         self._stop = threading.Event()
@@ -37,11 +38,11 @@ class PeakRSS:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
+            self.peak = max(self.peak, tree_rss(self.pid, self.children))
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> "PeakRSS":
-        self.peak = tree_rss(self.pid)
+        self.peak = tree_rss(self.pid, self.children)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -50,4 +51,4 @@ class PeakRSS:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        self.peak = max(self.peak, tree_rss(self.pid))
+        self.peak = max(self.peak, tree_rss(self.pid, self.children))
