@@ -147,7 +147,10 @@ def claim_checks(rows: pd.DataFrame) -> pd.DataFrame:
             checks.append({"claim": claim, "verdict": "not testable here",
                            "evidence": f"no successful measurements for {', '.join(missing)}"})
         else:
-            verdict, evidence = verdict_fn()
+            try:
+                verdict, evidence = verdict_fn()
+            except (KeyError, ValueError, TypeError) as exc:   # e.g. no rows of the needed shape
+                verdict, evidence = "not testable here", f"not enough data ({type(exc).__name__}: {exc})"
             checks.append({"claim": claim, "verdict": verdict, "evidence": evidence})
 
     def top_decode():
