@@ -45,18 +45,21 @@ def main(name: str) -> None:
     else:
         settings = {**(cfg["engine"].get(name) or {}), "log_dir": str(out / "logs")}
         runtime = load_runtime(name, settings)
-        wl = cfg["workload"]
+        # engine.<runtime>.workload / .load: per-runtime narrowing (e.g. fewer lengths for a slow backend)
+        wl = {**cfg["workload"], **(settings.get("workload") or {})}
+        load = {**cfg["load"], **(settings.get("load") or {})}
         ok, failed = catalog.artifacts(runtime.formats, cfg["convert"])
         if settings.get("quants"):     # engine.<runtime>.quants: measure only these of the converted artifacts
             ok = [a for a in ok if a.quant in settings["quants"]]
         if not runtime.formats:
             ok = [Artifact(model=settings.get("model", cfg["model"]["name"]), format="server", quant="n/a",
                            path=settings.get("base_url", ""))]
-        plan = cells(pd.read_parquet("data/prompts.parquet"), wl)
-        key = config_key(settings, wl, cfg["load"], [vars(a) for a in ok], failed, [c.prompt_id for c in plan])
+        prompts = pd.read_parquet("data/prompts.parquet")
+        plan = cells(prompts[prompts["target_tokens"].isin(wl["lengths"])], wl)
+        key = config_key(settings, wl, load, [vars(a) for a in ok], failed, [c.prompt_id for c in plan])
         partial = Path("data/partial") / f"{name}.jsonl"
         store = ResultStore(partial, key)
-        run = Measurement(runtime, store, environment.fingerprint(), wl, cfg["load"])
+        run = Measurement(runtime, store, environment.fingerprint(), wl, load)
         for row in failed:
             art = Artifact(row["model"], row["format"], row["quant"], row["path"] or "")
             for transport in settings.get("transports", runtime.transports):
