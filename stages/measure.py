@@ -55,7 +55,10 @@ def main(name: str) -> None:
             ok = [Artifact(model=settings.get("model", cfg["model"]["name"]), format="server", quant="n/a",
                            path=settings.get("base_url", ""))]
         prompts = pd.read_parquet("data/prompts.parquet")
-        plan = cells(prompts[prompts["target_tokens"].isin(wl["lengths"])], wl)
+        plan = cells(prompts[prompts["target_tokens"].isin(wl["lengths"]) & prompts["workload"].isin(wl["types"])], wl)
+        if not plan:
+            raise SystemExit(f"measure@{name}: no prompts match lengths {wl['lengths']} and types {wl['types']}; "
+                             f"engine.{name}.workload must pick among workload.lengths/types")
         key = config_key(settings, wl, load, [vars(a) for a in ok], failed, [c.prompt_id for c in plan])
         partial = Path("data/partial") / f"{name}.jsonl"
         store = ResultStore(partial, key)

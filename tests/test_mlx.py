@@ -49,6 +49,16 @@ def test_convert_4bit_and_mixed(mlx_models):
     assert mlx_models["mixed_3_6"]["size_bytes"] < mlx_models["4bit"]["size_bytes"] < mlx_models["bf16"]["size_bytes"]
 
 
+def test_float32_scales(tiny_hf_dir, tmp_path, mlx_models):
+    """convert.mlx.dtype=float32: scale and bias per 64 weights in float32, 0.5 bit per weight more than bf16."""
+    row = mlx_convert.convert(tiny_hf_dir, tmp_path / "4bit", "smollm2-135m", "4bit", {"group_size": 64, "dtype": "float32"})
+    assert row["tool"].endswith("(dtype float32)")
+    assert row["bits_per_weight"] == pytest.approx(mlx_models["4bit"]["bits_per_weight"] + 0.5, abs=0.05)
+    with pytest.raises(ValueError) as exc:
+        mlx_convert.convert_kwargs("4bit", 64, "float64")
+    assert "\n" not in str(exc.value) and "float32" in str(exc.value)
+
+
 def test_unsupported_quant_and_transport_one_line(tmp_path, mlx_models):
     with pytest.raises(ValueError) as exc:
         mlx_convert.convert(tmp_path, tmp_path / "x", "m", "Q4_K_M", {})

@@ -1,7 +1,9 @@
 """MLX artifacts with mlx_lm's Python convert API: bf16/fp16/fp32, 8..2-bit affine and mixed-bit recipes.
 
 `quant` names: bf16 | fp16 | fp32 | <n>bit (n in 2,3,4,5,6,8) | mixed_2_6 | mixed_3_4 | mixed_3_6 | mixed_4_6.
-The group size comes from settings['group_size'] (mlx_lm's default 64).
+The group size comes from settings['group_size'] (mlx_lm's default 64); settings['dtype'] (bfloat16 |
+float16 | float32, null = the model's own) is the dtype of a quantized model's scales, biases and
+unquantized layers: MLX's CPU backend runs float32-scaled quantized matmuls ~9x faster than bfloat16 ones.
 """
 from __future__ import annotations
 
@@ -15,14 +17,17 @@ RECIPES = ("mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6")
 QUANTS = (*DTYPES, *BITS, *RECIPES)
 
 
-def convert_kwargs(quant: str, group_size: int) -> dict:
+def convert_kwargs(quant: str, group_size: int, dtype: str | None = None) -> dict:
     """mlx_lm.convert keyword arguments for one quant name; ValueError naming the valid ones otherwise."""
+    if dtype not in (None, *DTYPES.values()):
+        raise ValueError(f"unsupported convert.mlx.dtype {dtype!r}: use null or one of {', '.join(DTYPES.values())}")
     if quant in DTYPES:
         return {"dtype": DTYPES[quant]}
+    scale_dtype = {"dtype": dtype} if dtype else {}
     if quant in BITS:
-        return {"quantize": True, "q_bits": BITS[quant], "q_group_size": group_size}
+        return {"quantize": True, "q_bits": BITS[quant], "q_group_size": group_size, **scale_dtype}
     if quant in RECIPES:
-        return {"quantize": True, "quant_predicate": quant, "q_group_size": group_size}
+        return {"quantize": True, "quant_predicate": quant, "q_group_size": group_size, **scale_dtype}
     raise ValueError(f"unsupported MLX quant {quant!r}: use one of {', '.join(QUANTS)}")
 
 
@@ -41,7 +46,7 @@ def bits_per_weight(mlx_dir: Path) -> float:
 
 def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict) -> dict:
     """Convert an HF folder to an MLX folder at `out_path`; return its artifact row."""
-    kwargs = convert_kwargs(quant, int(settings.get("group_size", 64)))
+    kwargs = convert_kwargs(quant, int(settings.get("group_size", 64)), settings.get("dtype"))
     import mlx_lm
     from mlx_lm import convert as mlx_convert
 
@@ -56,5 +61,5 @@ def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict
         "model": model, "format": "mlx", "quant": quant, "path": str(out_path),
         "tokenizer_path": str(out_path), "size_bytes": dir_size(out_path),
         "bits_per_weight": bits_per_weight(out_path), "convert_s": convert_s,
-        "tool": f"mlx_lm.convert {mlx_lm.__version__}", "status": "ok", "error": "",
+        "tool": f"mlx_lm.convert {mlx_lm.__version__}" + (f" (dtype {kwargs['dtype']})" if "dtype" in kwargs else ""), "status": "ok", "error": "",
     }

@@ -234,9 +234,9 @@ class MLX(Runtime):
 
     def extra_measurements(self, artifacts: list[Artifact], requests: list[Request], out_dir: Path) -> list[dict]:
         """Prompt-cache files: TTFT of prefix+suffix requests cold vs. with the saved prefix cache loaded."""
-        rows = []
+        rows, quants = [], self.settings.get("prompt_cache_quants") or []
         for art in artifacts:
-            if art.format not in self.formats:
+            if art.format not in self.formats or (quants and art.quant not in quants):
                 continue
             try:
                 rows.append(prompt_cache_effect(art, requests, self.settings))
