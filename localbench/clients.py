@@ -214,10 +214,12 @@ async def _stamp_sent(session, ctx, params) -> None:
 
 def client_session(connections: int = 0) -> aiohttp.ClientSession:
     """A shared aiohttp session for the load generator (0 connections = no limit), large lines allowed,
-    stamping when each request is on the wire (see `astream`)."""
+    stamping when each request is on the wire (see `astream`). One connection per request: llama-server
+    closes kept-alive connections after a few requests, and a pooled one it closed fails mid-write."""
     trace = aiohttp.TraceConfig()
     trace.on_request_chunk_sent.append(_stamp_sent)
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), read_bufsize=2**22,
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections, force_close=True),
+                                 read_bufsize=2**22,
                                  trace_configs=[trace])
 
 

@@ -83,6 +83,8 @@ def test_short_output_is_flagged():
             yield Usage(2, 1)
     fields = run_request(Short(ScriptedRuntime()), Request("p", (1, 2), "t", 5), 10)
     assert fields["status"] == "short"
+    fields = run_request(Short(ScriptedRuntime()), Request("p", (1, 2), "t", 0), 10)
+    assert fields["status"] == "ok" and fields["error"] == "1 tokens generated, 0 forced"
 
 
 def test_unavailable_runtime_gives_reason_rows(tmp_path):
