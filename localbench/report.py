@@ -50,12 +50,16 @@ def runtimes_table(extras: list[dict]) -> pd.DataFrame:
 
 
 def capability_tables(extras: list[dict]) -> str:
-    """Tables 1-5 from what each runtime's probe() declares; probed values only, no prose of ours."""
-    out = []
+    """Tables 1-5 from each runtime module's declaration (`Runtime.declared`, shown even where the runtime is
+    not installed) overridden by what its probe() found here; no prose of ours."""
+    from localbench.runtimes import registry
+
+    known, out = registry(), []
     for title, key in CAPABILITY_TABLES:
         rows = [{"runtime": e["runtime"],
-                 key: ((e.get("probe") or {}).get("capabilities") or {}).get(key, "not declared")}
-                for e in extras if "probe" in e]
+                 key: ((e.get("probe") or {}).get("capabilities") or {}).get(
+                     key, getattr(known.get(e["runtime"]), "declared", {}).get(key, "not declared"))}
+                for e in extras]
         out.append(f"### {title}\n\n{table(pd.DataFrame(rows))}")
     return "\n".join(out)
 
@@ -75,6 +79,25 @@ def results_table(rows: pd.DataFrame) -> pd.DataFrame:
                     "ITL p99 (ms)": np.percentile(gaps, 99) if len(gaps) else None,
                     "cold start (s)": g["cold_start_s"].max(),
                     "peak RSS (MiB)": g["peak_rss_bytes"].max() / 2**20})
+    return pd.DataFrame(out)
+
+
+def roofline_table(rows: pd.DataFrame, artifacts: pd.DataFrame, bandwidth: dict[str, float]) -> pd.DataFrame:
+    """Warm decode tok/s beside the memory-bandwidth ceiling: bandwidth / bytes of the weights read per token."""
+    from localbench.roofline import memory_of
+
+    warm = rows[(rows["status"] == "ok") & (rows["phase"] == "warm") & (rows["concurrency"] == 1)]
+    sizes = {(a.format, a.quant): a.size_bytes for a in artifacts.itertuples() if a.size_bytes == a.size_bytes}
+    out = []
+    for (rt, tr, fmt_, q, device), g in warm.groupby(["runtime", "transport", "format", "quant", "device"]):
+        memory = memory_of(device)
+        if (fmt_, q) not in sizes or memory not in bandwidth:
+            continue
+        ceiling = bandwidth[memory] * 1e9 / sizes[(fmt_, q)]
+        decode = g["decode_tps"].median()
+        out.append({"runtime": rt, "transport": tr, "quant": q, "memory": memory,
+                    "bandwidth (GB/s)": bandwidth[memory], "weights (MiB)": sizes[(fmt_, q)] / 2**20,
+                    "ceiling tok/s": ceiling, "decode tok/s p50": decode, "of ceiling": f"{decode / ceiling:.0%}"})
     return pd.DataFrame(out)
 
 
@@ -224,7 +247,8 @@ def calibration_section(calib: pd.DataFrame | None) -> str:
 
 
 def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], manifest: dict, figures: list[Path],
-           provenance: dict, cfg: dict, out_dir: Path, calib: pd.DataFrame | None = None) -> Path:
+           provenance: dict, cfg: dict, out_dir: Path, calib: pd.DataFrame | None = None,
+           bandwidth: dict[str, float] | None = None) -> Path:
     """Write report.md and report.html into out_dir; returns the Markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     arts = artifacts.assign(size_mib=artifacts["size_bytes"] / 2**20)[
@@ -240,6 +264,12 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         "## Runtimes on this machine\n", table(runtimes_table(extras)),
         "## Metric definitions\n", definitions(),
         "## Throughput and latency (warm, single stream)\n", table(results_table(rows)),
+        "## Decode roofline: memory bandwidth / weight bytes\n",
+        "Decoding a token reads every weight once, so no runtime decodes faster than the memory bandwidth "
+        "(measured here: the best of large matrix-vector products, decode's access pattern) divided by the "
+        "artifact's size; "
+        "the KV cache read is left out.\n",
+        table(roofline_table(rows, artifacts, bandwidth or {})),
         "## Figures\n", "".join(f"![{p.stem}](../{p.as_posix()})\n\n" for p in figures),
         "## Artifacts (conversion and quantization)\n", table(arts),
         "## Capabilities (declared and probed by each runtime module)\n", capability_tables(extras),

@@ -1,6 +1,7 @@
 """DVC stage `calibrate`: the harness measures the reference server and reports its own timing error.
 
-Outs: data/calibration.parquet (one row per request) and metrics/calibration.json (p50/p99 errors, ms).
+Outs: data/calibration.parquet (one row per request) and metrics/calibration.json (p50/p99 errors, ms);
+data/roofline.json: this machine's measured memory bandwidth per device (GB/s), the decode ceiling.
 """
 import json
 import tempfile
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from localbench import calibration
+from localbench import calibration, roofline
 
 
 def main() -> None:
@@ -18,8 +19,11 @@ def main() -> None:
     Path("data").mkdir(exist_ok=True)
     df.to_parquet("data/calibration.parquet", index=False)
     summary = calibration.table(df)
+    bandwidth = roofline.measure(int(cfg["bandwidth_mib"]), int(cfg["bandwidth_repeats"]))
+    Path("data/roofline.json").write_text(json.dumps({"memory_bandwidth_gbps": bandwidth}, indent=2))
     Path("metrics").mkdir(exist_ok=True)
-    Path("metrics/calibration.json").write_text(json.dumps(calibration.metrics_json(summary), indent=2))
+    Path("metrics/calibration.json").write_text(json.dumps(
+        {**calibration.metrics_json(summary), "memory_bandwidth_gbps": bandwidth}, indent=2))
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

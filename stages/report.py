@@ -18,4 +18,5 @@ if __name__ == "__main__":
     figures = sorted(Path("plots/figures").glob("*.*"))
     render(pd.read_parquet("data/requests.parquet"), pd.read_parquet("data/artifacts.parquet"), extras,
            environment.manifest(), figures, provenance, cfg, Path("report"),
-           calib=pd.read_parquet("data/calibration.parquet"))
+           calib=pd.read_parquet("data/calibration.parquet"),
+           bandwidth=json.loads(Path("data/roofline.json").read_text())["memory_bandwidth_gbps"])

@@ -1,7 +1,7 @@
-"""Report pieces from hand-made rows: the llama-bench fidelity flag and the paper's claim checks."""
+"""Report pieces from hand-made rows: the llama-bench fidelity flag, the paper's claim checks, the roofline."""
 import pandas as pd
 
-from localbench.report import claim_checks, fidelity_table
+from localbench.report import claim_checks, fidelity_table, roofline_table
 from localbench.schema import empty_row
 
 
@@ -35,3 +35,29 @@ def test_claims_are_judged_on_the_data():
     faster_torch = pd.concat([rows, pd.DataFrame([row("torch", "fp32", 500.0, 100.0)])])
     assert claim_checks(faster_torch).set_index("claim")["verdict"][
         "MLX achieves the highest sustained decode throughput"] == "contradicted"
+
+
+def test_roofline_ceiling_is_bandwidth_over_weight_bytes():
+    rows = pd.DataFrame([row("llamacpp", "Q4_K_M", 20.0, 240.0, format="gguf", device="cpu"),
+                         row("llamacpp", "Q4_K_M", 30.0, 240.0, format="gguf", device="cpu"),
+                         row("mlx", "bf16", 5.0, 50.0, format="mlx", device="gpu")])
+    artifacts = pd.DataFrame([{"format": "gguf", "quant": "Q4_K_M", "size_bytes": 500e6},
+                              {"format": "mlx", "quant": "bf16", "size_bytes": 1e9}])
+    table = roofline_table(rows, artifacts, {"cpu": 20.0}).set_index("runtime")
+    assert list(table.index) == ["llamacpp"]            # no measured bandwidth for the GPU's memory: no row
+    assert table.loc["llamacpp", "ceiling tok/s"] == 40.0 and table.loc["llamacpp", "decode tok/s p50"] == 25.0
+    assert table.loc["llamacpp", "of ceiling"] == "62%"
+
+
+def test_read_bandwidth_is_measured():
+    from localbench.roofline import read_bandwidth, memory_of
+    assert 1e8 < read_bandwidth("cpu", size_mib=16, repeats=2) < 1e13
+    assert [memory_of(d) for d in ("cpu", "cuda:0", "mps", "Device(gpu, 0)")] == ["cpu", "cuda", "mps", "mps"]
+
+
+def test_capability_tables_show_declarations_of_unavailable_runtimes():
+    from localbench.report import capability_tables
+    extras = [{"runtime": "mlc", "probe": {"available": False, "reason": "not installed"}},
+              {"runtime": "ollama", "skipped": "runtime.ollama is false"}]
+    text = capability_tables(extras)
+    assert "paged KV cache" in text and "a daemon (`ollama serve`)" in text and "not declared" not in text

@@ -84,6 +84,9 @@ class Runtime:
     name: str = ""
     transports: tuple[str, ...] = ("inprocess",)
     formats: tuple[str, ...] = ()          # artifact formats it can load
+    # the paper's tables 1-5 as this module uses the runtime (keys: quantization, kv_cache, streaming, api,
+    # deployment); shown even where the runtime is not installed, beside what probe() finds
+    declared: dict[str, str] = {}
 
     def __init__(self, settings: dict[str, Any] | None = None):
         self.settings = dict(settings or {})

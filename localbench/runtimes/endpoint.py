@@ -46,6 +46,9 @@ class Endpoint(Runtime):
     name = "endpoint"
     transports = ("server",)
     formats = ()          # the model is whatever the server serves
+    declared = {"streaming": "SSE (stream_options.include_usage)",
+                "api": "any OpenAI-compatible server the user runs (engine.endpoint.base_url)",
+                "deployment": "external: not launched by the pipeline"}
 
     def _resolve(self) -> tuple[str, str]:
         base_url = str(self.settings.get("base_url") or "").rstrip("/")

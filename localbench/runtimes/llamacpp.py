@@ -166,6 +166,11 @@ class LlamaCppRuntime(Runtime):
     name = "llamacpp"
     transports = ("inprocess", "server")
     formats = ("gguf",)
+    declared = {"quantization": "GGUF F16/BF16, Q8_0, k-quants (Q6_K..Q2_K), i-quants",
+                "kv_cache": "prefix reuse in-process (Llama) and per server slot (cache_prompt)",
+                "streaming": "token stream in-process; SSE from llama-server",
+                "api": "OpenAI-compatible llama-server (/v1/completions, /v1/chat/completions)",
+                "deployment": "C/C++ library and binaries (CPU, Metal, CUDA, Vulkan); Python bindings built from source"}
 
     def __init__(self, settings: dict | None = None):
         super().__init__({**DEFAULTS, **(settings or {})})
@@ -191,11 +196,7 @@ class LlamaCppRuntime(Runtime):
         return Probe(True, version=f"llama-cpp-python {llama_cpp.__version__} (llama.cpp vendored; {server.name} "
                                    f"from the same source)",
                      device=device,
-                     capabilities={"quantization": "GGUF F16/BF16, Q8_0, k-quants (Q6_K..Q2_K), i-quants",
-                                   "kv_cache": "prefix reuse in-process (Llama) and per server slot (cache_prompt)",
-                                   "streaming": "token stream in-process; SSE from llama-server",
-                                   "api": "OpenAI-compatible llama-server (/v1/completions, /v1/chat/completions)",
-                                   "batching": "continuous batching over --parallel slots (server)",
+                     capabilities={"batching": "continuous batching over --parallel slots (server)",
                                    "system_info": llama_cpp.llama_print_system_info().decode().strip()})
 
     def load(self, artifact: Artifact, transport: str) -> Session:

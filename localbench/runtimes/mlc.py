@@ -104,6 +104,11 @@ class MLC(Runtime):
     name = "mlc"
     transports = ("inprocess", "server")
     formats = ("mlc",)
+    declared = {"quantization": "q4f16_1, q4f16_awq, q0f16 ... (mlc_llm convert_weight + gen_config)",
+                "kv_cache": "paged KV cache with prefix caching (MLCEngine)",
+                "streaming": "MLCEngine stream in-process; SSE from mlc_llm serve",
+                "api": "OpenAI-compatible mlc_llm serve and MLCEngine (chat.completions)",
+                "deployment": "wheels from mlc.ai's index; a model library compiled per device (Metal, CUDA, Vulkan, WebGPU)"}
 
     def probe(self) -> Probe:
         try:
@@ -112,8 +117,7 @@ class MLC(Runtime):
             return Probe(False, reason=str(exc))
         return Probe(True, version=f"mlc_llm {getattr(mlc_llm, '__version__', 'unknown')}",
                      device=str(self.settings.get("device", "auto")),
-                     capabilities={"force_length": "debug_config.ignore_eos", "quantization": ["q4f16_1",
-                                                                                             "q4f16_awq"]})
+                     capabilities={"force_length": "debug_config.ignore_eos"})
 
     def load(self, artifact: Artifact, transport: str) -> Session:
         if transport == "server":

@@ -191,6 +191,12 @@ class MLX(Runtime):
     name = "mlx"
     transports = ("inprocess", "server")
     formats = ("mlx",)
+    declared = {"quantization": "bf16/fp16, 8/6/5/4/3/2-bit affine with a group size, mixed-bit recipes (mixed_3_6 ...)",
+                "kv_cache": "prompt-cache files (save/load_prompt_cache), rotating KV window (max_kv_size), "
+                            "server LRU prefix cache",
+                "streaming": "stream_generate in-process; SSE from mlx_lm.server",
+                "api": "OpenAI-compatible mlx_lm.server (/v1/completions, /v1/chat/completions)",
+                "deployment": "pip wheels: Metal on macOS, CPU (mlx[cpu]) or CUDA (mlx[cuda]) on Linux"}
 
     def probe(self) -> Probe:
         try:

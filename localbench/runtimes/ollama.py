@@ -105,6 +105,11 @@ class Ollama(Runtime):
     name = "ollama"
     transports = ("server",)
     formats = ("gguf",)
+    declared = {"quantization": "GGUF (the pipeline's own, imported with a Modelfile)",
+                "kv_cache": "llama.cpp's, per loaded model; keep_alive holds the model in memory",
+                "streaming": "NDJSON from /api/generate and /api/chat",
+                "api": "native /api/generate, /api/chat (NDJSON) and an OpenAI-compatible /v1",
+                "deployment": "a daemon (`ollama serve`) plus CLI; models by Modelfile or registry"}
 
     def probe(self) -> Probe:
         host = str(self.settings.get("host", "http://127.0.0.1:11434")).rstrip("/")
@@ -124,7 +129,7 @@ class Ollama(Runtime):
             version = (out.stdout or out.stderr).strip().splitlines()[-1:] or ["unknown"]
             version = version[0]
         return Probe(True, version=f"ollama {version}", device="ollama (llama.cpp backend)",
-                     capabilities={"api": "native /api/generate, /api/chat (NDJSON)", "force_length": False,
+                     capabilities={"force_length": False,
                                    "num_ctx": self.settings.get("num_ctx", 4096),
                                    "num_parallel": self.settings.get("num_parallel", 1),
                                    "keep_alive": self.settings.get("keep_alive", "5m")})

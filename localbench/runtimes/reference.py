@@ -44,6 +44,9 @@ class Reference(Runtime):
     name = "reference"
     transports = ("server",)
     formats = ()          # no artifact: the harness passes a placeholder
+    declared = {"streaming": "programmed schedule (known TTFT and gaps), OpenAI SSE or Ollama NDJSON",
+                "api": "/v1/completions, /v1/chat/completions, /api/generate, /api/chat",
+                "deployment": "shipped with this project (localbench/reference_server.py)"}
 
     def probe(self) -> Probe:
         s = self.settings

@@ -70,6 +70,11 @@ class TorchRuntime(Runtime):
     name = "torch"
     transports = ("inprocess",)
     formats = ("hf",)
+    declared = {"quantization": "bf16/fp16/fp32 weights (int8/int4 need extra libraries)",
+                "kv_cache": "per-request DynamicCache; no cross-request reuse",
+                "streaming": "Python loop over forward + KV cache (no server)",
+                "api": "none (library); serving needs a custom HTTP layer",
+                "deployment": "pip wheels (torch + transformers); cuda, mps or cpu"}
 
     def probe(self) -> Probe:
         try:
@@ -83,11 +88,7 @@ class TorchRuntime(Runtime):
             return Probe(False, str(exc))
         return Probe(True, version=f"torch {torch.__version__} / transformers {transformers.__version__}",
                      device=device,
-                     capabilities={"quantization": "bf16/fp16/fp32 weights (int8/int4 need extra libraries)",
-                                   "kv_cache": "per-request DynamicCache; no cross-request reuse",
-                                   "streaming": "Python loop over forward + KV cache (no server)",
-                                   "api": "none (library); serving needs a custom HTTP layer",
-                                   "batching": "static batches only"})
+                     capabilities={"batching": "static batches only"})
 
     def load(self, artifact: Artifact, transport: str) -> Session:
         import torch
