@@ -26,7 +26,7 @@ from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, 
 from localbench.servers import Server, ServerDied, log_tail
 
 DEFAULTS = {"n_threads": 0, "n_ctx": 4096, "n_batch": 2048, "n_ubatch": 512, "flash_attn": True,
-            "n_gpu_layers": 99, "parallel": 1, "server_ready_timeout_s": 300, "request_timeout_s": 600,
+            "n_gpu_layers": 99, "parallel": 4, "server_ready_timeout_s": 300, "request_timeout_s": 600,
             "bench_repetitions": 3, "bench_timeout_s": 600, "log_dir": "data/raw/llamacpp"}
 BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output|RS) buffer size\s*=\s*([\d.]+) MiB")
 BUFFER_KEYS = {"model": "model_buffer_bytes", "KV": "kv_buffer_bytes", "compute": "compute_buffer_bytes",
@@ -227,6 +227,7 @@ class LlamaCppRuntime(Runtime):
                 "-c", str(s["n_ctx"]), "-b", str(s["n_batch"]),
                 "-ub", str(s["n_ubatch"]), "-fa", "on" if self.flash_attn else "off",
                 "-ngl", str(s["n_gpu_layers"]), "--parallel", str(s["parallel"]),
+                "--kv-unified",   # one KV pool for all slots: a request may use all of n_ctx, not n_ctx/parallel
                 "-lv", "4"]   # verbosity 4 logs the model/KV/compute buffer sizes
 
     def _load_server(self, artifact: Artifact) -> Session:
