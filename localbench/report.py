@@ -56,10 +56,11 @@ def capability_tables(extras: list[dict]) -> str:
 
     known, out = registry(), []
     for title, key in CAPABILITY_TABLES:
-        rows = [{"runtime": e["runtime"],
-                 key: ((e.get("probe") or {}).get("capabilities") or {}).get(
-                     key, getattr(known.get(e["runtime"]), "declared", {}).get(key, "not declared"))}
-                for e in extras]
+        rows = []
+        for e in extras:
+            declared = known[e["runtime"]].declared if e["runtime"] in known else {}
+            probed = (e.get("probe") or {}).get("capabilities") or {}
+            rows.append({"runtime": e["runtime"], key: probed.get(key, declared.get(key, "not declared"))})
         out.append(f"### {title}\n\n{table(pd.DataFrame(rows))}")
     return "\n".join(out)
 
@@ -87,7 +88,7 @@ def roofline_table(rows: pd.DataFrame, artifacts: pd.DataFrame, bandwidth: dict[
     from localbench.roofline import memory_of
 
     warm = rows[(rows["status"] == "ok") & (rows["phase"] == "warm") & (rows["concurrency"] == 1)]
-    sizes = {(a.format, a.quant): a.size_bytes for a in artifacts.itertuples() if a.size_bytes == a.size_bytes}
+    sizes = {(a.format, a.quant): a.size_bytes for a in artifacts.itertuples() if pd.notna(a.size_bytes)}
     out = []
     for (rt, tr, fmt_, q, device), g in warm.groupby(["runtime", "transport", "format", "quant", "device"]):
         memory = memory_of(device)

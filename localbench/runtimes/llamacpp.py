@@ -167,7 +167,8 @@ class LlamaCppRuntime(Runtime):
     transports = ("inprocess", "server")
     formats = ("gguf",)
     declared = {"quantization": "GGUF F16/BF16, Q8_0, k-quants (Q6_K..Q2_K), i-quants",
-                "kv_cache": "prefix reuse in-process (Llama) and per server slot (cache_prompt)",
+                "kv_cache": "prefix reuse in-process (Llama) and per server slot (cache_prompt); one KV pool shared "
+                            "by the --parallel slots (--kv-unified)",
                 "streaming": "token stream in-process; SSE from llama-server",
                 "api": "OpenAI-compatible llama-server (/v1/completions, /v1/chat/completions)",
                 "deployment": "C/C++ library and binaries (CPU, Metal, CUDA, Vulkan); Python bindings built from source"}
