@@ -244,9 +244,12 @@ class Device:
         if any(w.name.startswith("mlx_cuda_13-") for w in mlx):
             groups.append(mlx)
         for group in filter(None, groups):
-            sh(sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-               "--no-cache-dir", "--upgrade", "--target", self.site, *group)
-            for w in group:
+            r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                                "--no-cache-dir", "--upgrade", "--target", str(self.site), *map(str, group)],
+                               capture_output=True, text=True)
+            self.say(f"pip install --target site {' '.join(w.name for w in group)}: exit {r.returncode} "
+                     f"{r.stderr.strip()[-600:]}")
+            for w in group if r.returncode == 0 else ():
                 self.mark(f"wheel-{w.name}")
         src = self.code / ".cache" / "llamacpp"
         if not (src / SDIST / "vendor" / "llama.cpp" / "CMakeLists.txt").exists():
@@ -323,8 +326,11 @@ print(json.dumps(out, indent=1)); open(sys.argv[1], "w").write(json.dumps(out, i
 
     def smi(self) -> None:
         q = "name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit,pstate,temperature.gpu"
-        r = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv"], capture_output=True, text=True)
-        (self.work / "nvidia_smi.csv").write_text(r.stdout + r.stderr)
+        try:
+            r = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv"], capture_output=True, text=True)
+            (self.work / "nvidia_smi.csv").write_text(r.stdout + r.stderr)
+        except OSError as exc:
+            self.say(f"nvidia-smi: {exc}")
 
     # -- the pipeline
     def steps(self) -> None:
@@ -391,6 +397,12 @@ from pathlib import Path
 import pandas as pd
 from localbench import environment
 work, keep = Path(sys.argv[1]), Path(sys.argv[2])
+def _version(name):
+    import importlib.metadata
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 m = environment.manifest()
 host = environment.fingerprint(m)
 dest = Path("bundle") / "results" / host
@@ -411,7 +423,7 @@ m.update(host=host, commit=(keep / "ctl" / "commit").read_text().strip(), model_
          nvidia_smi=(work / "nvidia_smi.csv").read_text() if (work / "nvidia_smi.csv").exists() else "",
          wheel_sizes=json.loads((keep / "ctl" / "wheel_sizes.json").read_text()),
          steps={p.name: p.read_text() for p in sorted((work / "done").iterdir())},
-         profiles=["gpu", "gpu-load"])
+         profiles=["gpu", "gpu-load"], extra_packages={n: v for n in ("llama_cpp_python", "mlx-cuda-13", "mlx", "mlx-lm", "omegaconf") if (v := _version(n))})
 (dest / "manifest.json").write_text(json.dumps(m, indent=1, default=str))
 print(host)
 """
@@ -439,8 +451,9 @@ def device(budget: float, out: Path) -> None:
     try:
         d.setup()
         d.smi()
-        d.start_build()
-        d.steps()
+        if not os.environ.get("LB_GPU_DRY"):      # LB_GPU_DRY=1: unpack and bundle only (a local smoke test)
+            d.start_build()
+            d.steps()
     finally:
         d.bundle()
         status = {s.name: s.read_text()[:200] for s in sorted(d.done_dir.iterdir())}
