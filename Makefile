@@ -4,6 +4,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
+OLLAMA := .cache/ollama/bin/ollama
+
 .PHONY: install repro test bench
 
 $(STAMP): requirements.in requirements.lock pyproject.toml localbench/llamacpp_build.py
@@ -13,7 +15,11 @@ $(STAMP): requirements.in requirements.lock pyproject.toml localbench/llamacpp_b
 	$(PY) -m localbench.llamacpp_build
 	touch $(STAMP)
 
-install: $(STAMP)
+# Ollama from its Go module (localbench/ollama_build.py pins the version); skipped with one line without Go
+$(OLLAMA): localbench/ollama_build.py | $(STAMP)
+	$(PY) -m localbench.ollama_build
+
+install: $(STAMP) $(OLLAMA)
 
 repro: install
 	dvc repro
