@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from localbench.cells import in_cell, min_n, reference_cell
 from localbench.schema import REQUEST_SCHEMA
 
-CELL = ["runtime", "transport", "model", "format", "quant", "workload", "prompt_tokens", "phase", "concurrency",
-        "rate"]
+CELL = ["runtime", "transport", "model", "format", "quant", "workload", "prompt_tokens", "max_tokens", "cache_reuse",
+        "phase", "concurrency", "rate"]
 STATS_OF = ["ttft_s", "e2e_s", "decode_tps", "tpot_s", "e2e_tps", "prefill_tps", "peak_rss_bytes",
             "device_mem_bytes", "cold_start_s"]
 
@@ -24,13 +25,13 @@ def read_raw(raw_dir: Path) -> pd.DataFrame:
 
 
 def stats(values: pd.Series) -> dict:
-    """n, mean, std, p50, p90, p99 of the non-missing values."""
+    """n, mean, std (n >= 2), p50/p90/p99 (each only where n supports it: localbench.cells.min_n)."""
     v = values.dropna().to_numpy(dtype=float)
-    if not len(v):
-        return {"n": 0, "mean": np.nan, "std": np.nan, "p50": np.nan, "p90": np.nan, "p99": np.nan}
-    p50, p90, p99 = np.percentile(v, [50, 90, 99])
-    return {"n": len(v), "mean": v.mean(), "std": v.std(ddof=1) if len(v) > 1 else 0.0, "p50": p50, "p90": p90,
-            "p99": p99}
+    out = {"n": len(v), "mean": v.mean() if len(v) else np.nan, "std": v.std(ddof=1) if len(v) > 1 else np.nan}
+    for q in (50, 90, 99):
+        out[f"p{q}"] = float(np.percentile(v, q)) if len(v) >= min_n(q) else np.nan
+    out["max"] = v.max() if len(v) else np.nan
+    return out
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
@@ -42,7 +43,8 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
         rec = dict(zip(CELL, key))
         rec["rate"] = np.nan if rec["rate"] == -1.0 else rec["rate"]
         rec.update(n_requests=len(group), n_ok=len(ok), statuses=",".join(sorted(group["status"].unique())),
-                   error=next(iter(group.loc[group["status"] != "ok", "error"].dropna()), None))
+                   error=next(iter(group.loc[group["status"] != "ok", "error"].dropna()), None),
+                   window_drift_max=group["window_drift"].max())
         for metric in STATS_OF:
             rec.update({f"{metric}_{s}": v for s, v in stats(ok[metric]).items() if s != "n"})
         gaps = pd.Series([g for lst in ok["itl_s"] for g in (lst if lst is not None else [])], dtype=float)
@@ -52,20 +54,20 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(rows: pd.DataFrame) -> dict:
-    """metrics/summary.json: per runtime/transport/quant, over warm ok requests, the figures users compare."""
+    """metrics/summary.json: per runtime/transport/quant, on the one reference cell (the cold cell the most of
+    them measured, named under "cell"), the figures users compare; percentiles only where n supports them."""
     metrics: dict = {}
-    warm = rows[(rows["status"] == "ok") & (rows["phase"] == "warm")]
+    cell = reference_cell(rows)
+    warm = in_cell(rows, cell) if cell else rows.iloc[0:0]
+    if cell:
+        metrics["cell"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in cell.items()}
     for (runtime, transport, quant), g in warm.groupby(["runtime", "transport", "quant"]):
-        gaps = [x for lst in g["itl_s"] for x in (lst if lst is not None else [])]
+        ttft = stats(g["ttft_s"])
         metrics.setdefault(runtime, {}).setdefault(transport, {})[quant] = {
             "decode_tps_mean": round(float(g["decode_tps"].mean()), 3),
-            "ttft_p50_s": round(float(g["ttft_s"].median()), 5),
-            "ttft_p99_s": round(float(np.percentile(g["ttft_s"].dropna(), 99)), 5),
-            "e2e_p99_s": round(float(np.percentile(g["e2e_s"].dropna(), 99)), 5),
-            "itl_p50_ms": round(float(np.percentile(gaps, 50)) * 1e3, 3) if gaps else None,
-            "itl_p99_ms": round(float(np.percentile(gaps, 99)) * 1e3, 3) if gaps else None,
-            "cold_start_s": round(float(g["cold_start_s"].max()), 3),
-            "peak_rss_mib": round(float(g["peak_rss_bytes"].max()) / 2**20, 1),
+            "ttft_p50_s": None if np.isnan(ttft["p50"]) else round(ttft["p50"], 5),
+            "peak_rss_mib": None if g["peak_rss_bytes"].isna().all() else
+            round(float(g["peak_rss_bytes"].max()) / 2**20, 1),
             "requests": int(len(g)),
         }
     failed = rows[rows["status"] != "ok"]

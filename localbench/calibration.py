@@ -1,7 +1,9 @@
 """Harness self-calibration: measure the reference server, whose schedule is known, and report our error.
 
-For each protocol and concurrency level a reference server streams every request on a programmed schedule
-(TTFT, then one token per ITL); the load generator measures it like any server. The error is measured minus
+For each protocol a reference server streams every request on a programmed schedule (TTFT, then one token
+per ITL), measured through both client paths the pipeline uses: `single-stream` (a runtime session's
+persistent client and the harness's run_request, as every single-stream server row is measured) and
+`load generator` (at each concurrency level). The error is measured minus
 programmed, for TTFT and for each inter-token gap, at p50 and p99. The server stamps its writes with the same
 host-wide clock, so the error is also split into request delay (sent -> server parsed it), server lateness
 (write - programmed time) and client delay (arrival - write).
@@ -44,11 +46,36 @@ def request_errors(rec: loadgen.Record, protocol: str, ttft_ms: float, itl_ms: f
     }
 
 
+def single_stream(cfg: dict, protocol: str, requests: list[Request], log_dir: Path) -> list[dict]:
+    """Rows of requests sent one at a time through a reference runtime session and the harness's run_request."""
+    from localbench.harness import run_request
+    from localbench.runtimes.reference import ReferenceSession
+
+    ttft, itl = float(cfg["ttft_ms"]), float(cfg["itl_ms"])
+    session = ReferenceSession({"ttft_ms": ttft, "itl_ms": itl, "tokens": int(cfg["tokens"]), "protocol": protocol,
+                                "log_dir": str(log_dir)})
+    rows = []
+    try:
+        for i in range(int(cfg["warmup"]) + int(cfg["single_stream_requests"])):
+            fields = run_request(session, requests[i % len(requests)], timeout_s=60)
+            if i < int(cfg["warmup"]):
+                continue
+            row = {"path": "single-stream", "protocol": protocol, "concurrency": 1, "index": i,
+                   "status": fields["status"], "error": fields["error"]}
+            if fields["status"] == "ok":
+                row.update(ttft_err_ms=fields["ttft_s"] * 1e3 - ttft,
+                           itl_err_ms=[g * 1e3 - itl for g in fields["itl_s"]])
+            rows.append(row)
+    finally:
+        session.close()
+    return rows
+
+
 def measure(cfg: dict, log_dir: Path) -> pd.DataFrame:
-    """One row per measured request: protocol, concurrency, status, and its errors (ms)."""
+    """One row per measured request: path, protocol, concurrency, status, and its errors (ms)."""
     ttft, itl, tokens = float(cfg["ttft_ms"]), float(cfg["itl_ms"]), int(cfg["tokens"])
     requests = [Request(f"cal{i}", tuple(range(1, 17)), "calibration prompt", tokens) for i in range(8)]
-    rows = []
+    rows = [row for protocol in cfg["protocols"] for row in single_stream(cfg, protocol, requests, log_dir)]
     with reference_server(ttft, itl, tokens, log_dir / "reference_server.log") as server:
         for protocol in cfg["protocols"]:
             target = loadgen.Target(server.base_url, "reference", protocol=protocol, chat=False, timeout_s=60)
@@ -57,8 +84,8 @@ def measure(cfg: dict, log_dir: Path) -> pd.DataFrame:
                     target, requests, int(n), num_requests=max(int(cfg["requests_per_level"]), int(n)),
                     warmup=int(cfg.get("warmup", n))))
                 for rec in result.records:
-                    row = {"protocol": protocol, "concurrency": int(n), "index": rec.index, "status": rec.status,
-                           "error": rec.error}
+                    row = {"path": "load generator", "protocol": protocol, "concurrency": int(n),
+                           "index": rec.index, "status": rec.status, "error": rec.error}
                     if rec.status == "ok":
                         row.update(request_errors(rec, protocol, ttft, itl))
                     rows.append(row)
@@ -66,15 +93,18 @@ def measure(cfg: dict, log_dir: Path) -> pd.DataFrame:
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
-    """p50/p99 of each error (ms) per protocol and concurrency; ITL and the splits pool every gap."""
+    """p50/p99 of each error (ms) per path, protocol and concurrency; ITL and the splits pool every gap
+    (the single-stream path has no server-stamp split)."""
     out = []
-    for (protocol, n), g in df.groupby(["protocol", "concurrency"], sort=False):
+    for (path, protocol, n), g in df.groupby(["path", "protocol", "concurrency"], sort=False):
         ok = g[g.status == "ok"]
-        row: dict[str, Any] = {"protocol": protocol, "concurrency": int(n), "requests": len(g),
+        row: dict[str, Any] = {"path": path, "protocol": protocol, "concurrency": int(n), "requests": len(g),
                                "errors": int((g.status != "ok").sum())}
         for col in ("ttft_err_ms", "itl_err_ms", "request_delay_ms", "server_late_ms", "client_delay_ms"):
-            values = np.concatenate([np.atleast_1d(np.asarray(v, dtype=float)) for v in ok[col]]) \
-                if len(ok) else np.array([])
+            present = [v for v in ok[col] if v is not None and np.size(v) and not
+                       (np.isscalar(v) and v != v)] if col in ok else []
+            values = np.concatenate([np.atleast_1d(np.asarray(v, dtype=float)) for v in present]) \
+                if present else np.array([])
             for q in (50, 99):
                 row[f"{col[:-3]}_p{q}_ms"] = float(np.percentile(values, q)) if values.size else float("nan")
         out.append(row)
@@ -82,9 +112,10 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def metrics_json(summary: pd.DataFrame) -> dict:
-    """Nested {protocol: {c<N>: {metric: value}}} for `dvc metrics`."""
+    """The harness's own error for `dvc exp show`: {path: {protocol: {c<N>: {ttft/itl p50/p99 (ms)}}}}."""
     out: dict = {}
+    keep = ("ttft_err_p50_ms", "ttft_err_p99_ms", "itl_err_p50_ms", "itl_err_p99_ms")
     for row in summary.to_dict("records"):
-        level = {k: v for k, v in row.items() if k not in ("protocol", "concurrency")}
-        out.setdefault(row["protocol"], {})[f"c{row['concurrency']}"] = level
+        level = {k: round(row[k], 3) for k in keep if row[k] == row[k]}
+        out.setdefault(row["path"].replace(" ", "_"), {}).setdefault(row["protocol"], {})[f"c{row['concurrency']}"] = level
     return out

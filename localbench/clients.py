@@ -1,9 +1,15 @@
 """Streaming clients measured from the client side: OpenAI-compatible SSE and Ollama's native NDJSON.
 
-Each client yields Chunk objects as the server's events arrive, then one Usage taken from the server's
-own report (`stream_options.include_usage`; Ollama's final event with eval_count and its durations); the
-caller timestamps what it receives. The sync functions serve runtimes' sessions, the async ones the load
+Each client yields, first, a `Sent` stamp (the moment the request body was written to the socket: where
+TTFT starts for every server transport), then Chunk objects as the server's events arrive, then one Usage
+taken from the server's own report (`stream_options.include_usage`; Ollama's final event with eval_count
+and its durations); the caller timestamps what it receives. The sync functions serve runtimes' sessions
+(each session owns one `session_client`, built at load, outside any timed span), the async ones the load
 generator; both share the request bodies and the stream parsers below.
+
+Tokens per chunk come from the server where it says so: llama-server's per-event `timings.predicted_n`
+(requested with `timings_per_token`), else `tokens_of(text)`, else one token per event; the harness
+reconciles their sum with the usage report and flags rows where they disagree.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 import aiohttp
 import httpx
 
-from localbench.runtimes.base import Chunk, Request, Usage
+from localbench.runtimes.base import Chunk, Request, Sent, Usage
 
 TokensOf = Callable[[str], int]
 
@@ -57,8 +63,10 @@ def ollama_body(model: str, request: Request, chat: bool, extra_body: dict[str, 
     return body
 
 
-def parse_sse_event(data: str, chat: bool) -> tuple[str, dict | None]:
-    """One SSE `data:` payload -> (text delta, usage dict or None)."""
+def parse_sse_event(data: str, chat: bool) -> tuple[str, dict | None, int | None]:
+    """One SSE `data:` payload -> (text delta, usage dict or None, tokens generated so far or None).
+
+    The count is llama-server's `timings.predicted_n` (sent on every event with `timings_per_token`)."""
     event = json.loads(data)
     if "error" in event:
         raise ServerError(f"server error in stream: {event['error']}")
@@ -68,7 +76,8 @@ def parse_sse_event(data: str, chat: bool) -> tuple[str, dict | None]:
             text += (choice.get("delta") or {}).get("content") or ""
         else:
             text += choice.get("text") or ""
-    return text, event.get("usage")
+    predicted = (event.get("timings") or {}).get("predicted_n")
+    return text, event.get("usage"), int(predicted) if predicted is not None else None
 
 
 class OpenAIStream:
@@ -78,6 +87,7 @@ class OpenAIStream:
         self.path, self.chat, self.tokens_of = path, chat, tokens_of
         self.report: dict | None = None
         self.done = False
+        self.counted = 0        # tokens already attributed to chunks (server-counted streams)
 
     def feed(self, line: str) -> Chunk | None:
         if not line.startswith("data:"):
@@ -86,10 +96,15 @@ class OpenAIStream:
         if data == "[DONE]":
             self.done = True
             return None
-        text, usage = parse_sse_event(data, self.chat)
+        text, usage, predicted = parse_sse_event(data, self.chat)
         if usage:
             self.report = usage
-        return Chunk(tokens=self.tokens_of(text) if self.tokens_of else 1, text=text) if text else None
+        if not text:
+            return None
+        if predicted is not None:       # the server's own count: this chunk carries the new tokens
+            tokens, self.counted = predicted - self.counted, predicted
+            return Chunk(tokens=tokens, text=text)
+        return Chunk(tokens=self.tokens_of(text) if self.tokens_of else 1, text=text)
 
     def usage(self) -> Usage:
         if self.report is None:
@@ -154,22 +169,41 @@ def http_errors(url: str, timeout_s: float) -> Iterator[None]:
         raise ServerError(f"connection to {url} failed: {type(exc).__name__}: {exc}") from exc
 
 
+def session_client(timeout_s: float = 600.0) -> httpx.Client:
+    """The persistent client a server session owns (built once at load: building one costs 35-67 ms).
+
+    Kept-alive connections expire after 2 s, before llama-server's 5 s keep-alive timeout closes them
+    under us; a new connection's setup falls before the `Sent` stamp either way."""
+    return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0),
+                        limits=httpx.Limits(max_keepalive_connections=1, keepalive_expiry=2.0))
+
+
 def stream(protocol: str, base_url: str, model: str, request: Request, *, chat: bool = False,
            timeout_s: float = 600.0, extra_body: dict[str, Any] | None = None,
-           tokens_of: TokensOf | None = None) -> Iterator[Chunk | Usage]:
-    """Stream one request (sync); yield a Chunk per content-bearing event, then the server's Usage."""
+           tokens_of: TokensOf | None = None, client: httpx.Client | None = None) -> Iterator[Chunk | Sent | Usage]:
+    """Stream one request (sync) on `client` (a temporary one if None): yield `Sent` when the body is on
+    the wire, a Chunk per content-bearing event, then the server's Usage."""
     url, body, parser = prepare(protocol, base_url, model, request, chat, extra_body, tokens_of)
-    with http_errors(url, timeout_s), httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0)) as client:
-        with client.stream("POST", url, json=body) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise status_error(resp)
-            for line in resp.iter_lines():
-                chunk = parser.feed(line)
-                if chunk:
-                    yield chunk
-                if parser.done:
-                    break
+    sent: dict[str, int] = {}
+
+    def stamp(event: str, _info: dict) -> None:    # httpcore's trace hook, called on this thread
+        if event.endswith("send_request_body.complete"):
+            sent["ns"] = time.perf_counter_ns()
+
+    with http_errors(url, timeout_s), contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(session_client(timeout_s))
+        resp = stack.enter_context(client.stream("POST", url, json=body, extensions={"trace": stamp}))
+        yield Sent(sent.get("ns", time.perf_counter_ns()))
+        if resp.status_code >= 400:
+            resp.read()
+            raise status_error(resp)
+        for line in resp.iter_lines():
+            chunk = parser.feed(line)
+            if chunk:
+                yield chunk
+            if parser.done:
+                break
     yield parser.usage()
 
 
@@ -224,21 +258,21 @@ def client_session(connections: int = 0) -> aiohttp.ClientSession:
 
 
 def stream_openai(base_url: str, model: str, request: Request, *, chat: bool = False, timeout_s: float = 600.0,
-                  extra_body: dict[str, Any] | None = None,
-                  tokens_of: TokensOf | None = None) -> Iterator[Chunk | Usage]:
+                  extra_body: dict[str, Any] | None = None, tokens_of: TokensOf | None = None,
+                  client: httpx.Client | None = None) -> Iterator[Chunk | Sent | Usage]:
     """Stream one request; yield a Chunk per content-bearing SSE event, then the server's Usage.
 
     `tokens_of(event_text) -> int` counts the tokens a chunk carries when the server packs several into
     one event (default: one token per event, which is what llama-server and mlx_lm.server send).
     """
     return stream("openai", base_url, model, request, chat=chat, timeout_s=timeout_s, extra_body=extra_body,
-                  tokens_of=tokens_of)
+                  tokens_of=tokens_of, client=client)
 
 
 def stream_ollama(base_url: str, model: str, request: Request, *, chat: bool = False, timeout_s: float = 600.0,
-                  extra_body: dict[str, Any] | None = None,
-                  tokens_of: TokensOf | None = None) -> Iterator[Chunk | Usage]:
+                  extra_body: dict[str, Any] | None = None, tokens_of: TokensOf | None = None,
+                  client: httpx.Client | None = None) -> Iterator[Chunk | Sent | Usage]:
     """Stream one request through Ollama's /api/generate or /api/chat; Usage.extra['ollama'] holds its
     load/prompt-eval/eval durations (ns) and counts."""
     return stream("ollama", base_url, model, request, chat=chat, timeout_s=timeout_s, extra_body=extra_body,
-                  tokens_of=tokens_of)
+                  tokens_of=tokens_of, client=client)

@@ -1,6 +1,14 @@
-"""Peak RSS of a process tree, sampled in a background thread (psutil)."""
+"""Peak RSS of a process tree, sampled in a background thread (psutil), and the in-process baseline.
+
+Servers are measured by their whole process tree. An in-process session is measured as this process's
+peak RSS minus its RSS right before the model was loaded (`baseline_rss`), so the harness's own
+footprint (Python, pandas, the runtime's imported libraries) is excluded.
+"""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
 import threading
 
@@ -21,6 +29,16 @@ def tree_rss(pid: int, children: bool = True) -> int:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def baseline_rss() -> int:
+    """This process's RSS after a garbage collection and (glibc) returning freed heap to the OS: the
+    floor an in-process session's memory is measured from."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)
+    return tree_rss(os.getpid(), children=False)
 
 
 class PeakRSS:

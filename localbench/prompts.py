@@ -4,6 +4,9 @@ Types (the paper's): `unique` (random whole-word tokens, low repetition), `prefi
 plus a varying suffix), `code` (real code from the Python standard library's sources) and `chat`
 (multi-turn sessions whose context grows turn by turn, rendered with the model's chat template).
 Prompts are built from token ids and kept only if decode -> encode gives the same ids back.
+Every prompt of a workload that does not ask for cache reuse (unique, code, and the warm-up prompt) starts
+with a whole-word token no other prompt starts with, so no runtime's prefix cache can hit it by accident;
+the harness warms a session up on the `warmup` prompt, which is outside every plan.
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ HEADERS = {
     "prefix": "Summarize the following text.\n\n",
     "code": "Explain what the following Python code does.\n\n",
     "chat": "",
+    "warmup": "Summarize the following text.\n\n",
 }
+NO_SHARED_START = ("unique", "code", "warmup")   # workloads whose prompts must not share a first token
 WORD = re.compile(r"^[a-z]{3,10}$")
 SPACE_MARKS = ("Ġ", "▁")   # how byte-level BPE and SentencePiece vocabularies spell a leading space
 
@@ -98,26 +103,45 @@ def code_corpus_ids(tok, rng: random.Random, n: int) -> list[int]:
     return ids
 
 
+class FirstTokens:
+    """Hands out whole-word tokens, each once: the distinct first token of every no-reuse prompt."""
+
+    def __init__(self, vocab: list[int], seed: int):
+        self.free = list(vocab)
+        random.Random(f"{seed}-first").shuffle(self.free)
+
+    def take(self) -> list[int]:
+        if not self.free:
+            raise PromptError("more prompts than distinct first tokens; lower workload.per_length")
+        return [self.free.pop()]
+
+
 def build(tok, types: list[str], lengths: list[int], per_length: int, seed: int, prefix_fraction: float,
           chat_turns: int, max_context: int) -> list[Prompt]:
-    """Every prompt of the set: per type, per length, `per_length` distinct prompts."""
+    """Every prompt of the set (per type, per length, `per_length` distinct prompts), then one `warmup`
+    prompt of the shortest length, outside every plan."""
     usable = [n for n in lengths if n <= max_context]
     for n in sorted(set(lengths) - set(usable)):
         log.warning("prompt length %d exceeds the model's usable context (%d): skipped", n, max_context)
     vocab = word_vocab(tok)
+    first = FirstTokens(vocab, seed)
     prompts: list[Prompt] = []
+    allowed = sorted(set(HEADERS) - {"warmup"})
     for kind in types:
-        if kind not in HEADERS:
-            raise PromptError(f"workload type {kind!r} is not one of {sorted(HEADERS)}; fix workload.types")
-        header = encode(tok, HEADERS[kind])
-        for n in usable:
+        if kind not in allowed:
+            raise PromptError(f"workload type {kind!r} is not one of {allowed}; fix workload.types")
+    for kind in [*types, "warmup"]:
+        for n in (usable if kind != "warmup" else sorted(usable)[:1]):
+            header = (first.take() if kind in NO_SHARED_START else []) + encode(tok, HEADERS[kind])
             rng = random.Random(f"{seed}-{kind}-{n}")
             if kind == "chat":
                 prompts += chat_sessions(tok, rng, vocab, n, per_length, chat_turns)
                 continue
             shared = words(rng, vocab, int(n * prefix_fraction)) if kind == "prefix" else []
             corpus = code_corpus_ids(tok, rng, n) if kind == "code" else []
-            for i in range(per_length):
+            for i in range(per_length if kind != "warmup" else 1):
+                if i and kind in NO_SHARED_START:
+                    header = first.take() + header[1:]
                 if kind == "code":
                     offset = rng.randrange(0, max(len(corpus) - n, 1))
                     ids = exact(tok, header, corpus[offset:], n)

@@ -9,6 +9,7 @@ REQUEST_FIELDS: list[tuple[str, pa.DataType]] = [
     ("runtime_version", pa.string()),
     ("transport", pa.string()),          # inprocess | server
     ("device", pa.string()),
+    ("weights_memory", pa.string()),     # the memory the weights are read from (cpu | cuda | mps): its roofline
     ("model", pa.string()),
     ("format", pa.string()),
     ("quant", pa.string()),
@@ -34,8 +35,12 @@ REQUEST_FIELDS: list[tuple[str, pa.DataType]] = [
     ("peak_rss_bytes", pa.int64()),
     ("device_mem_bytes", pa.int64()),
     ("extra", pa.string()),              # JSON: whatever the runtime reports beside (buffers, durations)
-    ("status", pa.string()),             # ok | error | timeout | oom | unavailable | unsupported
+    ("status", pa.string()),             # ok | short | error | timeout | oom | unavailable | unsupported
     ("error", pa.string()),
+    ("flag", pa.string()),               # notes on an ok row: token counts that disagree, over-length output
+    ("window", pa.string()),             # the measurement window (session, prompt length) the row ran in
+    ("probe_gbps", pa.float64()),        # the machine-speed probe at the window's start (localbench.drift)
+    ("window_drift", pa.float64()),      # how far the window's probe readings moved: (max - min) / max
     ("host", pa.string()),
     ("started_at", pa.string()),
 ]
@@ -56,7 +61,7 @@ ARTIFACT_FIELDS: list[tuple[str, pa.DataType]] = [
 ]
 ARTIFACT_SCHEMA = pa.schema(ARTIFACT_FIELDS)
 
-STATUSES = ("ok", "error", "timeout", "oom", "unavailable", "unsupported")
+STATUSES = ("ok", "short", "error", "timeout", "oom", "unavailable", "unsupported")
 
 
 def empty_row() -> dict:

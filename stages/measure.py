@@ -21,15 +21,18 @@ from localbench.schema import REQUEST_SCHEMA, to_table
 log = logging.getLogger("measure")
 
 
+def request_of(p, wl: dict) -> Request:
+    """The Request of one prompts.parquet row."""
+    return Request(prompt_id=p.prompt_id, prompt_ids=tuple(int(i) for i in p.ids), prompt_text=p.text,
+                   max_tokens=int(wl["max_tokens"]), chat=bool(p.chat), messages=tuple(json.loads(p.messages) or ()),
+                   reuse_cache=p.workload in wl["cache_reuse"])
+
+
 def cells(prompts: pd.DataFrame, wl: dict) -> list[Cell]:
-    """Every (prompt, trial), trials interleaved (trial-major) as the paper's procedure does."""
-    requests = [Request(prompt_id=p.prompt_id, prompt_ids=tuple(int(i) for i in p.ids), prompt_text=p.text,
-                        max_tokens=int(wl["max_tokens"]), chat=bool(p.chat),
-                        messages=tuple(json.loads(p.messages) or ()),
-                        reuse_cache=p.workload in wl["cache_reuse"]) for p in prompts.itertuples()]
-    workloads = dict(zip(prompts.prompt_id, prompts.workload))
-    return [Cell(workloads[r.prompt_id], r.prompt_id, r, trial) for trial in range(int(wl["trials"]))
-            for r in requests]
+    """Every (prompt, trial), trials interleaved (trial-major) as the paper's procedure does; the harness
+    runs them in one window per target length."""
+    return [Cell(p.workload, p.prompt_id, request_of(p, wl), trial, int(p.target_tokens))
+            for trial in range(int(wl["trials"])) for p in prompts.itertuples()]
 
 
 def main(name: str) -> None:
@@ -56,13 +59,14 @@ def main(name: str) -> None:
                            path=settings.get("base_url", ""))]
         prompts = pd.read_parquet("data/prompts.parquet")
         plan = cells(prompts[prompts["target_tokens"].isin(wl["lengths"]) & prompts["workload"].isin(wl["types"])], wl)
+        warmup = next((request_of(p, wl) for p in prompts[prompts["workload"] == "warmup"].itertuples()), None)
         if not plan:
             raise SystemExit(f"measure@{name}: no prompts match lengths {wl['lengths']} and types {wl['types']}; "
                              f"engine.{name}.workload must pick among workload.lengths/types")
         key = config_key(settings, wl, load, [vars(a) for a in ok], failed, [c.prompt_id for c in plan])
         partial = Path("data/partial") / f"{name}.jsonl"
         store = ResultStore(partial, key)
-        run = Measurement(runtime, store, environment.fingerprint(), wl, load)
+        run = Measurement(runtime, store, environment.fingerprint(), wl, load, warmup)
         for row in failed:
             art = Artifact(row["model"], row["format"], row["quant"], row["path"] or "")
             for transport in settings.get("transports", runtime.transports):
@@ -76,7 +80,8 @@ def main(name: str) -> None:
             except Exception as exc:  # noqa: BLE001 - the per-request rows stay valid
                 log.error("extra measurements failed: %s", exc)
                 extra["records_error"] = f"{type(exc).__name__}: {exc}"
-        rows = store.rows
+        rows = store.rows_with_drift()
+        extra["windows"] = store.windows
     pq.write_table(to_table(rows, REQUEST_SCHEMA), out / "requests.parquet")
     (out / "extra.json").write_text(json.dumps(extra, indent=2, default=str))
     (Path("data/partial") / f"{name}.jsonl").unlink(missing_ok=True)

@@ -4,8 +4,8 @@ import sys
 import pytest
 
 from localbench.calibration import reference_server
-from localbench.clients import ServerError, stream, stream_ollama, stream_openai
-from localbench.runtimes.base import Chunk, Request, Usage
+from localbench.clients import OpenAIStream, ServerError, session_client, stream, stream_ollama, stream_openai
+from localbench.runtimes.base import Chunk, Request, Sent, Usage
 from localbench.servers import Server
 
 REQ = Request("p0", tuple(range(10)), "one two three four", max_tokens=7)
@@ -18,9 +18,11 @@ def server(tmp_path_factory):
 
 
 def collect(items):
+    """(chunks, usage) of a stream that starts with its Sent stamp and ends with the Usage."""
     items = list(items)
-    assert isinstance(items[-1], Usage) and all(isinstance(i, Chunk) for i in items[:-1])
-    return items[:-1], items[-1]
+    assert isinstance(items[0], Sent) and isinstance(items[-1], Usage)
+    assert all(isinstance(i, Chunk) for i in items[1:-1])
+    return items[1:-1], items[-1]
 
 
 @pytest.mark.parametrize("chat", [False, True])
@@ -62,3 +64,27 @@ def test_errors(server, protocol, fault, error, match):
 def test_unreachable_server():
     with pytest.raises(ServerError, match="connection"):
         list(stream_openai("http://127.0.0.1:9", "m", REQ, timeout_s=2))
+
+
+def test_sent_stamp_excludes_building_the_client(server):
+    """TTFT from the Sent stamp matches the server's programmed 2 ms whether or not a client is passed."""
+    import time
+    with session_client() as client:
+        for kwargs in ({}, {"client": client}):
+            items = stream_openai(server.base_url, "reference", REQ, **kwargs)
+            before = time.perf_counter_ns()
+            sent = next(items)
+            first = next(items)
+            arrival = time.perf_counter_ns()
+            list(items)
+            assert before <= sent.ns < arrival and isinstance(first, Chunk)
+            assert 1.5 < (arrival - sent.ns) / 1e6 < 30
+
+
+def test_llama_server_token_counts_come_from_its_timings():
+    """llama-server's per-event timings.predicted_n: a chunk carries the tokens generated since the last."""
+    parser = OpenAIStream("/v1/completions", chat=False, tokens_of=None)
+    events = ['{"choices":[{"text":"a"}],"timings":{"predicted_n":1}}',
+              '{"choices":[{"text":"bc"}],"timings":{"predicted_n":3}}',
+              '{"choices":[{"text":""}],"timings":{"predicted_n":3}}']
+    assert [c.tokens for c in (parser.feed("data: " + e) for e in events) if c] == [1, 2]

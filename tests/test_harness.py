@@ -1,11 +1,14 @@
-"""The measure loop with a scripted runtime: row schema, failure rows, timeouts, resume after interrupt."""
+"""The measure loop with a scripted runtime: row schema, failure rows, timeouts, resume after interrupt,
+boundaries, token reconciliation, windows with drift probes, in-process memory above the baseline."""
 import time
+
+import numpy as np
 
 import pyarrow as pa
 import pytest
 
 from localbench.harness import Cell, Measurement, ResultStore, run_request
-from localbench.runtimes.base import Artifact, Chunk, Probe, Request, Runtime, Session, Usage
+from localbench.runtimes.base import Artifact, Chunk, Probe, Request, Runtime, Sent, Session, Usage
 from localbench.schema import REQUEST_SCHEMA, to_table
 
 ART = Artifact(model="m", format="fake", quant="q", path="/nowhere")
@@ -21,9 +24,11 @@ class ScriptedSession(Session):
             raise RuntimeError("boom: forced failure")
         if request.prompt_id in self.runtime.interrupt_on:
             raise KeyboardInterrupt
+        ballast = np.ones(self.runtime.ballast_mib * 2**18, dtype=np.float32)   # memory the "model" uses
         for _ in range(request.max_tokens):
             time.sleep(self.runtime.gap_s)
             yield Chunk(tokens=1, text="x")
+        del ballast
         yield Usage(prompt_tokens=len(request.prompt_ids), output_tokens=request.max_tokens)
 
 
@@ -31,9 +36,10 @@ class ScriptedRuntime(Runtime):
     name = "scripted"
     formats = ("fake",)
 
-    def __init__(self, settings=None, fail_on=(), interrupt_on=(), gap_s=0.001):
+    def __init__(self, settings=None, fail_on=(), interrupt_on=(), gap_s=0.001, ballast_mib=0):
         super().__init__(settings)
         self.fail_on, self.interrupt_on, self.gap_s, self.calls = set(fail_on), set(interrupt_on), gap_s, 0
+        self.ballast_mib = ballast_mib
 
     def probe(self):
         return Probe(True, version="1.0", device="cpu")
@@ -44,10 +50,11 @@ class ScriptedRuntime(Runtime):
 
 def plan(n=3, trials=2, max_tokens=4):
     reqs = [Request(f"p{i}", tuple(range(10 + i)), "t", max_tokens) for i in range(n)]
-    return [Cell("unique", r.prompt_id, r, t) for t in range(trials) for r in reqs]
+    return [Cell("unique", r.prompt_id, r, t, group=10 + int(r.prompt_id[1:]) // 2) for t in range(trials)
+            for r in reqs]
 
 
-WL = {"trials": 2, "warmup": 1, "timeout_s": 30}
+WL = {"trials": 2, "warmup": 1, "timeout_s": 30, "drift_probe_mib": 8, "drift_probe_repeats": 2}
 
 
 def test_rows_match_schema_and_metrics(tmp_path):
@@ -58,7 +65,60 @@ def test_rows_match_schema_and_metrics(tmp_path):
     warm = [r for r in store.rows if r["phase"] == "warm"]
     assert all(r["status"] == "ok" and r["output_tokens"] == 4 and len(r["itl_s"]) == 3 for r in warm)
     assert all(r["ttft_s"] > 0 and r["decode_tps"] > 0 and r["cold_start_s"] >= 0 for r in warm)
-    assert all(r["peak_rss_bytes"] > 0 for r in warm)
+    assert all(r["flag"] is None for r in warm)
+
+
+def test_inprocess_memory_is_the_runtimes_not_the_harness(tmp_path):
+    """64 MiB used by the "model" during a request: measured as ~64 MiB, not as the whole test process."""
+    import psutil
+    store = ResultStore(tmp_path / "p.jsonl", "k")
+    Measurement(ScriptedRuntime(ballast_mib=64, gap_s=0.02), store, "host", WL).run([ART], plan(n=1, trials=1))
+    peaks = [r["peak_rss_bytes"] for r in store.rows]
+    assert all(48 * 2**20 < p < 200 * 2**20 for p in peaks), peaks
+    assert max(peaks) < psutil.Process().memory_info().rss / 2
+
+
+def test_windows_group_cells_and_carry_the_drift_probe(tmp_path):
+    store = ResultStore(tmp_path / "p.jsonl", "k")
+    Measurement(ScriptedRuntime(), store, "host", WL).run([ART], plan())
+    assert [w["group"] for w in store.windows] == [10, 11]           # one window per prompt length group
+    assert all(len(w["probes_gbps"]) == 2 and min(w["probes_gbps"]) > 0.1 for w in store.windows)
+    rows = store.rows_with_drift()
+    assert {r["window"] for r in rows} == {w["window"] for w in store.windows}
+    assert all(r["probe_gbps"] > 0.1 and 0 <= r["window_drift"] < 1 for r in rows)
+    again = ResultStore(tmp_path / "p.jsonl", "k")                   # windows survive a resume
+    assert len(again.windows) == 2 and len(again.rows) == len(store.rows)
+
+
+def test_server_boundary_is_the_sent_stamp():
+    """Time spent before the request is on the wire (building a client, connecting) is not TTFT."""
+    class Server(ScriptedSession):
+        pid = 1
+        def stream(self, request):
+            time.sleep(0.2)                                    # e.g. building an HTTP client
+            sent = time.perf_counter_ns()
+            yield Sent(sent)
+            time.sleep(0.05)
+            yield Chunk(1, "x")
+            yield Usage(2, 1)
+    fields = run_request(Server(ScriptedRuntime()), Request("p", (1, 2), "t", 1), 10)
+    assert 0.045 < fields["ttft_s"] < 0.1
+
+
+def test_chunk_tokens_are_reconciled_with_usage():
+    class Miscounted(ScriptedSession):
+        def stream(self, request):
+            yield Chunk(1, "xy")
+            yield Usage(2, 2)
+    fields = run_request(Miscounted(ScriptedRuntime()), Request("p", (1, 2), "t", 2), 10)
+    assert fields["status"] == "ok" and "chunks carried 1 tokens, the runtime reports 2" in fields["flag"]
+
+
+def test_external_server_reports_no_memory():
+    class External(ScriptedSession):
+        external = True
+    fields = run_request(External(ScriptedRuntime()), Request("p", (1, 2), "t", 2), 10)
+    assert fields["status"] == "ok" and fields.get("peak_rss_bytes") is None
 
 
 def test_failure_is_a_row_and_the_run_goes_on(tmp_path):
@@ -84,7 +144,7 @@ def test_short_output_is_flagged():
     fields = run_request(Short(ScriptedRuntime()), Request("p", (1, 2), "t", 5), 10)
     assert fields["status"] == "short"
     fields = run_request(Short(ScriptedRuntime()), Request("p", (1, 2), "t", 0), 10)
-    assert fields["status"] == "ok" and fields["error"] == "1 tokens generated, 0 forced"
+    assert fields["status"] == "ok" and fields["flag"] == "1 tokens generated, 0 forced"
 
 
 def test_unavailable_runtime_gives_reason_rows(tmp_path):
@@ -103,11 +163,11 @@ def test_resume_after_interrupt(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         Measurement(first, ResultStore(path, "k"), "host", WL).run([ART], plan())
     kept = ResultStore(path, "k").rows
-    assert [r["prompt_id"] for r in kept] == ["p0", "p0", "p1"]            # cold row, then p0, p1 of trial 0
+    assert [r["prompt_id"] for r in kept] == ["p0", "p0", "p1", "p0", "p1"]   # cold row, window 10 (p0, p1 x 2)
     second = ScriptedRuntime()
     store = ResultStore(path, "k")
     Measurement(second, store, "host", WL).run([ART], plan())
-    assert second.calls == 1 + 4                                           # warm-up + the 4 cells not yet done
+    assert second.calls == 1 + 2                                           # warm-up + the 2 cells not yet done
     assert len(store.rows) == 7
     keys = [ResultStore.cell_key(r) for r in store.rows]
     assert len(set(keys)) == len(keys)

@@ -9,7 +9,7 @@ import pytest
 from localbench import llamacpp_build
 from localbench.converters import gguf
 from localbench.harness import run_request
-from localbench.runtimes.base import Artifact, Chunk, Request, Usage
+from localbench.runtimes.base import Artifact, Chunk, Request, Sent, Usage
 from localbench.runtimes.llamacpp import LlamaCppRuntime, buffer_sizes
 from localbench.schema import ARTIFACT_FIELDS
 from localbench.servers import ServerDied
@@ -106,7 +106,7 @@ def test_server_stream_and_death(ggufs, tiny_tokenizer, tmp_path):
         chat = Request("c", ids, TEXTS[0], max_tokens=5, chat=True, messages=({"role": "user", "content": "Hi"},))
         assert run_request(session, chat, timeout_s=60)["output_tokens"] == 5
         stream = session.stream(Request("p", ids, TEXTS[0], max_tokens=400))
-        assert isinstance(next(stream), Chunk)
+        assert isinstance(next(stream), Sent) and isinstance(next(stream), Chunk)
         os.kill(session.pid, signal.SIGKILL)                # the server dies mid-request
         with pytest.raises(ServerDied, match="llama-server exited"):
             list(stream)
@@ -118,8 +118,9 @@ def test_server_stream_and_death(ggufs, tiny_tokenizer, tmp_path):
 
 @needs_build
 def test_llama_bench_fidelity_row(ggufs, tmp_path):
-    rows = LlamaCppRuntime(SETTINGS).extra_measurements(
-        [artifact(ggufs["Q8_0"])], [Request("p", tuple(range(1, 17)), "", max_tokens=4)], tmp_path)
+    rows = LlamaCppRuntime(SETTINGS).window_references(
+        artifact(ggufs["Q8_0"]), [Request("p", tuple(range(1, 17)), "", max_tokens=4),
+                                  Request("c", tuple(range(1, 9)), "", max_tokens=4, reuse_cache=True)])
     (row,) = rows
     assert row["kind"] == "llama-bench fidelity" and "flag" not in row
     assert row["bench_prefill_tps"] > 0 and row["bench_decode_tps"] > 0

@@ -51,10 +51,22 @@ def test_chat_context_grows_turn_by_turn(prompt_set):
 def test_lengths_clipped_to_context(tiny_tokenizer, caplog):
     with caplog.at_level(logging.WARNING):
         ps = build(tiny_tokenizer, ["unique"], [64, 5000], 1, 0, 0.5, 1, max_context=1000)
-    assert [p.target_tokens for p in ps] == [64]
+    assert [(p.workload, p.target_tokens) for p in ps] == [("unique", 64), ("warmup", 64)]
     assert "exceeds the model's usable context" in caplog.text
 
 
 def test_bad_type_is_one_clear_error(tiny_tokenizer):
     with pytest.raises(PromptError, match="workload.types"):
         build(tiny_tokenizer, ["poetry"], [64], 1, 0, 0.5, 1, max_context=1000)
+
+
+def test_no_reuse_prompts_share_no_first_token(prompt_set):
+    """A cold cell cannot hit a prefix cache: unique, code and warm-up prompts each start differently."""
+    firsts = [p.ids[0] for p in prompt_set if p.workload in ("unique", "code", "warmup")]
+    assert len(firsts) == 9 and len(set(firsts)) == len(firsts)
+
+
+def test_warmup_prompt_is_outside_the_plan(prompt_set):
+    warm = [p for p in prompt_set if p.workload == "warmup"]
+    assert len(warm) == 1 and warm[0].target_tokens == 64
+    assert all(p.ids[:8] != warm[0].ids[:8] for p in prompt_set if p is not warm[0])

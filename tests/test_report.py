@@ -1,7 +1,12 @@
-"""Report pieces from hand-made rows: the llama-bench fidelity flag, the paper's claim checks, the roofline."""
+"""Report pieces from hand-made rows: matched cells, the windowed llama-bench fidelity flag, claim checks as
+units (a single runtime cannot support a comparative claim), the roofline's physics check."""
+import math
+
 import pandas as pd
 
-from localbench.report import claim_checks, fidelity_table, roofline_table
+from localbench import claims, tables
+from localbench.cells import common, percentile, reference_cell
+from localbench.roofline import table as roofline_table
 from localbench.schema import empty_row
 
 
@@ -10,47 +15,92 @@ def row(runtime, quant, decode, prefill, prompt_tokens=128, transport="inprocess
     r.update(runtime=runtime, transport=transport, quant=quant, status="ok", phase="warm", concurrency=1,
              cache_reuse=False, workload="unique", prompt_tokens=prompt_tokens, max_tokens=32, decode_tps=decode,
              prefill_tps=prefill, ttft_s=prompt_tokens / prefill, e2e_s=1.0, itl_s=[1 / decode] * 31,
-             cold_start_s=0.3, **kw)
+             cold_start_s=0.3, window="w1")
+    r.update(kw)
     return r
 
 
-def test_fidelity_flags_differences_over_tolerance():
+def test_percentiles_need_enough_requests():
+    assert percentile([1.0], 50) == "max of 1: 1"
+    assert percentile([1.0, 3.0], 50) == 2.0
+    assert percentile(range(50), 99) == "max of 50: 49"
+    assert percentile(range(100), 99) > 97
+
+
+def test_only_matched_cells_are_compared():
+    rows = pd.DataFrame([row("mlx", "bf16", 5.0, 50.0, prompt_tokens=32), row("torch", "fp32", 10.0, 100.0),
+                         row("torch", "fp32", 12.0, 100.0, prompt_tokens=32),
+                         row("mlx", "bf16", 5.0, 50.0, prompt_tokens=32, max_tokens=16)])
+    both = common(rows)
+    assert set(both["prompt_tokens"]) == {32} and set(both["max_tokens"]) == {32}
+    assert reference_cell(rows)["prompt_tokens"] == 32
+    pivot = tables.pivot(rows, "decode_tps").set_index("runtime/transport/quant")
+    assert pivot.loc["torch/inprocess/fp32", "unique 128→32"] == "10 (n=1)"
+    assert pivot.loc["mlx/inprocess/bf16", "unique 128→32"] == ""       # not measured: blank, never pooled
+
+
+def test_fidelity_pairs_measurements_of_one_window():
     rows = pd.DataFrame([row("llamacpp", "Q4_K_M", 20.0, 240.0), row("llamacpp", "Q4_K_M", 20.0, 240.0),
-                         row("llamacpp", "Q4_K_M", 27.0, 250.0, transport="server")])
+                         row("llamacpp", "Q4_K_M", 27.0, 250.0, transport="server", window="w2"),
+                         row("llamacpp", "Q4_K_M", 10.0, 100.0, transport="server", window="w3")])
     bench = [{"kind": "llama-bench fidelity", "quant": "Q4_K_M", "prompt_tokens": 128, "n_gen": 32,
               "bench_prefill_tps": 250.0, "bench_decode_tps": 28.0}]
-    table = fidelity_table(rows, [{"runtime": "llamacpp", "records": bench}], tolerance=0.10).set_index("transport")
-    assert "decode differs by -28.6%" in table.loc["inprocess", "flag"]
-    assert table.loc["server", "flag"] == "ok"
+    extras = [{"runtime": "llamacpp", "windows": [
+        {"window": "w1", "transport": "inprocess", "quant": "Q4_K_M", "probes_gbps": [20, 14, 20],
+         "references": bench},
+        {"window": "w2", "transport": "server", "quant": "Q4_K_M", "probes_gbps": [20, 20, 20], "references": bench}]}]
+    table = tables.fidelity(rows, extras, tolerance=0.05, drift_tolerance=0.05).set_index("transport")
+    assert "decode -28.6%" in table.loc["inprocess", "flag"] and "probe moved 30.0%" in table.loc["inprocess", "flag"]
+    assert table.loc["server", "flag"] == "ok" and table.loc["server", "n"] == 1     # w3's row is not paired
 
 
-def test_claims_are_judged_on_the_data():
+def test_claims_are_judged_on_matched_cells():
     rows = pd.DataFrame([row("mlx", "bf16", 50.0, 500.0), row("torch", "fp32", 10.0, 100.0),
                          row("mlx", "bf16", 50.0, 400.0, prompt_tokens=512),
                          row("torch", "fp32", 10.0, 90.0, prompt_tokens=512)])
-    checks = claim_checks(rows).set_index("claim")["verdict"]
+    checks = claims.check_all(rows).set_index("claim")["verdict"]
     assert checks["MLX achieves the highest sustained decode throughput"] == "supported"
     assert checks["MLC-LLM has lower TTFT than MLX on moderate prompts (≤16k)"] == "not testable here"
     assert checks["TTFT rises with input length (full prefill before the first token)"] == "supported"
     faster_torch = pd.concat([rows, pd.DataFrame([row("torch", "fp32", 500.0, 100.0)])])
-    assert claim_checks(faster_torch).set_index("claim")["verdict"][
+    assert claims.check_all(faster_torch).set_index("claim")["verdict"][
         "MLX achieves the highest sustained decode throughput"] == "contradicted"
+    # torch measured on another cell only: nothing matched, so nothing can be supported
+    apart = pd.DataFrame([row("mlx", "bf16", 50.0, 500.0), row("torch", "fp32", 10.0, 100.0, prompt_tokens=64)])
+    assert claims.check_all(apart).set_index("claim")["verdict"][
+        "MLX achieves the highest sustained decode throughput"] == "not testable here"
 
 
-def test_roofline_ceiling_is_bandwidth_over_weight_bytes():
+def test_single_runtime_cannot_support_a_comparative_claim():
+    rows = pd.DataFrame([row("mlx", "bf16", 50.0, 500.0, itl_s=[0.02] * 200)])
+    checks = claims.check_all(rows).set_index("claim")["verdict"]
+    assert checks["MLX achieves the highest sustained decode throughput"] == "not testable here"
+    assert checks["MLX has the most stable inter-token latency"] == "not testable here"
+
+
+def test_nan_cold_start_is_not_testable():
+    rows = pd.DataFrame([row("llamacpp", "Q8_0", 20.0, 200.0, cold_start_s=math.nan)])
+    verdict = claims.check_all(rows).set_index("claim")["verdict"]["llama.cpp cold start is under 0.5 s (cached GGUF)"]
+    assert verdict == "not testable here"
+
+
+def test_roofline_ceiling_and_impossible_ratios():
     rows = pd.DataFrame([row("llamacpp", "Q4_K_M", 20.0, 240.0, format="gguf", device="cpu"),
                          row("llamacpp", "Q4_K_M", 30.0, 240.0, format="gguf", device="cpu"),
+                         row("torch", "F16", 30.0, 240.0, format="hf", device="cpu", weights_memory="cpu"),
                          row("mlx", "bf16", 5.0, 50.0, format="mlx", device="gpu")])
     artifacts = pd.DataFrame([{"format": "gguf", "quant": "Q4_K_M", "size_bytes": 500e6},
+                              {"format": "hf", "quant": "F16", "size_bytes": 1e9},
                               {"format": "mlx", "quant": "bf16", "size_bytes": 1e9}])
     table = roofline_table(rows, artifacts, {"cpu": 20.0}).set_index("runtime")
-    assert list(table.index) == ["llamacpp"]            # no measured bandwidth for the GPU's memory: no row
+    assert "mlx" not in table.index                     # no measured bandwidth for the GPU's memory: no row
     assert table.loc["llamacpp", "ceiling tok/s"] == 40.0 and table.loc["llamacpp", "decode tok/s p50"] == 25.0
     assert table.loc["llamacpp", "of ceiling"] == "62%"
+    assert table.loc["torch", "of ceiling"].startswith("PROBE FAILURE: 150%")   # physics: never a result
 
 
 def test_read_bandwidth_is_measured():
-    from localbench.roofline import read_bandwidth, memory_of
+    from localbench.roofline import memory_of, read_bandwidth
     assert 1e8 < read_bandwidth("cpu", size_mib=16, repeats=2) < 1e13
     assert [memory_of(d) for d in ("cpu", "cuda:0", "mps", "Device(gpu, 0)")] == ["cpu", "cuda", "mps", "mps"]
 
@@ -60,4 +110,4 @@ def test_capability_tables_show_declarations_of_unavailable_runtimes():
     extras = [{"runtime": "mlc", "probe": {"available": False, "reason": "not installed"}},
               {"runtime": "ollama", "skipped": "runtime.ollama is false"}]
     text = capability_tables(extras)
-    assert "paged KV cache" in text and "a daemon (`ollama serve`)" in text and "not declared" not in text
+    assert "paged KV cache" in text and "not declared" not in text

@@ -21,6 +21,7 @@ class Probe:
     reason: str = ""
     version: str = ""
     device: str = ""
+    memory: str = ""          # where the weights live (cpu | cuda | mps); "" = inferred from `device`
     capabilities: dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,6 +56,13 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Sent:
+    """When a server request's body was written to the socket (perf_counter_ns): TTFT's start for servers.
+    In-process streams yield none: their boundary is the harness's stamp right before the generate call."""
+    ns: int
+
+
+@dataclass(frozen=True)
 class Usage:
     """The runtime's own count of prompt and output tokens for one request, plus anything it reports."""
     prompt_tokens: int
@@ -63,9 +71,10 @@ class Usage:
 
 
 class Session:
-    """A loaded model. `stream` yields Chunk objects, then exactly one Usage."""
+    """A loaded model. `stream` yields (servers: one Sent first, then) Chunk objects, then exactly one Usage."""
 
     pid: int | None = None   # process whose tree holds the model (None: this process)
+    external = False         # a server this pipeline did not start: its memory is not ours to report
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         raise NotImplementedError

@@ -6,6 +6,7 @@ from typing import Any, Iterator
 
 import httpx
 
+from localbench.clients import session_client, stream_openai
 from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
                                       Usage, register)
 
@@ -22,7 +23,9 @@ def served_models(base_url: str) -> list[str]:
 
 
 class EndpointSession(Session):
-    """Requests to the user's server; nothing to start or stop, no process to sample (pid None)."""
+    """Requests to the user's server; nothing to start or stop, no memory of ours to report."""
+
+    external = True
 
     def __init__(self, base_url: str, model: str, settings: dict[str, Any]):
         from localbench.loadgen import Target
@@ -31,12 +34,14 @@ class EndpointSession(Session):
         self.extra_body = dict(settings.get("extra_body") or {})
         self.timeout_s = float(settings.get("request_timeout_s", 600))
         self.target = Target(base_url, model, extra_body=self.extra_body, timeout_s=self.timeout_s)
+        self.client = session_client(self.timeout_s)
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
-        from localbench.clients import stream_openai
-
         yield from stream_openai(self.base_url, self.model, request, chat=request.chat, timeout_s=self.timeout_s,
-                                 extra_body=self.extra_body)
+                                 extra_body=self.extra_body, client=self.client)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 @register

@@ -4,8 +4,11 @@ Both transports load GGUF artifacts with the same threads / context / batch / fl
 settings (conf/engine/llamacpp.yaml). Length is forced: in-process a logits processor bans every
 end-of-generation token (its call count is llama.cpp's count of sampled tokens), llama-server gets
 `ignore_eos`. The KV cache is dropped between requests (in-process `Llama.reset()`, server
-`cache_prompt: false`) unless the request is a cache-reuse one. llama-bench runs on the same files for
-the fidelity check (extra_measurements). Install: `python -m localbench.llamacpp_build`.
+`cache_prompt: false`) unless the request is a cache-reuse one. Chunks carry the tokens llama.cpp sampled
+since the last chunk (in-process: the EOG-banning processor's call count; server: `timings.predicted_n`).
+llama-bench runs on the same file and shapes inside each measurement window, right after the pipeline's
+own requests of that window (window_references), for the fidelity check.
+Install: `python -m localbench.llamacpp_build`.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from localbench import llamacpp_build
-from localbench.clients import ServerError, stream_openai
+from localbench.clients import ServerError, session_client, stream_openai
 from localbench.loadgen import Target
 from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
                                       Usage, register)
@@ -84,11 +87,13 @@ class InProcessSession(Session):
             return scores
 
         llama_cpp.llama_perf_context_reset(llm.ctx)
+        counted = 0   # tokens sampled so far that a chunk carried (a split character's tokens ride one chunk)
         for part in llm.create_completion(prompt, max_tokens=request.max_tokens, temperature=0.0,
                                           stream=True, logits_processor=llama_cpp.LogitsProcessorList([no_eog])):
             text = part["choices"][0]["text"]
             if text:
-                yield Chunk(tokens=1, text=text)
+                yield Chunk(tokens=sampled - counted, text=text)
+                counted = sampled
         perf = llama_cpp.llama_perf_context(llm.ctx)
         yield Usage(prompt_tokens=len(prompt), output_tokens=sampled,
                     extra={"prompt_evaluated": perf.n_p_eval, "prompt_cached": len(prompt) - perf.n_p_eval,
@@ -108,6 +113,7 @@ class ServerSession(Session):
     def __init__(self, server: Server, model: str, timeout_s: float):
         self.server, self.model, self.timeout_s = server, model, timeout_s
         self.pid = server.pid
+        self.client = session_client(timeout_s)
         self.target = Target(server.base_url, model, extra_body={"ignore_eos": True, "cache_prompt": False},
                              timeout_s=timeout_s)
         self.buffers = buffer_sizes(server.log_path.read_text(errors="replace"))
@@ -127,10 +133,11 @@ class ServerSession(Session):
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         if not self.server.alive():
             raise self.died()
-        extra = {"ignore_eos": True, "cache_prompt": request.reuse_cache}
+        # timings_per_token: every event carries predicted_n, the server's own count of tokens so far
+        extra = {"ignore_eos": True, "cache_prompt": request.reuse_cache, "timings_per_token": True}
         try:
             yield from stream_openai(self.server.base_url, self.model, request, chat=request.chat,
-                                     timeout_s=self.timeout_s, extra_body=extra)
+                                     timeout_s=self.timeout_s, extra_body=extra, client=self.client)
         except ServerError:
             if self.exited():
                 raise self.died() from None
@@ -140,6 +147,7 @@ class ServerSession(Session):
         return dict(self.buffers)
 
     def close(self) -> None:
+        self.client.close()
         self.server.stop()
 
 
@@ -194,9 +202,10 @@ class LlamaCppRuntime(Runtime):
             return Probe(False, reason)
         gpu = bool(llama_cpp.llama_supports_gpu_offload())
         device = ("metal" if platform.system() == "Darwin" else "gpu") if gpu else f"cpu ({platform.machine()})"
+        memory = ("mps" if platform.system() == "Darwin" else "cuda") if gpu else "cpu"   # Apple: unified memory
         return Probe(True, version=f"llama-cpp-python {llama_cpp.__version__} (llama.cpp vendored; {server.name} "
                                    f"from the same source)",
-                     device=device,
+                     device=device, memory=memory,
                      capabilities={"batching": "continuous batching over --parallel slots (server)",
                                    "system_info": llama_cpp.llama_print_system_info().decode().strip()})
 
@@ -262,16 +271,16 @@ class LlamaCppRuntime(Runtime):
             row["build_commit"] = test.get("build_commit", "")
         return row
 
-    def extra_measurements(self, artifacts: list[Artifact], requests: list[Request], out_dir: Path) -> list[dict]:
-        """llama-bench on every GGUF artifact at each (prompt length, output length) the workloads use."""
-        shapes = sorted({(len(r.prompt_ids), r.max_tokens) for r in requests if r.prompt_ids and not r.chat})
+    def window_references(self, artifact: Artifact, requests: list[Request]) -> list[dict]:
+        """llama-bench on the window's GGUF at each cold (prompt length, output length) shape of its requests."""
+        shapes = sorted({(len(r.prompt_ids), r.max_tokens) for r in requests
+                         if r.prompt_ids and not r.chat and not r.reuse_cache})
         rows = []
-        for artifact in (a for a in artifacts if a.format == "gguf"):
-            for prompt_tokens, n_gen in shapes:
-                try:
-                    rows.append(self.bench(artifact, prompt_tokens, n_gen))
-                except (llamacpp_build.LlamaCppMissing, subprocess.TimeoutExpired, ValueError) as exc:
-                    rows.append({"kind": "llama-bench fidelity", "model": artifact.model, "quant": artifact.quant,
-                                 "path": artifact.path, "prompt_tokens": prompt_tokens, "n_gen": n_gen,
-                                 "threads": self.threads, "flag": f"llama-bench not run: {exc}"})
+        for prompt_tokens, n_gen in shapes:
+            try:
+                rows.append(self.bench(artifact, prompt_tokens, n_gen))
+            except (llamacpp_build.LlamaCppMissing, subprocess.TimeoutExpired, ValueError) as exc:
+                rows.append({"kind": "llama-bench fidelity", "model": artifact.model, "quant": artifact.quant,
+                             "path": artifact.path, "prompt_tokens": prompt_tokens, "n_gen": n_gen,
+                             "threads": self.threads, "flag": f"llama-bench not run: {exc}"})
         return rows

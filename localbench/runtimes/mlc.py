@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from localbench.clients import session_client, stream_openai
 from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
                                       Usage, register)
 
@@ -86,14 +87,14 @@ class ServerSession(Session):
         self.model = artifact.path
         self.timeout_s = float(settings.get("request_timeout_s", 600))
         self.target = Target(self.server.base_url, self.model, extra_body=FORCE_LENGTH, timeout_s=self.timeout_s)
+        self.client = session_client(self.timeout_s)
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
-        from localbench.clients import stream_openai
-
         yield from stream_openai(self.server.base_url, self.model, request, chat=request.chat,
-                                 timeout_s=self.timeout_s, extra_body=FORCE_LENGTH)
+                                 timeout_s=self.timeout_s, extra_body=FORCE_LENGTH, client=self.client)
 
     def close(self) -> None:
+        self.client.close()
         self.server.stop()
 
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from localbench.clients import session_client, stream_openai
 from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
                                       Usage, register)
 
@@ -49,10 +50,7 @@ def no_eos_processor(eos_ids: list[int]):
 
 
 def prompt_tokens(tokenizer, request: Request) -> list[int]:
-    """The token ids to run: the chat template around the text for chat requests, else the exact ids."""
-    if request.chat:
-        return list(tokenizer.apply_chat_template([{"role": "user", "content": request.prompt_text}],
-                                                  add_generation_prompt=True))
+    """The exact prompt ids every runtime runs (chat prompts arrive already rendered with the template)."""
     return list(request.prompt_ids) if request.prompt_ids else tokenizer.encode(request.prompt_text)
 
 
@@ -92,12 +90,15 @@ class InprocessSession(Session):
         self.mx.reset_peak_memory()
         last = None
         generated: list[int] = []
+        counted = 0     # tokens already carried by a chunk; a token whose text is held back rides the next one
         for resp in stream_generate(self.model, self.tokenizer, prompt[cached:], max_tokens=request.max_tokens,
                                     sampler=self.sampler, logits_processors=[self.no_eos], prompt_cache=cache,
                                     prefill_step_size=self.prefill_step_size):
             last = resp
             generated.append(resp.token)
-            yield Chunk(tokens=1, text=resp.text)
+            if resp.text:
+                yield Chunk(tokens=resp.generation_tokens - counted, text=resp.text)
+                counted = resp.generation_tokens
         if last is None or last.generation_tokens != request.max_tokens or last.finish_reason != "length":
             raise RuntimeError(f"mlx_lm generated {last.generation_tokens if last else 0} tokens "
                                f"(finish {last.finish_reason if last else None}), expected exactly "
@@ -163,13 +164,12 @@ class ServerSession(Session):
         # mlx_lm.server tokenizes `prompt` itself and accepts no token-id list: send the text
         self.target = Target(self.server.base_url, "default_model", extra_body=self.extra_body,
                              timeout_s=self.timeout_s, text_prompt=True)
+        self.client = session_client(self.timeout_s)
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
-        from localbench.clients import stream_openai
-
         text_request = dataclasses.replace(request, prompt_ids=())
         for item in stream_openai(self.server.base_url, "default_model", text_request, chat=request.chat,
-                                  timeout_s=self.timeout_s, extra_body=self.extra_body):
+                                  timeout_s=self.timeout_s, extra_body=self.extra_body, client=self.client):
             if isinstance(item, Usage):
                 if item.output_tokens != request.max_tokens:
                     raise RuntimeError(f"mlx_lm.server generated {item.output_tokens} tokens, expected exactly "
@@ -181,6 +181,7 @@ class ServerSession(Session):
             yield item
 
     def close(self) -> None:
+        self.client.close()
         self.server.stop()
 
 

@@ -13,6 +13,7 @@ class ReferenceSession(Session):
     """`python -m localbench.reference_server` on 127.0.0.1, streamed through the configured protocol."""
 
     def __init__(self, settings: dict[str, Any]):
+        from localbench.clients import session_client
         from localbench.loadgen import Target
         from localbench.servers import Server
 
@@ -26,14 +27,16 @@ class ReferenceSession(Session):
         self.protocol = settings.get("protocol", "openai")
         self.timeout_s = float(settings.get("request_timeout_s", 60))
         self.target = Target(self.server.base_url, "reference", protocol=self.protocol, timeout_s=self.timeout_s)
+        self.client = session_client(self.timeout_s)
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         from localbench.clients import stream
 
         yield from stream(self.protocol, self.server.base_url, "reference", request, chat=request.chat,
-                          timeout_s=self.timeout_s)
+                          timeout_s=self.timeout_s, client=self.client)
 
     def close(self) -> None:
+        self.client.close()
         self.server.stop()
 
 

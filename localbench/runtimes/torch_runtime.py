@@ -87,7 +87,7 @@ class TorchRuntime(Runtime):
         except RuntimeUnavailable as exc:
             return Probe(False, str(exc))
         return Probe(True, version=f"torch {torch.__version__} / transformers {transformers.__version__}",
-                     device=device,
+                     device=device, memory=device,
                      capabilities={"batching": "static batches only"})
 
     def load(self, artifact: Artifact, transport: str) -> Session:
