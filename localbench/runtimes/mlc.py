@@ -106,7 +106,8 @@ class MLC(Runtime):
     transports = ("inprocess", "server")
     formats = ("mlc",)
     declared = {"quantization": "q4f16_1, q4f16_awq, q0f16 ... (mlc_llm convert_weight + gen_config)",
-                "kv_cache": "paged KV cache with prefix caching (MLCEngine)",
+                "kv_cache": "paged KV cache with radix prefix caching (MLCEngine), left on: cold cells cannot hit it, "
+                            "every no-reuse prompt starts with a token no other prompt starts with",
                 "streaming": "MLCEngine stream in-process; SSE from mlc_llm serve",
                 "api": "OpenAI-compatible mlc_llm serve and MLCEngine (chat.completions)",
                 "deployment": "wheels from mlc.ai's index; a model library compiled per device (Metal, CUDA, Vulkan, WebGPU)"}
