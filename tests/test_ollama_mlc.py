@@ -1,5 +1,4 @@
-"""Ollama, MLC-LLM, endpoint and reference runtimes: probe reasons; real servers only when reachable."""
-import shutil
+"""MLC-LLM, endpoint and reference runtimes: probe reasons; real servers only when reachable (Ollama: test_ollama.py)."""
 from pathlib import Path
 
 import pytest
@@ -9,39 +8,10 @@ from localbench.calibration import reference_server
 from localbench.runtimes import registry
 
 REGISTRY = registry()
-from localbench.runtimes.base import Artifact, Request, RuntimeUnavailable, Usage
+from localbench.runtimes.base import Artifact, Request, RuntimeUnavailable
 from localbench.servers import free_port
 
 REQ = Request("p0", (1, 2, 3), "hello there", max_tokens=8)
-GGUF = Path("/tmp/dl/SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def test_ollama_probe_reasons(monkeypatch):
-    host = f"http://127.0.0.1:{free_port()}"
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    probe = REGISTRY["ollama"]({"host": host}).probe()
-    assert not probe.available
-    assert f"no Ollama server reachable at {host}" in probe.reason and "no `ollama` binary" in probe.reason
-    assert "brew install ollama" in probe.reason
-    monkeypatch.setattr(shutil, "which", lambda name: "/usr/local/bin/ollama")
-    probe = REGISTRY["ollama"]({"host": host, "launch": False}).probe()
-    assert not probe.available and "engine.ollama.launch is false" in probe.reason
-
-
-def test_ollama_real_server(tmp_path):
-    runtime = REGISTRY["ollama"]({"log_dir": str(tmp_path), "num_ctx": 512})
-    probe = runtime.probe()
-    if not probe.available:
-        pytest.skip(f"Ollama unavailable: {probe.reason}")
-    if not GGUF.exists():
-        pytest.skip(f"no GGUF at {GGUF}")
-    session = runtime.load(Artifact("smollm2-135m", "gguf", "Q4_1", str(GGUF)), "server")
-    try:
-        items = list(session.stream(REQ))
-        assert isinstance(items[-1], Usage) and items[-1].output_tokens > 0
-        assert "eval_duration" in items[-1].extra["ollama"]
-    finally:
-        session.close()
 
 
 def test_mlc_probe_and_converter():

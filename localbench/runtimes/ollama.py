@@ -1,27 +1,59 @@
-"""Ollama through its native API (/api/generate, /api/chat; NDJSON), loading the pipeline's own GGUF.
+"""Ollama: `ollama serve` launched by the pipeline, the pipeline's own GGUF imported with a Modelfile.
 
-The GGUF is imported with `ollama create` from a Modelfile (FROM <gguf>, PARAMETER num_ctx), so Ollama
-runs the same weights as llama.cpp. With no server answering at engine.ollama.host, `ollama serve` is
-started on a free 127.0.0.1 port (launch: true) with OLLAMA_NUM_PARALLEL and OLLAMA_KEEP_ALIVE from
-settings. Ollama's own load/prompt-eval/eval durations (ns) land in Usage.extra['ollama']. Ollama has no
-ignore-EOS option: a generation ending early is reported as `short` by the harness.
-Install on macOS: `brew install ollama` (elsewhere: https://ollama.com/download).
+Per session (one artifact, one transport) the pipeline starts `ollama serve` on a free 127.0.0.1 port
+(OLLAMA_HOST) with its own models folder (engine.ollama.models_dir, under the project), imports the GGUF
+with `ollama create` (FROM <gguf> plus num_ctx / num_thread / num_batch as PARAMETERs, so every request
+hits the same runner), loads it with an empty /api/generate, and on close deletes the models it created
+(unless keep_models) and kills the server's process group. Cold start = spawn -> ready -> created ->
+loaded; the three parts are kept apart in every row's Usage.extra['session'] (serve_s, create_s, load_s).
+Transports: `server` = the native API (/api/generate with raw: true, no template, for prompts; /api/chat
+for chat turns; NDJSON), `openai` = its OpenAI-compatible /v1 (completions on a second model name whose
+TEMPLATE is `{{ .Prompt }}`, so the prompt is sent as is, as llama-server gets it; chat completions on
+the first). Ollama's own durations (load, prompt_eval, eval; ns) are in Usage.extra['ollama'].
+
+Forced length: Ollama has no ignore_eos or logit bias; its llama.cpp runner stops at any end-of-generation
+token (runner/llamarunner/runner.go: `if s.model.TokenIsEog(token)`, EOG set from the GGUF's vocab). What
+forces the length here is num_predict = max_tokens with the stop sequences cleared (options.stop = []) and,
+for prompts, raw mode (no chat template inviting an end of turn); a generation that still ends early is a
+`short` row, never ok. Prompt cache: Ollama always reuses the longest cached prefix of a slot (no API to turn
+it off); after every request that does not ask for reuse the session sends a 1-token flush request (after
+the measured stream, outside its timings), so the next single-stream request starts from an empty slot.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 
+from localbench import ollama_build
 from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
                                       Usage, register)
 
-INSTALL_HINT = "install with `brew install ollama` on macOS (https://ollama.com/download elsewhere)"
+ROOT = ollama_build.CACHE_DIR.parents[1]
+INSTALL_HINT = f"{ollama_build.FIX}; on macOS `brew install ollama`"
+DEFAULTS = {"binary": "", "launch": True, "host": "http://127.0.0.1:11434", "models_dir": ".cache/ollama/models",
+            "keep_models": False, "keep_alive": "30m", "num_ctx": 4096, "num_parallel": 4, "num_thread": 0,
+            "num_batch": 512, "flash_attention": True, "request_timeout_s": 600, "ready_timeout_s": 120,
+            "log_dir": "data/raw/ollama/logs"}
+FLUSH_PROMPT = "\u2042"   # one rare symbol no plan prompt starts with: overwrites the slot's cached prefix
+RAW_TEMPLATE = "{{ .Prompt }}"
+
+
+def binary(settings: dict[str, Any]) -> str | None:
+    """engine.ollama.binary, else the binary `make install` built, else `ollama` on PATH."""
+    if settings.get("binary"):
+        return str(settings["binary"])
+    if ollama_build.built():
+        return str(ollama_build.BINARY)
+    return shutil.which("ollama")
 
 
 def server_version(host: str) -> str | None:
@@ -33,108 +65,206 @@ def server_version(host: str) -> str | None:
         return None
 
 
-def modelfile(gguf: Path, num_ctx: int) -> str:
-    return f"FROM {gguf.resolve()}\nPARAMETER num_ctx {num_ctx}\n"
+def system_info(log: str) -> str:
+    """The last `msg=system` line of an Ollama log (ggml's CPU features, e.g. CPU.0.AVX2=1), '' if none."""
+    lines = [line for line in log.splitlines() if "msg=system" in line]
+    return lines[-1].split("msg=system", 1)[1].strip() if lines else ""
+
+
+def modelfile(gguf: Path, params: dict[str, Any], template: str | None = None) -> str:
+    text = f"FROM {gguf.resolve()}\n" + "".join(f"PARAMETER {k} {v}\n" for k, v in params.items())
+    return text + (f'TEMPLATE """{template}"""\n' if template else "")
 
 
 class OllamaSession(Session):
-    """One imported model on an Ollama server (ours, launched, or the user's)."""
+    """One artifact on an Ollama server (launched here, or the one at engine.ollama.host if launch is false)."""
 
-    def __init__(self, artifact: Artifact, settings: dict[str, Any]):
+    def __init__(self, artifact: Artifact, settings: dict[str, Any], exe: str, transport: str):
+        from localbench.clients import session_client
         from localbench.loadgen import Target
         from localbench.servers import Server
 
-        self.settings = settings
-        host = str(settings.get("host", "http://127.0.0.1:11434")).rstrip("/")
-        log_dir = Path(settings.get("log_dir") or "logs/ollama")
-        self.server = None
-        if server_version(host) is None:
-            self.server = Server(["ollama", "serve"], log_dir / "ollama_serve.log", ready_path="/api/version",
-                                 ready_timeout_s=float(settings.get("ready_timeout_s", 120)))
-            self.server.env.update(OLLAMA_HOST=f"127.0.0.1:{self.server.port}",
-                                   OLLAMA_NUM_PARALLEL=str(settings.get("num_parallel", 1)),
-                                   OLLAMA_KEEP_ALIVE=str(settings.get("keep_alive", "5m")))
-            self.server.start()
-            host, self.pid = self.server.base_url, self.server.pid
-        self.host = host
-        self.num_ctx = int(settings.get("num_ctx", 4096))
-        self.keep_alive = settings.get("keep_alive", "5m")
-        self.timeout_s = float(settings.get("request_timeout_s", 600))
-        self.model = re.sub(r"[^a-z0-9._-]+", "-", f"localbench-{artifact.model}-{artifact.quant}".lower())
-        mf = log_dir / f"{self.model}.Modelfile"
-        mf.parent.mkdir(parents=True, exist_ok=True)
-        mf.write_text(modelfile(Path(artifact.path), self.num_ctx))
-        env_host = host.removeprefix("http://")
-        done = subprocess.run(["ollama", "create", self.model, "-f", str(mf)], capture_output=True, text=True,
-                              env={**os.environ, "OLLAMA_HOST": env_host})
-        if done.returncode:
+        s = settings
+        self.transport, self.exe = transport, exe
+        self.timeout_s = float(s["request_timeout_s"])
+        self.keep_alive, self.keep_models = s["keep_alive"], bool(s["keep_models"])
+        self.log_dir = Path(s["log_dir"])
+        self.server, self.created = None, []
+        self.timings: dict[str, float] = {}
+        name = re.sub(r"[^a-z0-9._-]+", "-", f"localbench-{artifact.model}-{artifact.quant}".lower())
+        self.model, self.raw_model = name, f"{name}-raw"
+        try:
+            if s["launch"]:
+                models = Path(s["models_dir"])
+                models = models if models.is_absolute() else ROOT / models
+                self.server = Server([exe, "serve"], self.log_dir / f"ollama-{name}-{transport}.log",
+                                     ready_path="/api/version", ready_timeout_s=float(s["ready_timeout_s"]))
+                self.server.env.update(OLLAMA_HOST=f"127.0.0.1:{self.server.port}", OLLAMA_MODELS=str(models),
+                                       OLLAMA_NUM_PARALLEL=str(s["num_parallel"]), OLLAMA_KEEP_ALIVE=str(s["keep_alive"]),
+                                       OLLAMA_FLASH_ATTENTION="1" if s["flash_attention"] else "0",
+                                       OLLAMA_NOHISTORY="1", OLLAMA_NO_CLOUD="1")
+                self.server.start()
+                self.host, self.pid = self.server.base_url, self.server.pid
+                self.timings["serve_s"] = self.server.cold_start_s
+            else:
+                self.host, self.external = str(s["host"]).rstrip("/"), True
+            self.client = session_client(self.timeout_s)
+            params = {"num_ctx": int(s["num_ctx"]), "num_thread": int(s["num_thread"]) or os.cpu_count() or 1,
+                      "num_batch": int(s["num_batch"])}
+            t0 = time.perf_counter()
+            self.create(self.model, modelfile(Path(artifact.path), params))
+            if transport == "openai":
+                self.create(self.raw_model, modelfile(Path(artifact.path), params, RAW_TEMPLATE))
+            self.timings["create_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self.client.post(f"{self.host}/api/generate", json={"model": self.model, "keep_alive": self.keep_alive}
+                             ).raise_for_status()      # loads the model now: part of cold start, kept apart
+            self.timings["load_s"] = time.perf_counter() - t0
+        except BaseException:
             self.close()
+            raise
+        self.options = {"stop": [], "temperature": 0.0}
+        self.extra_body = {"options": self.options, "keep_alive": self.keep_alive}
+        # the load sweep runs on the native transport (text prompts; Ollama takes no token-id lists)
+        self.target = Target(self.host, self.model, protocol="ollama", extra_body=self.extra_body,
+                             timeout_s=self.timeout_s, text_prompt=True) if transport == "server" else None
+        self.system = system_info(self.log())
+
+    def log(self) -> str:
+        return self.server.log_path.read_text(errors="replace") if self.server else ""
+
+    def create(self, name: str, text: str) -> None:
+        path = self.log_dir / f"{name}.Modelfile"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        done = subprocess.run([self.exe, "create", name, "-f", str(path)], capture_output=True, text=True,
+                              env={**os.environ, "OLLAMA_HOST": self.host.removeprefix("http://")})
+        if done.returncode:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
-            raise RuntimeError(f"`ollama create {self.model} -f {mf}` failed: {tail[0]}")
-        self.extra_body = {"options": {"num_ctx": self.num_ctx}, "keep_alive": self.keep_alive}
-        httpx.post(f"{host}/api/generate", json={"model": self.model, "keep_alive": self.keep_alive},
-                   timeout=self.timeout_s).raise_for_status()      # loads the model now: part of cold start
-        self.target = Target(host, self.model, protocol="ollama", extra_body=self.extra_body,
-                             timeout_s=self.timeout_s)
+            raise RuntimeError(f"`ollama create {name} -f {path}` failed: {tail[0]}; see the server log")
+        self.created.append(name)
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
-        from localbench.clients import stream_ollama
+        from localbench.clients import ServerError, stream_ollama, stream_openai
 
-        yield from stream_ollama(self.host, self.model, request, chat=request.chat, timeout_s=self.timeout_s,
-                                 extra_body=self.extra_body)
+        if self.server and not self.server.alive():
+            raise self.died()
+        try:
+            model = self.raw_model if self.transport == "openai" and not request.chat else self.model
+            if self.transport == "openai":
+                items = stream_openai(self.host, model, replace(request, prompt_ids=()), chat=request.chat,
+                                      timeout_s=self.timeout_s, extra_body={"stop": []}, client=self.client)
+            else:
+                items = stream_ollama(self.host, model, request, chat=request.chat, timeout_s=self.timeout_s,
+                                      extra_body=self.extra_body, client=self.client)
+            for item in items:
+                if isinstance(item, Usage):
+                    item = replace(item, extra={**item.extra, "session": self.timings})
+                yield item
+        except ServerError:
+            if self.server and not self.server.alive():
+                raise self.died() from None
+            raise
+        if not request.reuse_cache:
+            self.flush(model)
+
+    def flush(self, model: str) -> None:
+        """A 1-token request on the same runner: the slot that held the last prompt now holds FLUSH_PROMPT."""
+        self.client.post(f"{self.host}/api/generate", json={
+            "model": model, "prompt": FLUSH_PROMPT, "raw": True, "stream": False,
+            "keep_alive": self.keep_alive, "options": {**self.options, "num_predict": 1}}).raise_for_status()
+
+    def died(self):
+        from localbench.servers import ServerDied, log_tail
+        return ServerDied(f"ollama serve exited with code {self.server.proc.returncode} mid-run; "
+                          f"log {self.server.log_path}:\n{log_tail(self.server.log_path)}")
 
     def memory(self) -> dict[str, int]:
-        """Bytes of the loaded model in device memory (size_vram from /api/ps)."""
+        """llama.cpp's buffer sizes from the runner's log (as for llama-server), plus /api/ps's model size."""
+        from localbench.runtimes.llamacpp import buffer_sizes
+
+        out = buffer_sizes(self.log())
         try:
-            for m in httpx.get(f"{self.host}/api/ps", timeout=5.0).json().get("models", []):
+            for m in self.client.get(f"{self.host}/api/ps", timeout=5.0).json().get("models", []):
                 if m.get("name", "").split(":")[0] == self.model:
-                    return {"device_mem_bytes": int(m.get("size_vram", 0)), "model_bytes": int(m.get("size", 0))}
+                    out["ollama_size_bytes"] = int(m.get("size", 0))
         except (httpx.HTTPError, ValueError):
             pass
-        return {}
+        return out
 
     def close(self) -> None:
+        """Delete the models this session created (unless keep_models), then kill the server's process group."""
+        client = getattr(self, "client", None)
+        if client is not None:
+            for name in ([] if self.keep_models else self.created):
+                try:
+                    client.request("DELETE", f"{self.host}/api/delete", json={"model": name}, timeout=30.0)
+                except httpx.HTTPError:
+                    pass
+            client.close()
         if self.server:
             self.server.stop()
 
 
 @register
 class Ollama(Runtime):
-    """Ollama serving the pipeline's GGUF (server transport only)."""
+    """Ollama serving the pipeline's GGUF: native API and its OpenAI-compatible /v1."""
 
     name = "ollama"
-    transports = ("server",)
+    transports = ("server", "openai")
     formats = ("gguf",)
     declared = {"quantization": "GGUF (the pipeline's own, imported with a Modelfile)",
-                "kv_cache": "llama.cpp's, per loaded model; keep_alive holds the model in memory",
-                "streaming": "NDJSON from /api/generate and /api/chat",
-                "api": "native /api/generate, /api/chat (NDJSON) and an OpenAI-compatible /v1",
-                "deployment": "a daemon (`ollama serve`) plus CLI; models by Modelfile or registry"}
+                "kv_cache": "llama.cpp's, num_ctx per slot x OLLAMA_NUM_PARALLEL slots; the longest cached prefix is "
+                            "always reused (no switch): a 1-token flush after each no-reuse request empties the "
+                            "slot, so single-stream cells get reuse only where they ask for it; load-sweep "
+                            "requests repeat the plan's prompts and may reuse a cached copy",
+                "streaming": "NDJSON from /api/generate and /api/chat; SSE from /v1",
+                "api": "native /api/generate (raw), /api/chat (NDJSON) and an OpenAI-compatible /v1",
+                "deployment": "a daemon (`ollama serve`) plus CLI, built here from its Go module; models by Modelfile",
+                "forced_length": "no ignore_eos: num_predict with stop sequences cleared, raw prompts; an early "
+                                 "end-of-generation token makes the row `short`"}
+
+    def __init__(self, settings: dict | None = None):
+        super().__init__({**DEFAULTS, **(settings or {})})
 
     def probe(self) -> Probe:
-        host = str(self.settings.get("host", "http://127.0.0.1:11434")).rstrip("/")
-        binary = shutil.which("ollama")
-        if binary is None:
-            running = server_version(host)
-            where = f"a server answers at {host} (version {running})" if running else \
-                f"no Ollama server reachable at {host}"
-            return Probe(False, reason=f"no `ollama` binary on PATH (needed for `ollama create`) and {where}; "
-                                       f"{INSTALL_HINT}")
-        version = server_version(host)
-        if version is None and not self.settings.get("launch", True):
-            return Probe(False, reason=f"no Ollama server reachable at {host} and engine.ollama.launch is false; "
-                                       "start one with `ollama serve`")
-        if version is None:
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True)
-            version = (out.stdout or out.stderr).strip().splitlines()[-1:] or ["unknown"]
-            version = version[0]
-        return Probe(True, version=f"ollama {version}", device="ollama (llama.cpp backend)",
-                     capabilities={"force_length": False,
-                                   "num_ctx": self.settings.get("num_ctx", 4096),
-                                   "num_parallel": self.settings.get("num_parallel", 1),
-                                   "keep_alive": self.settings.get("keep_alive", "5m")})
+        s = self.settings
+        exe = binary(s)
+        if not s["launch"]:
+            version = server_version(str(s["host"]))
+            if version is None:
+                return Probe(False, reason=f"no Ollama server reachable at {s['host']} and engine.ollama.launch is "
+                                           "false; start one with `ollama serve`")
+            if exe is None:
+                return Probe(False, reason=f"no `ollama` binary (needed for `ollama create`); {INSTALL_HINT}")
+        elif exe is None:
+            why = ollama_build.skip_reason() or f"Ollama {ollama_build.VERSION} is not built"
+            return Probe(False, reason=f"no `ollama` binary: {why}; {INSTALL_HINT}")
+        else:
+            out = subprocess.run([exe, "--version"], capture_output=True, text=True)
+            found = re.search(r"version is (\S+)", out.stdout + out.stderr)
+            version = found.group(1) if found else "unknown"
+        stamp = ollama_build.built() if exe == str(ollama_build.BINARY) else None
+        caps = {"force_length": False, "num_ctx": s["num_ctx"], "num_parallel": s["num_parallel"],
+                "binary": exe, "launch": s["launch"]}
+        if stamp:
+            caps.update(build={k: stamp[k] for k in ("module", "go", "cgo_cflags", "build_s", "built_at", "cpu")})
+        return Probe(True, version=f"ollama {version}", device="cpu (ollama's llama.cpp runner)", capabilities=caps)
 
     def load(self, artifact: Artifact, transport: str) -> Session:
-        if shutil.which("ollama") is None:
-            raise RuntimeUnavailable(f"no `ollama` binary on PATH; {INSTALL_HINT}")
-        return OllamaSession(artifact, self.settings)
+        exe = binary(self.settings)
+        if exe is None:
+            raise RuntimeUnavailable(f"no `ollama` binary; {INSTALL_HINT}")
+        if transport not in self.transports:
+            raise RuntimeUnavailable(f"ollama has no {transport!r} transport (server | openai)")
+        session = OllamaSession(artifact, self.settings, exe, transport)
+        self.system = session.system or getattr(self, "system", "")
+        return session
+
+    def extra_measurements(self, artifacts: list[Artifact], requests: list[Request], out_dir: Path) -> list[dict]:
+        """The build stamp and the system line ggml printed in the server log (its CPU features)."""
+        stamp = ollama_build.built() or {}
+        return [{"kind": "ollama build", "version": stamp.get("version", ""), "go": stamp.get("go", ""),
+                 "build_s": stamp.get("build_s"), "cgo_cflags": stamp.get("cgo_cflags", ""),
+                 "cpu_flags": " ".join(stamp.get("cpu", {}).get("flags", [])),
+                 "system_info": getattr(self, "system", "")}]
