@@ -2,9 +2,11 @@
 import json
 from pathlib import Path
 
+from localbench.config import params
 from localbench.aggregate import headline, read_raw, summarize
 
 if __name__ == "__main__":
+    params()    # the whole configuration is valid, or one line and exit
     rows = read_raw(Path("data/raw"))
     rows.to_parquet("data/requests.parquet", index=False)
     summarize(rows).to_parquet("data/summary.parquet", index=False)

@@ -7,13 +7,13 @@ import json
 import tempfile
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from localbench.config import params, setup_logging
 from localbench import calibration, roofline
 
 
 def main() -> None:
-    cfg = OmegaConf.to_container(OmegaConf.load("params.yaml"), resolve=True)["calibration"]
+    setup_logging()
+    cfg = params("calibration")["calibration"]
     with tempfile.TemporaryDirectory() as logs:   # the server's log tail is in any error raised
         df = calibration.measure(cfg, Path(logs))
     Path("data").mkdir(exist_ok=True)

@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+from localbench import privacy
 from localbench.config import params, setup_logging
 from localbench.sources import SourceError, download
 
@@ -12,6 +13,8 @@ OUT = Path("models/source")
 def main() -> None:
     setup_logging()
     model = params("model")["model"]
+    if model["source"] == "hf":    # the one step that reaches the Hub by design
+        privacy.allow_hub()
     try:
         provenance = download(model, OUT)
     except SourceError as exc:

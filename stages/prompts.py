@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+import localbench  # noqa: F401 - first: the private environment (localbench.privacy) before transformers
 import pandas as pd
 from transformers import AutoConfig, AutoTokenizer
 
