@@ -3,9 +3,14 @@
 Cold start is measured from spawn to the first successful readiness probe; the server's log is kept in a
 file beside the results. Every runtime with a server transport (llama-server, mlx_lm.server, mlc_llm
 serve, the reference server) uses this one launcher.
+
+No server outlives the pipeline: each runs in its own process group, stopped by `stop()` (sessions' close),
+and every live one is also stopped at interpreter exit (`atexit`); `stop_on_signals()` turns SIGTERM/SIGHUP
+(DVC stopping a stage) into SystemExit so `finally: session.close()` runs as it does on Ctrl-C.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -17,6 +22,26 @@ from typing import Sequence
 import httpx
 
 HOST = "127.0.0.1"
+LIVE: set["Server"] = set()          # servers started and not stopped yet
+
+
+def stop_all() -> None:
+    """Stop every server this process started that is still up (atexit, and after a fatal signal)."""
+    for server in list(LIVE):
+        server.stop(grace_s=5.0)
+
+
+atexit.register(stop_all)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def stop_on_signals(signals=(signal.SIGTERM, signal.SIGHUP)) -> None:
+    """Make these signals raise SystemExit in the main thread, so `finally` blocks and atexit run."""
+    for sig in signals:
+        signal.signal(sig, _exit_on_signal)
 
 
 class ServerDied(RuntimeError):
@@ -69,11 +94,13 @@ class Server:
         t0 = time.perf_counter_ns()
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True)
+        LIVE.add(self)
         log.close()
         deadline = time.monotonic() + self.ready_timeout_s
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
+                    self.stop(grace_s=1.0)        # its process group: a child it forked may still be up
                     raise ServerDied(f"{self.argv[0]} exited with code {self.proc.returncode} before it was "
                                      f"ready; log {self.log_path}:\n{log_tail(self.log_path)}")
                 try:
@@ -91,17 +118,23 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the server's process group, SIGKILL after `grace_s`."""
-        if not self.proc or self.proc.poll() is not None:
+        """SIGTERM the server's process group, SIGKILL after `grace_s` (the group also when the leader is gone:
+        a worker it forked may still be up)."""
+        LIVE.discard(self)
+        if not self.proc:
             return
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+        try:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
         except ProcessLookupError:
             pass
+        self.proc.wait()
 
     def __enter__(self) -> "Server":
         return self.start()

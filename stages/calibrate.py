@@ -8,11 +8,12 @@ import tempfile
 from pathlib import Path
 
 from localbench.config import params, setup_logging
-from localbench import calibration, roofline
+from localbench import calibration, roofline, servers
 
 
 def main() -> None:
     setup_logging()
+    servers.stop_on_signals()     # DVC's SIGTERM stops the servers as Ctrl-C does
     cfg = params("calibration")["calibration"]
     with tempfile.TemporaryDirectory() as logs:   # the server's log tail is in any error raised
         df = calibration.measure(cfg, Path(logs))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from localbench import catalog, environment
+from localbench import catalog, environment, servers
 from localbench.config import params, setup_logging
 from localbench.harness import Cell, Measurement, ResultStore, config_key, load_runtime
 from localbench.runtimes.base import Artifact, Request
@@ -37,6 +37,7 @@ def cells(prompts: pd.DataFrame, wl: dict) -> list[Cell]:
 
 def main(name: str) -> None:
     setup_logging()
+    servers.stop_on_signals()     # DVC's SIGTERM stops the servers as Ctrl-C does
     cfg = params("model", "runtime", "engine", "workload", "convert", "load")
     out = Path("data/raw") / name
     shutil.rmtree(out, ignore_errors=True)
