@@ -18,13 +18,15 @@ import hashlib
 import itertools
 import json
 import logging
+import queue
+import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
-from localbench import drift, loadgen, metrics
+from localbench import drift, integrity, loadgen, metrics
 from localbench.memory import PeakRSS, baseline_rss
 from localbench.roofline import memory_of
 from localbench.runtimes import registry
@@ -32,6 +34,7 @@ from localbench.runtimes.base import Artifact, Chunk, Request, Runtime, RuntimeU
 from localbench.schema import empty_row
 
 log = logging.getLogger(__name__)
+STOP_GRACE_S = 2.0        # how long a stream asked to stop may take before its session counts as hung
 
 
 @dataclass(frozen=True)
@@ -60,33 +63,81 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
 
+def stream_worker(session: Session, request: Request, stop: threading.Event) -> tuple[queue.SimpleQueue, threading.Thread]:
+    """`session.stream(request)` iterated in a daemon thread: each item is stamped (perf_counter_ns) the moment
+    the runtime yields it and queued as ("item", ns, item); the stream's start, end or exception follow it.
+
+    The caller can then wait for the next item with a timeout even when the runtime hangs inside a call."""
+    out: queue.SimpleQueue = queue.SimpleQueue()
+
+    def pump() -> None:
+        try:
+            out.put(("start", time.perf_counter_ns(), None))     # in-process: the generate call starts now
+            items = session.stream(request)
+            for item in items:
+                out.put(("item", time.perf_counter_ns(), item))
+                if stop.is_set():
+                    getattr(items, "close", lambda: None)()
+                    break
+            out.put(("end", time.perf_counter_ns(), None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises
+            out.put(("error", time.perf_counter_ns(), exc))
+
+    thread = threading.Thread(target=pump, name=f"stream-{request.prompt_id}", daemon=True)
+    thread.start()
+    return out, thread
+
+
 def run_request(session: Session, request: Request, timeout_s: float, rss_baseline: int = 0) -> dict:
     """Send one request, timestamp each chunk on arrival, and compute the row's metric fields.
 
+    The stream runs in a worker thread (stream_worker), so a runtime that hangs inside a request still ends
+    as a `timeout` row after `timeout_s`; if its stream then does not stop within a grace period the session
+    is marked unusable (`session.hung`: the reason) and the caller moves on.
     `rss_baseline`: this process's RSS right before an in-process session was loaded (subtracted)."""
     arrivals: list[int] = []
     tokens: list[int] = []
     usage: Usage | None = None
     fields: dict = {"status": "ok", "error": None}
     notes: list[str] = []
+    stop = threading.Event()
     with PeakRSS(session.pid) as rss:
-        sent = time.perf_counter_ns()      # in-process: the generate call starts now
+        sent = time.perf_counter_ns()
+        items, worker = stream_worker(session, request, stop)
         try:
-            for item in session.stream(request):
-                now = time.perf_counter_ns()
-                if isinstance(item, Sent):
-                    sent = item.ns         # servers: the request body was on the wire then
-                elif isinstance(item, Usage):
-                    usage = item
-                elif isinstance(item, Chunk) and item.tokens > 0:
-                    arrivals.append(now)
-                    tokens.append(item.tokens)
-                if (now - sent) * 1e-9 > timeout_s:
-                    raise TimeoutError(f"request exceeded workload.timeout_s={timeout_s}")
-            if usage is None:
-                raise RuntimeError("the runtime reported no token usage")
+            try:
+                while True:
+                    wait_s = timeout_s - (time.perf_counter_ns() - sent) * 1e-9
+                    try:
+                        kind, now, item = items.get(timeout=max(wait_s, 0.0))
+                    except queue.Empty:
+                        raise TimeoutError(f"request exceeded workload.timeout_s={timeout_s:g} "
+                                           f"(no answer for {timeout_s:g} s)") from None
+                    if kind == "error":
+                        raise item
+                    if kind == "end":
+                        break
+                    if kind == "start":
+                        sent = now         # in-process boundary: right before the generate call
+                    elif isinstance(item, Sent):
+                        sent = item.ns     # servers: the request body was on the wire then
+                    elif isinstance(item, Usage):
+                        usage = item
+                    elif isinstance(item, Chunk) and item.tokens > 0:
+                        arrivals.append(now)
+                        tokens.append(item.tokens)
+                    if (now - sent) * 1e-9 > timeout_s:
+                        raise TimeoutError(f"request exceeded workload.timeout_s={timeout_s:g}")
+                if usage is None:
+                    raise RuntimeError("the runtime reported no token usage")
+            finally:
+                stop.set()
+                worker.join(timeout=min(max(timeout_s, 0.5), STOP_GRACE_S))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a row
             fields.update(status=classify(exc), error=one_line(exc))
+            if worker.is_alive():
+                session.hung = (f"not run: an earlier request on this session hung past workload.timeout_s="
+                                f"{timeout_s:g} and did not stop; the session was abandoned")
     if not session.external:       # a server the pipeline did not start: its memory is not measured
         fields["peak_rss_bytes"] = rss.peak if session.pid else max(rss.peak - rss_baseline, 0)
     fields["device_mem_bytes"] = session.memory().get("device_mem_bytes")
@@ -110,21 +161,52 @@ def run_request(session: Session, request: Request, timeout_s: float, rss_baseli
 
 
 class ResultStore:
-    """Append-only JSONL of finished rows, valid only for one configuration key."""
+    """Append-only JSONL of finished rows, valid only for one configuration key.
+
+    On resume a torn last line (the process was killed while writing it) is cut off with a warning, and the
+    rows of a load sweep that did not finish (no `load` window record after them) are dropped: the sweep
+    runs again whole."""
 
     def __init__(self, path: Path, key: str):
         self.path, self.key = Path(path), key
         self.rows: list[dict] = []
         self.windows: list[dict] = []       # measurement windows: probe readings and in-window references
-        if self.path.exists():
-            lines = self.path.read_text().splitlines()
-            if lines and json.loads(lines[0]).get("key") == key:
-                for record in (json.loads(line) for line in lines[1:] if line.strip()):
-                    (self.windows if record.get("record") == "window" else self.rows).append(record)
-                log.info("resuming: %d rows already measured in %s", len(self.rows), self.path)
+        records = self._read() if self.path.exists() else []
+        if records and records[0].get("key") == key:
+            for record in records[1:]:
+                (self.windows if record.get("record") == "window" else self.rows).append(record)
+            finished = {w["window"] for w in self.windows}
+            unfinished = [r for r in self.rows if r.get("phase") == "load" and r.get("window") not in finished]
+            if unfinished:
+                log.warning("dropping %d rows of a load sweep that did not finish (it runs again)", len(unfinished))
+                self.rows = [r for r in self.rows if not (r.get("phase") == "load" and r.get("window") not in finished)]
+            log.info("resuming: %d rows already measured in %s", len(self.rows), self.path)
         if not self.rows and not self.windows:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps({"key": key}) + "\n")
+
+    def _read(self) -> list[dict]:
+        """The file's records; a torn last line is cut from the file, any other bad line skipped (warned)."""
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            log.warning("%s: the last line is incomplete (killed while writing?): %d bytes dropped",
+                        self.path, len(data) - cut)
+            with open(self.path, "r+b") as f:
+                f.truncate(cut)
+            data = data[:cut]
+        text = data.decode(errors="replace")
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s:%d is not valid JSON: skipped", self.path, number)
+                if number == 1:
+                    return []
+        return records
 
     def done(self) -> set[tuple]:
         return {self.cell_key(r) for r in self.rows}
@@ -134,17 +216,27 @@ class ResultStore:
         return (row["format"], row["quant"], row["transport"], row["prompt_id"], row["trial"], row["phase"])
 
     def append(self, row: dict) -> None:
-        self.rows.append(row)
         self._write(row)
+        self.rows.append(row)
 
     def append_window(self, window: dict) -> None:
-        self.windows.append(window)
         self._write({"record": "window", **window})
+        self.windows.append(window)
+
+    def swept(self, fmt: str, quant: str, transport: str) -> bool:
+        """Whether a load sweep of this artifact and transport finished (its `load` window is recorded)."""
+        return any(w.get("group") == "load" and (w.get("format"), w.get("quant"), w.get("transport")) ==
+                   (fmt, quant, transport) for w in self.windows)
 
     def _write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
-            f.flush()
+        """Append one line; a full disk (or any write error) stops the stage with one line, rows kept."""
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+                f.flush()
+        except OSError as exc:
+            raise SystemExit(f"cannot append to {self.path}: {exc.strerror or exc}; the {len(self.rows)} rows "
+                             f"before it are kept: free space and rerun to resume") from None
 
     def rows_with_drift(self) -> list[dict]:
         """The rows, each with how far its window's probe moved (NaN where the window was interrupted)."""
@@ -201,7 +293,7 @@ class Measurement:
                 todo = [c for c in cells if ResultStore.cell_key(
                     {"format": artifact.format, "quant": artifact.quant, "transport": transport,
                      "prompt_id": c.prompt_id, "trial": c.trial, "phase": "warm"}) not in done]
-                if not todo:
+                if not todo and not (transport != "inprocess" and self.load_pending(artifact, transport)):
                     continue
                 if not self.probe.available:
                     self.fail_all(artifact, transport, todo, "unavailable", self.probe.reason)
@@ -215,6 +307,10 @@ class Measurement:
     def run_session(self, artifact: Artifact, transport: str, todo: list[Cell], plan: list[Cell],
                     done: set) -> None:
         log.info("%s/%s: loading %s %s", self.runtime.name, transport, artifact.format, artifact.quant)
+        bad = integrity.problem(artifact)         # missing or corrupt: caught before the runtime loads it
+        if bad:
+            self.fail_all(artifact, transport, todo, "error", bad)
+            return
         rss_baseline = baseline_rss()
         t0 = time.perf_counter_ns()
         try:
@@ -228,12 +324,20 @@ class Measurement:
         try:
             warmups = self.warmup
             for group, cells in itertools.groupby(sorted(todo, key=lambda c: c.group), key=lambda c: c.group):
+                if getattr(session, "hung", None):
+                    self.fail_all(artifact, transport, cells, "error", session.hung)
+                    continue
                 self.run_window(ctx, group, list(cells), warmups, done)
                 warmups = 0
-            if self.wants_load(session, artifact, transport):
+            if self.wants_load(session, artifact, transport) and not getattr(session, "hung", None):
                 self.run_load(session, artifact, transport, plan, cold_start_s)
         finally:
-            session.close()
+            if getattr(session, "hung", None) and not session.pid:
+                # closing an in-process model under a thread still inside it could crash the process
+                log.warning("%s/%s %s: left loaded, a request is still running in it", self.runtime.name,
+                            transport, artifact.quant)
+            else:
+                session.close()
 
     def probe_speed(self) -> float:
         return drift.probe(**self.drift_probe)
@@ -248,30 +352,38 @@ class Measurement:
         tagged = {"window": window, "probe_gbps": probes[0], "cold_start_s": ctx["cold_start_s"]}
         warm = self.warmup_request or cells[0].request
         for i in range(warmups):
+            if getattr(ctx["session"], "hung", None):
+                break
             fields = run_request(ctx["session"], warm, self.timeout_s, ctx["rss_baseline"])
             cold = Cell("warmup" if self.warmup_request else cells[0].workload, warm.prompt_id, warm, trial=-1)
             if i == 0 and not any(k[:3] == (artifact.format, artifact.quant, transport) and k[5] == "cold"
                                   for k in done):       # one cold row per (artifact, transport), also on resume
                 self.store.append({**self.base_row(artifact, transport, cold, "cold"), **fields, **tagged})
         for cell in cells:
-            fields = run_request(ctx["session"], cell.request, self.timeout_s, ctx["rss_baseline"])
+            if getattr(ctx["session"], "hung", None):
+                fields = {"status": "error", "error": ctx["session"].hung}
+            else:
+                fields = run_request(ctx["session"], cell.request, self.timeout_s, ctx["rss_baseline"])
             self.store.append({**self.base_row(artifact, transport, cell, "warm"), **fields, **tagged})
         probes.append(self.probe_speed())
         references: list[dict] = []
-        if hasattr(self.runtime, "window_references"):
+        if hasattr(self.runtime, "window_references") and not getattr(ctx["session"], "hung", None):
             references = self.runtime.window_references(artifact, [c.request for c in cells])
             probes.append(self.probe_speed())
         self.store.append_window({"window": window, "runtime": self.runtime.name, "transport": transport,
                                   "format": artifact.format, "quant": artifact.quant, "group": group,
                                   "started_at": started, "probes_gbps": probes, "references": references})
 
-    def wants_load(self, session: Session, artifact: Artifact, transport: str) -> bool:
-        """Sweeps run on server sessions (they expose a loadgen `target`), for the quants load.quants names."""
+    def load_pending(self, artifact: Artifact, transport: str) -> bool:
+        """load.enabled, the quant is one load.quants names, and no sweep of it finished yet (tracked apart
+        from the single-stream cells: a sweep interrupted after every cell was done still runs on resume)."""
         quants = self.load.get("quants") or []
-        swept = any(r["phase"] == "load" and r["quant"] == artifact.quant and r["transport"] == transport
-                    for r in self.store.rows)
-        return (bool(self.load.get("enabled")) and getattr(session, "target", None) is not None and not swept
+        return (bool(self.load.get("enabled")) and not self.store.swept(artifact.format, artifact.quant, transport)
                 and (not quants or artifact.quant in quants or artifact.quant == "n/a"))
+
+    def wants_load(self, session: Session, artifact: Artifact, transport: str) -> bool:
+        """Sweeps run on server sessions (they expose a loadgen `target`) with a sweep pending."""
+        return getattr(session, "target", None) is not None and self.load_pending(artifact, transport)
 
     def run_load(self, session: Session, artifact: Artifact, transport: str, cells: list[Cell],
                  cold_start_s: float) -> None:

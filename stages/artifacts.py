@@ -9,4 +9,5 @@ from localbench.schema import ARTIFACT_SCHEMA, to_table
 
 if __name__ == "__main__":
     Path("data").mkdir(exist_ok=True)
-    pq.write_table(to_table(artifact_rows(params("convert")["convert"]), ARTIFACT_SCHEMA), "data/artifacts.parquet")
+    rows = [{k: r.get(k) for k in ARTIFACT_SCHEMA.names} for r in artifact_rows(params("convert")["convert"])]
+    pq.write_table(to_table(rows, ARTIFACT_SCHEMA), "data/artifacts.parquet")   # sha256 stays in artifact.json

@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from localbench import integrity
 from localbench.config import params, setup_logging
 from localbench.converters import converter
 from localbench.schema import ARTIFACT_SCHEMA
@@ -33,7 +34,7 @@ def main(fmt: str, quant: str) -> None:
         logging.getLogger("convert").error("%s %s: %s", fmt, quant, exc)
         row = {"model": cfg["model"]["name"], "format": fmt, "quant": quant, "path": str(target),
                "status": "error", "error": f"{type(exc).__name__}: {str(exc).strip()[:400]}"}
-    row = {name: row.get(name) for name in ARTIFACT_SCHEMA.names}
+    row = integrity.record({name: row.get(name) for name in ARTIFACT_SCHEMA.names}, target)   # + sha256 (files)
     (out_dir / "artifact.json").write_text(json.dumps(row, indent=2))
 
 

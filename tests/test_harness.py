@@ -11,7 +11,7 @@ from localbench.harness import Cell, Measurement, ResultStore, run_request
 from localbench.runtimes.base import Artifact, Chunk, Probe, Request, Runtime, Sent, Session, Usage
 from localbench.schema import REQUEST_SCHEMA, to_table
 
-ART = Artifact(model="m", format="fake", quant="q", path="/nowhere")
+ART = Artifact(model="m", format="fake", quant="q", path=__file__)   # any existing file
 
 
 class ScriptedSession(Session):
@@ -177,3 +177,62 @@ def test_changed_config_discards_partial_rows(tmp_path):
     path = tmp_path / "p.jsonl"
     Measurement(ScriptedRuntime(), ResultStore(path, "k1"), "host", WL).run([ART], plan())
     assert ResultStore(path, "k2").rows == []
+
+
+class HangingSession(ScriptedSession):
+    """Answers prompts normally, but on artifact quant `q` never yields anything for prompt `p1` (stuck inside
+    the runtime)."""
+    quant = "q"
+
+    def stream(self, request):
+        if request.prompt_id == "p1" and self.quant == "q":
+            self.runtime.release.wait(30)          # a native call that never returns (until the test ends)
+            return
+        yield from super().stream(request)
+
+
+class HangingRuntime(ScriptedRuntime):
+    def __init__(self, **kw):
+        import threading
+        super().__init__(**kw)
+        self.release, self.closed = threading.Event(), []
+
+    def load(self, artifact, transport):
+        session = HangingSession(self)
+        session.quant = artifact.quant
+        session.close = lambda: self.closed.append(artifact.quant)
+        return session
+
+
+def test_hang_inside_a_request_is_a_timeout_row_and_the_next_artifact_runs(tmp_path):
+    """No item ever arrives for p1: a timeout row after timeout_s, the session's remaining cells are error rows
+    saying why, and the next artifact is measured normally."""
+    runtime = HangingRuntime()
+    other = Artifact(model="m", format="fake", quant="q2", path=__file__)
+    store = ResultStore(tmp_path / "p.jsonl", "k")
+    t0 = time.monotonic()
+    try:
+        Measurement(runtime, store, "host", {**WL, "timeout_s": 0.3}).run([ART, other], plan(n=3, trials=1))
+    finally:
+        runtime.release.set()
+    assert time.monotonic() - t0 < 10
+    first = {r["prompt_id"]: (r["status"], r["error"]) for r in store.rows if r["quant"] == "q" and r["phase"] == "warm"}
+    assert first["p0"] == ("ok", None)
+    assert first["p1"][0] == "timeout" and "no answer for 0.3 s" in first["p1"][1]
+    assert first["p2"][0] == "error" and "hung past workload.timeout_s=0.3" in first["p2"][1]
+    assert runtime.closed == ["q2"]                  # the hung in-process session is left, not closed under it
+    second = {r["prompt_id"]: r["status"] for r in store.rows if r["quant"] == "q2" and r["phase"] == "warm"}
+    assert second == {"p0": "ok", "p1": "ok", "p2": "ok"}
+
+
+def test_torn_last_line_is_dropped_with_a_warning_and_appends_stay_valid(tmp_path, caplog):
+    path = tmp_path / "p.jsonl"
+    Measurement(ScriptedRuntime(), ResultStore(path, "k"), "host", WL).run([ART], plan(n=1, trials=1))
+    whole = path.read_text()
+    path.write_text(whole + '{"format": "fake", "quant": "q", "prompt_')    # killed while writing a row
+    store = ResultStore(path, "k")
+    assert "last line is incomplete" in caplog.text
+    assert len(store.rows) == 2 and path.read_text() == whole             # the torn bytes are cut off
+    store.append({"format": "fake", "quant": "q", "transport": "inprocess", "prompt_id": "x", "trial": 0,
+                  "phase": "warm"})
+    assert len(ResultStore(path, "k").rows) == 3                          # the next line is whole JSON
