@@ -1,0 +1,65 @@
+"""Nothing leaves the machine: stages complete in a network namespace with only loopback, and the pipeline's
+environment switches off the libraries' telemetry and Hub lookups."""
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from stage_project import ROOT, make_project
+
+
+def offline(argv, cwd) -> subprocess.CompletedProcess:
+    """`argv` in a fresh network namespace where only loopback is up (no route out at all)."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("unshare or ip not installed")
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no network namespaces here (unshare -n: {probe.stderr.strip()}); needs root or user namespaces")
+    script = "ip link set lo up && exec " + shlex.join(argv)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "DO_NOT_TRACK"):
+        env.pop(name, None)                         # the pipeline must set these itself
+    return subprocess.run(["unshare", "-n", "sh", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_no_route_out_in_the_namespace(tmp_path):
+    done = offline([sys.executable, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), timeout=2)"],
+                   tmp_path)
+    assert done.returncode != 0 and "unreachable" in done.stderr.lower()
+
+
+def test_prompts_stage_completes_without_network(tmp_path, tiny_hf_dir):
+    """The prompts stage loads the model's tokenizer with transformers: no Hub lookup may be needed."""
+    cfg = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cfg["workload"].update(types=["unique", "chat"], lengths=[32], per_length=1, chat_turns=2, max_tokens=8)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/source").symlink_to(tiny_hf_dir)
+    done = offline([sys.executable, str(ROOT / "stages/prompts.py")], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    prompts = pd.read_parquet(tmp_path / "data/prompts.parquet")
+    assert set(prompts.workload) == {"unique", "chat", "warmup"}
+
+
+def test_measure_stage_completes_without_network(tmp_path):
+    """A measure stage with a server (the reference server on 127.0.0.1) needs loopback only."""
+    project = make_project(tmp_path, n_prompts=1, trials=1)
+    done = offline([sys.executable, str(ROOT / "stages/measure.py"), "reference"], project)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = pd.read_parquet(project / "data/raw/reference/requests.parquet")
+    assert list(rows.status) == ["ok", "ok"]
+
+
+def test_pipeline_environment_is_private():
+    code = ("import os, localbench; print(' '.join(os.environ[k] for k in "
+            "('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', 'HF_HUB_DISABLE_TELEMETRY', 'DO_NOT_TRACK')))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "DO_NOT"))}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.stdout.split() == ["1", "1", "1", "1"]
+    assert "analytics = false" in (ROOT / ".dvc/config").read_text()
