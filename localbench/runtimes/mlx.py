@@ -203,6 +203,7 @@ class MLX(Runtime):
         try:
             import mlx.core as mx
             import mlx_lm
+            import mlx_lm.generate  # noqa: F401 - imported here, before the in-process memory baseline
         except ImportError as exc:
             return Probe(False, reason=f"mlx/mlx-lm not importable ({exc}): {INSTALL_HINT}")
         s = self.settings
