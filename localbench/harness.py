@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable
 
 from localbench import drift, integrity, loadgen, metrics
+from localbench.progress import Progress, summary
 from localbench.memory import PeakRSS, baseline_rss
 from localbench.roofline import memory_of
 from localbench.runtimes import registry
@@ -264,6 +265,7 @@ class Measurement:
                             "repeats": int(workload.get("drift_probe_repeats", 5))}
         self.run_id = uuid.uuid4().hex[:12]
         self.probe = runtime.probe()
+        self.progress = Progress(runtime.name, 0, show=False)      # run() shows one over its plan
 
     def base_row(self, artifact: Artifact, transport: str, cell: Cell, phase: str) -> dict:
         row = empty_row()
@@ -284,17 +286,22 @@ class Measurement:
             row = {**self.base_row(artifact, transport, cell, "warm"), "status": status, "error": error}
             if ResultStore.cell_key(row) not in done:
                 self.store.append(row)
+                self.progress.advance()
 
     def run(self, artifacts: list[Artifact], cells: list[Cell]) -> None:
         transports = [t for t in self.runtime.settings.get("transports", self.runtime.transports)]
         done = self.store.done()
-        for artifact in artifacts:
-            for transport in transports:
-                todo = [c for c in cells if ResultStore.cell_key(
-                    {"format": artifact.format, "quant": artifact.quant, "transport": transport,
-                     "prompt_id": c.prompt_id, "trial": c.trial, "phase": "warm"}) not in done]
+        sessions = [(artifact, transport, [c for c in cells if ResultStore.cell_key(
+                        {"format": artifact.format, "quant": artifact.quant, "transport": transport,
+                         "prompt_id": c.prompt_id, "trial": c.trial, "phase": "warm"}) not in done])
+                    for artifact in artifacts for transport in transports]
+        self.progress = Progress(f"measure@{self.runtime.name}", sum(len(todo) for *_, todo in sessions))
+        try:
+            for artifact, transport, todo in sessions:
                 if not todo and not (transport != "inprocess" and self.load_pending(artifact, transport)):
                     continue
+                self.progress.at(f"{artifact.format}/{artifact.quant} {transport}")
+                started, before = time.monotonic(), len(self.store.rows)
                 if not self.probe.available:
                     self.fail_all(artifact, transport, todo, "unavailable", self.probe.reason)
                 elif transport not in self.runtime.transports:
@@ -303,6 +310,10 @@ class Measurement:
                                   f"engine.{self.runtime.name}.transports")
                 else:
                     self.run_session(artifact, transport, todo, cells, done)
+                self.progress.say(summary(f"{self.runtime.name}/{transport} {artifact.format} {artifact.quant}",
+                                          self.store.rows[before:], time.monotonic() - started))
+        finally:
+            self.progress.close()
 
     def run_session(self, artifact: Artifact, transport: str, todo: list[Cell], plan: list[Cell],
                     done: set) -> None:
@@ -365,6 +376,7 @@ class Measurement:
             else:
                 fields = run_request(ctx["session"], cell.request, self.timeout_s, ctx["rss_baseline"])
             self.store.append({**self.base_row(artifact, transport, cell, "warm"), **fields, **tagged})
+            self.progress.advance()
         probes.append(self.probe_speed())
         references: list[dict] = []
         if hasattr(self.runtime, "window_references") and not getattr(ctx["session"], "hung", None):
@@ -392,6 +404,7 @@ class Measurement:
                     for c in cells if c.trial == 0 and not c.request.chat]
         log.info("%s/%s %s: load sweeps over %d prompts", self.runtime.name, transport, artifact.quant,
                  len(requests))
+        self.progress.at(f"{artifact.format}/{artifact.quant} {transport}: load sweep")
         window = f"{self.run_id}/{artifact.format}/{artifact.quant}/{transport}/load"
         probes = [self.probe_speed()]
         with PeakRSS(session.pid) as rss:
