@@ -63,3 +63,25 @@ def test_pipeline_environment_is_private():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.stdout.split() == ["1", "1", "1", "1"]
     assert "analytics = false" in (ROOT / ".dvc/config").read_text()
+
+
+def test_prompt_text_never_reaches_the_logs(tmp_path, caplog):
+    """The harness's log lines and the launched server's log hold counts and ids, never the prompt."""
+    import logging
+
+    from localbench.harness import Cell, Measurement, ResultStore, load_runtime
+    from localbench.runtimes.base import Artifact, Request
+
+    caplog.set_level(logging.DEBUG)
+    secret = "zebra-marmalade-7731"
+    runtime = load_runtime("reference", {"transports": ["server"], "ttft_ms": 1, "itl_ms": 1, "tokens": 4,
+                                         "log_dir": str(tmp_path / "logs")})
+    request = Request("p0", tuple(range(6)), f"{secret} " * 3, 4)
+    store = ResultStore(tmp_path / "p.jsonl", "k")
+    Measurement(runtime, store, "host", {"trials": 1, "warmup": 1, "timeout_s": 30, "drift_probe_mib": 4,
+                                         "drift_probe_repeats": 1}).run(
+        [Artifact("reference", "server", "n/a", "")], [Cell("unique", "p0", request, 0)])
+    assert [r["status"] for r in store.rows] == ["ok", "ok"] and caplog.records
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    logs += "".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
+    assert secret not in logs
