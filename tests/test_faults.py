@@ -79,8 +79,7 @@ def test_out_of_memory_in_a_memory_limited_child_is_an_oom_row(tmp_path):
         import json, resource, sys
         sys.path.insert(0, {str(TESTS)!r})
         from test_harness import ART, WL, ScriptedRuntime, plan
-        from localbench import servers
-from localbench.harness import Measurement, ResultStore
+        from localbench.harness import Measurement, ResultStore
         import psutil
         vm = psutil.Process().memory_info().vms
         resource.setrlimit(resource.RLIMIT_AS, (vm + 512 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
