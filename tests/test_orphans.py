@@ -47,16 +47,15 @@ def run_script(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
-START = ("import sys; from localbench.servers import Server; "
-         "s = Server([sys.executable, '-m', 'localbench.reference_server', '--port', '{port}'], "
-         "__import__('pathlib').Path(sys.argv[0] if False else '/tmp/lb-orphan-test.log')).start(); "
-         "print(s.pid, flush=True)\n")
+START = ("import sys, pathlib; from localbench.servers import Server; "
+         "s = Server([sys.executable, '-m', 'localbench.reference_server', '--port', '{{port}}'], "
+         "pathlib.Path({log!r})).start(); print(s.pid, flush=True)\n")
 
 
 @pytest.mark.parametrize("ending", ["", "raise RuntimeError('stage failed')\n"])
-def test_server_stopped_at_exit_and_on_exception(ending):
+def test_server_stopped_at_exit_and_on_exception(ending, tmp_path):
     """A server nobody closed is stopped by the atexit registry, also when the script dies of an exception."""
-    done = run_script(START + ending)
+    done = run_script(START.format(log=str(tmp_path / "server.log")) + ending)
     pid = int(done.stdout.split()[0])
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert ("RuntimeError" in done.stderr) == bool(ending)
