@@ -99,7 +99,7 @@ def pack() -> None:
             tar.extractall(src, filter="data")
         vendor = src / SDIST / "vendor" / "llama.cpp"
         for junk in (src / SDIST / ".git", vendor / ".git", vendor / "models", vendor / "docs", vendor / "benches",
-                     vendor / "tests", vendor / "tools" / "ui", vendor / "media", vendor / "tools/mtmd/test-3.mp4"):
+                     vendor / "tests", vendor / "media", vendor / "tools/mtmd/test-3.mp4"):
             shutil.rmtree(junk, ignore_errors=True) if junk.is_dir() else junk.unlink(missing_ok=True)
     sh("tar", "cJf", c1 / "llama-src.tar.xz", "-C", src, SDIST)
     for d in (ctl, c1, c2):
@@ -256,6 +256,16 @@ class Device:
             src.mkdir(parents=True, exist_ok=True)
             sh("tar", "xJf", wheels / "llama-src.tar.xz", "-C", src)
             (src / f"{SDIST}.tar.gz").touch()     # llamacpp_build.fetch_sdist: present, so nothing is downloaded
+        if not self.done("convert-mlx-4bit"):      # ran before the MLX artifacts existed: run again
+            for f in ("measure-mlx", "artifacts"):
+                (self.done_dir / f).unlink(missing_ok=True)
+        ui = wheels / "llama-ui.tar.xz"     # tools/ui (llama-server links its UI target): left out of a first pack
+        if ui.exists() and not (src / SDIST / "vendor" / "llama.cpp" / "tools" / "ui" / "CMakeLists.txt").exists():
+            sh("tar", "xJf", ui, "-C", src)
+            for f in ("build-failed",):
+                (self.done_dir / f).unlink(missing_ok=True)
+            for f in ("build.pid", "build.rc"):
+                (self.keep / f).unlink(missing_ok=True)
 
     def start_build(self) -> None:
         """llama.cpp for sm_90 in its own process session (it outlives a call that ends), then the bindings."""
