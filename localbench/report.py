@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench import claims, metrics, roofline, tables
+from localbench import claims, compare, metrics, roofline, tables
 
 CAPABILITY_TABLES = [
     ("Table 1: quantization and model formats", "quantization"),
@@ -143,6 +143,7 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         "(measured here: the best of large matrix-vector products on all cores, decode's access pattern) divided "
         "by the artifact's size; the KV cache read is left out.\n\n",
         table(roofline.table(rows, artifacts, bandwidth or {})),
+        compare.section(cfg.get("bundles") or []),   # several machines: stages/report.py passes result bundles
         "## Figures\n", "".join(f"![{p.stem}](../{p.as_posix()})\n\n" for p in figures),
         "## Artifacts (conversion and quantization)\n", table(arts),
         "## Capabilities (declared and probed by each runtime module)\n", capability_tables(extras),
