@@ -192,7 +192,7 @@ def matched(bundles: list[Bundle]) -> pd.DataFrame:
     hosts = [b.host for b in bundles if b.host in set(cells["host"])]
     names = {"decode_tps_p50": "decode tok/s p50", "of_ceiling": "% of roofline", "ttft_p50_s": "TTFT p50 (s)",
              "n": "n"}
-    out = wide.reset_index()[MATCH].copy()
+    out = wide.index.to_frame(index=False)
     for host in hosts:
         for metric, name in names.items():
             out[f"{host} · {name}"] = wide[(metric, host)].to_numpy()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench import environment
+from localbench import compare, environment
 from localbench.config import params
 from localbench.report import render
 
@@ -16,7 +16,13 @@ if __name__ == "__main__":
     provenance_file = Path("models/source/provenance.json")
     provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
     figures = sorted(Path("plots/figures").glob("*.*"))
-    render(pd.read_parquet("data/requests.parquet"), pd.read_parquet("data/artifacts.parquet"), extras,
-           environment.manifest(), figures, provenance, cfg, Path("report"),
-           calib=pd.read_parquet("data/calibration.parquet"),
-           bandwidth=json.loads(Path("data/roofline.json").read_text())["memory_bandwidth_gbps"])
+    rows, artifacts = pd.read_parquet("data/requests.parquet"), pd.read_parquet("data/artifacts.parquet")
+    bandwidth = json.loads(Path("data/roofline.json").read_text())["memory_bandwidth_gbps"]
+    manifest = environment.manifest()
+    # several machines: this run as one bundle, plus every result bundle under results/ (README) from other hosts
+    config = Path("models/source/config.json")
+    here = compare.local_bundle(rows, artifacts, bandwidth, manifest, extras,
+                                model_config=json.loads(config.read_text()) if config.exists() else None)
+    cfg["bundles"] = [here] + [b for b in compare.load_bundles(compare.RESULTS) if b.host != here.host]
+    render(rows, artifacts, extras, manifest, figures, provenance, cfg, Path("report"),
+           calib=pd.read_parquet("data/calibration.parquet"), bandwidth=bandwidth)

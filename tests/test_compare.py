@@ -1,0 +1,109 @@
+"""Several machines, one report: the committed GPU bundle (results/<host>/) and matched cells across hosts."""
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from localbench import compare
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_HOST = "vm-466798d233"          # the lent H200 run (README: "What was verified where")
+
+
+@pytest.fixture(scope="module")
+def bundles():
+    return compare.load_bundles(ROOT / "results")
+
+
+@pytest.fixture(scope="module")
+def gpu(bundles):
+    found = [b for b in bundles if b.host == GPU_HOST]
+    assert found, f"results/{GPU_HOST}/ is missing or unreadable"
+    return found[0]
+
+
+def test_gpu_bundle_is_one_host_with_every_runtime(gpu):
+    r = gpu.requests
+    assert set(r["host"].unique()) == {GPU_HOST} == {gpu.manifest["host"]}
+    assert "H200" in gpu.manifest["gpu"]
+    ok = r[(r["status"] == "ok") & (r["phase"] == "warm")]
+    for runtime in ("torch", "llamacpp", "mlx"):
+        lengths = set(ok.loc[ok["runtime"] == runtime, "prompt_tokens"])
+        assert {1024, 32000} <= lengths, f"{runtime}: {sorted(lengths)}"
+    assert set(ok.loc[ok["runtime"] == "llamacpp", "quant"]) == {"F16", "Q8_0", "Q4_K_M"}
+    load = r[(r["phase"] == "load") & (r["runtime"] == "llamacpp") & (r["status"] == "ok")]
+    assert {1, 8, 64} <= set(load["concurrency"])
+
+
+def test_gpu_roofline_probe_reads_the_copy_bandwidth(gpu):
+    copy = gpu.check["copy"]["gbps_median"]
+    assert copy > 3000
+    assert abs(gpu.bandwidth["cuda"] / copy - 1) < 0.10
+
+
+def test_gpu_decode_stays_under_each_rows_roofline(gpu):
+    rows = compare.single_stream(gpu)
+    assert len(rows) >= 25
+    llama = rows[rows["runtime"] == "llamacpp"]
+    assert set(llama["memory"]) == {"cuda"}          # llama.cpp's probe says 'gpu': the host's CUDA memory
+    assert rows["of_ceiling"].between(0.001, 1.0).all(), rows[["runtime", "quant", "of_ceiling"]]
+    assert (rows["ceiling_kv_tps"] < rows["ceiling_tps"]).all()      # the KV read lowers the ceiling
+    serving = compare.serving(gpu)
+    c64 = serving[(serving["runtime"] == "llamacpp") & (serving["concurrency"] == 64)]
+    c1 = serving[(serving["runtime"] == "llamacpp") & (serving["concurrency"] == 1)]
+    assert (c64.set_index("quant")["output_throughput"] > c1.set_index("quant")["output_throughput"]).all()
+
+
+def _other_host(gpu, factor=0.5):
+    """A second machine: the GPU bundle's llama-server Q4_K_M rows at 1024 tokens at `factor` x the speed, plus
+    one cell no other host has (another max_tokens)."""
+    r = gpu.requests
+    same = r[(r["runtime"] == "llamacpp") & (r["quant"] == "Q4_K_M") & (r["prompt_tokens"] == 1024)
+             & (r["phase"] == "warm")].copy()
+    same["decode_tps"] *= factor
+    lonely = same.head(1).assign(max_tokens=64)
+    rows = pd.concat([same, lonely], ignore_index=True).assign(host="mac-test")
+    return dataclasses.replace(gpu, host="mac-test", requests=rows, manifest={**gpu.manifest, "host": "mac-test",
+                                                                              "gpu": "Apple M-test"},
+                               bandwidth={"cpu": 100.0, "mps": 400.0}, check={}, path=None)
+
+
+def test_matched_cells_only_and_one_column_group_per_host(gpu):
+    other = _other_host(gpu)
+    m = compare.matched([gpu, other])
+    assert len(m) == 1, m[compare.SHOWN]
+    cell = m.iloc[0]
+    assert (cell["runtime"], cell["transport"], cell["quant"], cell["prompt_tokens"], cell["max_tokens"]) == \
+        ("llamacpp", "server", "Q4_K_M", 1024, 128)
+    assert cell[f"mac-test · decode tok/s p50"] == pytest.approx(cell[f"{GPU_HOST} · decode tok/s p50"] / 2)
+    # each host against its own roofline: 'gpu' on the Mac is its mps memory, 400 GB/s
+    weights = gpu.artifacts.set_index("quant").loc["Q4_K_M", "size_bytes"]
+    assert cell["mac-test · % of roofline"] == pytest.approx(cell["mac-test · decode tok/s p50"] / (400e9 / weights))
+    assert [c.split(" · ")[0] for c in m.columns if " · " in c] == [GPU_HOST] * 4 + ["mac-test"] * 4
+    assert compare.matched([gpu]).empty
+
+
+def test_section_names_each_machine(gpu):
+    md = compare.section([gpu, _other_host(gpu)])
+    assert "NVIDIA H200 (vm-466798d233)" in md and "Apple M-test (mac-test)" in md
+    matched_part = md.split("### Matched single-stream cells")[1].split("###")[0]
+    assert matched_part.count("| llamacpp | server | Q4_K_M | 1024 | 128 |") == 1
+    assert "c=64" in md
+
+
+def test_bundle_round_trip(gpu, tmp_path):
+    dest = compare.write_bundle(gpu, tmp_path)
+    back = compare.load_bundle(dest)
+    assert back.host == GPU_HOST and back.bandwidth == gpu.bandwidth and len(back.requests) == len(gpu.requests)
+    assert json.loads((dest / "manifest.json").read_text())["gpu"] == "NVIDIA H200"
+
+
+def test_real_hosts_share_cells_when_several_bundles(bundles):
+    if len(bundles) < 2:
+        pytest.skip("one result bundle only")
+    m = compare.matched(bundles)
+    assert not m.empty
+    assert np.isfinite(m[[c for c in m.columns if c.endswith("decode tok/s p50")]].to_numpy(dtype=float)).all()
