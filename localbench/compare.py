@@ -64,6 +64,10 @@ def load_bundle(folder: Path) -> Bundle:
     if missing:
         raise FileNotFoundError(f"result bundle {folder} lacks {missing}")
     requests = pd.read_parquet(folder / "requests.parquet")
+    from localbench.schema import REQUEST_SCHEMA
+    for name in REQUEST_SCHEMA.names:        # a bundle written before a column existed: the column, empty
+        if name not in requests:
+            requests[name] = None
     roof = _read_json(folder / "roofline.json", {})
     manifest = _read_json(folder / "manifest.json", {})
     hosts = requests["host"].dropna().unique().tolist()
@@ -247,7 +251,9 @@ def section(bundles: list[Bundle]) -> str:
     m = matched(bundles)
     out += ["### Matched single-stream cells (identical model, runtime, transport, quant, workload, prompt and "
             "output length, cache reuse, concurrency 1)\n",
-            table(m[SHOWN + [c for c in m.columns if " · " in c]]) if not m.empty
+            table(m[SHOWN + [c for c in m.columns if " · " in c]]
+                  .apply(lambda col: col.map(_pct) if col.name.endswith("% of roofline") else col))
+            if not m.empty
             else "_No cell was measured on two or more hosts._\n"]
     for b in bundles:
         rows = roofline_rows(b)
