@@ -191,8 +191,9 @@ def matched(bundles: list[Bundle]) -> pd.DataFrame:
     cells = cells[hosts_per_cell >= 2]
     if cells.empty:
         return pd.DataFrame()
-    wide = cells.pivot_table(index=MATCH, columns="host", values=["decode_tps_p50", "of_ceiling", "ttft_p50_s", "n"],
-                             aggfunc="first", dropna=False)
+    metrics = ["decode_tps_p50", "of_ceiling", "ttft_p50_s", "n"]
+    wide = (cells.drop_duplicates(MATCH + ["host"]).set_index(MATCH + ["host"])[metrics]
+            .unstack("host").sort_index())          # only the cells that exist: no cross product of keys
     hosts = [b.host for b in bundles if b.host in set(cells["host"])]
     names = {"decode_tps_p50": "decode tok/s p50", "of_ceiling": "% of roofline", "ttft_p50_s": "TTFT p50 (s)",
              "n": "n"}

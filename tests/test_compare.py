@@ -107,3 +107,11 @@ def test_real_hosts_share_cells_when_several_bundles(bundles):
     m = compare.matched(bundles)
     assert not m.empty
     assert np.isfinite(m[[c for c in m.columns if c.endswith("decode tok/s p50")]].to_numpy(dtype=float)).all()
+
+
+def test_matched_has_one_row_per_shared_cell(gpu):
+    twin = dataclasses.replace(gpu, host="twin", requests=gpu.requests.assign(host="twin"), path=None)
+    m = compare.matched([gpu, twin])
+    assert len(m) == len(compare.single_stream(gpu))         # every cell once, no cross product of the keys
+    assert m[[f"{GPU_HOST} · decode tok/s p50", "twin · decode tok/s p50"]].notna().all().all()
+    assert (m[f"{GPU_HOST} · decode tok/s p50"] == m["twin · decode tok/s p50"]).all()
