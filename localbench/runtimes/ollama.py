@@ -6,7 +6,8 @@ with `ollama create` (FROM <gguf> plus num_ctx / num_thread / num_batch as PARAM
 hits the same runner), loads it with an empty /api/generate, and on close deletes the models it created
 (unless keep_models) and kills the server's process group. Cold start = spawn -> ready -> created ->
 loaded; the three parts are kept apart in every row's Usage.extra['session'] (serve_s, create_s, load_s).
-Transports: `server` = the native API (/api/generate with raw: true, no template, for prompts; /api/chat
+Chat turns use the model's own chat template, turned into a Go TEMPLATE (go_template) so /api/chat sends
+the same tokens as the plan's templated prompt. Transports: `server` = the native API (/api/generate with raw: true, no template, for prompts; /api/chat
 for chat turns; NDJSON), `openai` = its OpenAI-compatible /v1 (completions on a second model name whose
 TEMPLATE is `{{ .Prompt }}`, so the prompt is sent as is, as llama-server gets it; chat completions on
 the first). Ollama's own durations (load, prompt_eval, eval; ns) are in Usage.extra['ollama'].
@@ -21,7 +22,7 @@ the measured stream, outside its timings), so the next single-stream request sta
 """
 from __future__ import annotations
 
-import json
+import functools
 import os
 import re
 import shutil
@@ -42,7 +43,7 @@ INSTALL_HINT = f"{ollama_build.FIX}; on macOS `brew install ollama`"
 DEFAULTS = {"binary": "", "launch": True, "host": "http://127.0.0.1:11434", "models_dir": ".cache/ollama/models",
             "keep_models": False, "keep_alive": "30m", "num_ctx": 4096, "num_parallel": 4, "num_thread": 0,
             "num_batch": 512, "flash_attention": True, "request_timeout_s": 600, "ready_timeout_s": 120,
-            "log_dir": "data/raw/ollama/logs"}
+            "debug": False, "log_dir": "data/raw/ollama/logs"}
 FLUSH_PROMPT = "\u2042"   # one rare symbol no plan prompt starts with: overwrites the slot's cached prefix
 RAW_TEMPLATE = "{{ .Prompt }}"
 
@@ -69,6 +70,36 @@ def system_info(log: str) -> str:
     """The last `msg=system` line of an Ollama log (ggml's CPU features, e.g. CPU.0.AVX2=1), '' if none."""
     lines = [line for line in log.splitlines() if "msg=system" in line]
     return lines[-1].split("msg=system", 1)[1].strip() if lines else ""
+
+
+@functools.lru_cache(maxsize=8)
+def go_template(tokenizer_path: str) -> str | None:
+    """The model's chat template for user/assistant turns as an Ollama Go TEMPLATE, derived by rendering probe
+    conversations with the HF tokenizer (Ollama's own detection only knows templates close to its catalogue:
+    Qwen2.5's falls back to `{{ .Prompt }}`); None without a tokenizer or when the pieces do not fit."""
+    if not tokenizer_path:
+        return None
+    try:
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(tokenizer_path)
+
+        def render(turns: list[str], gen: bool = False) -> str:
+            msgs = [{"role": ("user", "assistant")[i % 2], "content": c} for i, c in enumerate(turns)]
+            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+
+        u, a, v = "\x01", "\x02", "\x03"
+        one = render([u])
+        head_upre, upost = one.split(u)
+        gen = render([u], True)[len(one):]
+        apre, apost = render([u, a])[len(one):].split(a)
+        upre = render([u, a, v])[len(one + apre + a + apost):].split(v)[0]
+        head = head_upre[:len(head_upre) - len(upre)]
+        if head + upre != head_upre or render([u, a, v], True) != one + apre + a + apost + upre + v + upost + gen:
+            return None
+    except Exception:  # noqa: BLE001 - any mismatch: leave the template to Ollama
+        return None
+    return (head + '{{ range .Messages }}{{ if eq .Role "user" }}' + upre + "{{ .Content }}" + upost +
+            '{{ else if eq .Role "assistant" }}' + apre + "{{ .Content }}" + apost + "{{ end }}{{ end }}" + gen)
 
 
 def modelfile(gguf: Path, params: dict[str, Any], template: str | None = None) -> str:
@@ -102,7 +133,7 @@ class OllamaSession(Session):
                 self.server.env.update(OLLAMA_HOST=f"127.0.0.1:{self.server.port}", OLLAMA_MODELS=str(models),
                                        OLLAMA_NUM_PARALLEL=str(s["num_parallel"]), OLLAMA_KEEP_ALIVE=str(s["keep_alive"]),
                                        OLLAMA_FLASH_ATTENTION="1" if s["flash_attention"] else "0",
-                                       OLLAMA_NOHISTORY="1", OLLAMA_NO_CLOUD="1")
+                                       OLLAMA_NOHISTORY="1", OLLAMA_NO_CLOUD="1", OLLAMA_DEBUG="1" if s["debug"] else "0")
                 self.server.start()
                 self.host, self.pid = self.server.base_url, self.server.pid
                 self.timings["serve_s"] = self.server.cold_start_s
@@ -111,8 +142,9 @@ class OllamaSession(Session):
             self.client = session_client(self.timeout_s)
             params = {"num_ctx": int(s["num_ctx"]), "num_thread": int(s["num_thread"]) or os.cpu_count() or 1,
                       "num_batch": int(s["num_batch"])}
+            template = go_template(artifact.tokenizer_path)     # cached per tokenizer folder
             t0 = time.perf_counter()
-            self.create(self.model, modelfile(Path(artifact.path), params))
+            self.create(self.model, modelfile(Path(artifact.path), params, template))
             if transport == "openai":
                 self.create(self.raw_model, modelfile(Path(artifact.path), params, RAW_TEMPLATE))
             self.timings["create_s"] = time.perf_counter() - t0
