@@ -56,7 +56,8 @@ MAGIC = b"_logits_"
 FLOOR = -16.0            # llama.cpp ignores reference log-probs at or below this in the KL sum
 COLUMNS = ["model", "format", "quant", "runtime", "runtime_version", "status", "reason", "reference",
            "n_ctx", "windows", "tokens_scored", "ppl", "ppl_ref", "delta_ppl", "kld_mean", "kld_p99", "kld_max",
-           "top1", "ids_match", "eval_s", "text_sha256", "text_pinned"]
+           "top1", "ids_match", "native_tokens", "native_kld", "native_top1", "eval_s", "text_sha256",
+           "text_pinned"]
 SYNTHETIC_REASON = ("the model source is synthetic (random weights): perplexity and KL divergence of random "
                     "weights say nothing about quantization quality, so the quality stage writes no rows")
 
@@ -230,8 +231,10 @@ def scored(window: list[int], n_ctx: int) -> tuple[int, np.ndarray]:
 
 # ------------------------------------------------------------------------------- Python forward passes
 
-def hf_forward(path: str, quant: str, n_ctx: int, threads: int | None) -> tuple[Callable, str]:
-    """transformers: logits of the scored positions of one window (fp32 numpy)."""
+def hf_forward(path: str, quant: str, n_ctx: int, threads: int | None,
+               weights: dict[str, np.ndarray] | None = None) -> tuple[Callable, str]:
+    """transformers: logits of the scored positions of one window (fp32 numpy); `weights` (HF names) replace
+    the checkpoint's (every one must be used, and only the tied lm_head may be left out)."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
@@ -243,32 +246,93 @@ def hf_forward(path: str, quant: str, n_ctx: int, threads: int | None) -> tuple[
     if threads:
         torch.set_num_threads(int(threads))
     device = pick_device("auto")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, DTYPES[quant])).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, DTYPES[quant]))
+    if weights is not None:
+        missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()},
+                                                    strict=False)
+        tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"MLX weights do not map onto {path}: missing {sorted(set(missing) - tied)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}")
+    model = model.to(device).eval()
     keep = n_ctx - n_ctx // 2           # logits of positions n_ctx/2 .. n_ctx-1 (the last is not scored)
 
-    def forward(window: list[int]) -> np.ndarray:
+    def forward(window: list[int], every: bool = False) -> np.ndarray:
         with torch.inference_mode():
-            out = model(torch.tensor([window], device=device), logits_to_keep=keep, use_cache=False)
-        return out.logits[0, :-1].float().cpu().numpy()
+            out = model(torch.tensor([window], device=device), logits_to_keep=0 if every else keep, use_cache=False)
+        return out.logits[0].float().cpu().numpy() if every else out.logits[0, :-1].float().cpu().numpy()
 
     return forward, f"torch {torch.__version__} / transformers {transformers.__version__} ({device})"
 
 
-def mlx_forward(path: str, n_ctx: int) -> tuple[Callable, str]:
-    """mlx_lm: the model's own forward over one window; logits of the scored positions (fp32 numpy)."""
+def mlx_native(path: str) -> tuple[Callable, str]:
+    """mlx_lm's own forward: logits [T, V] (fp32 numpy) of a token list, computed at the artifact's dtypes."""
     import mlx.core as mx
     import mlx_lm
     from mlx_lm import load
 
     model, _ = load(path)
+
+    def logits(ids: list[int]) -> np.ndarray:
+        out = model(mx.array(ids)[None])[0].astype(mx.float32)
+        mx.eval(out)
+        return np.array(out)
+
+    return logits, f"mlx_lm {mlx_lm.__version__} (mlx {mx.__version__}, {mx.default_device()})"
+
+
+def mlx_forward(path: str, n_ctx: int) -> tuple[Callable, str]:
+    """mlx_lm: the model's own forward over one window; logits of the scored positions (fp32 numpy)."""
+    native, version = mlx_native(path)
     first = n_ctx // 2
+    return (lambda window: native(window)[first:n_ctx - 1]), version
 
-    def forward(window: list[int]) -> np.ndarray:
-        logits = model(mx.array(window)[None])[0, first:n_ctx - 1].astype(mx.float32)
-        mx.eval(logits)
-        return np.array(logits)
 
-    return forward, f"mlx_lm {mlx_lm.__version__} (mlx {mx.__version__}, {mx.default_device()})"
+def mlx_weights(path: str) -> dict[str, np.ndarray]:
+    """The MLX artifact's weights as mlx_lm holds them, quantized layers dequantized (exact), as fp32 arrays
+    named like the HF checkpoint's parameters."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import dequantize_model, load_model
+
+    model, _ = load_model(Path(path))
+    model = dequantize_model(model)
+    return {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.parameters())}
+
+
+def mlx_in_torch_forward(path: str, source_dir: Path, n_ctx: int, threads: int | None) -> tuple[Callable, str]:
+    """The MLX artifact's (dequantized) weights in the source model's transformers architecture, fp32 compute:
+    the quantization grid MLX serves, evaluated at GEMM speed (MLX's CPU backend runs ~3 GFLOPS here)."""
+    forward, version = hf_forward(str(source_dir), "fp32", n_ctx, threads, weights=mlx_weights(path))
+    return forward, f"{version}, weights of the MLX artifact (dequantized to fp32)"
+
+
+def mlx_path(mlx_cfg: dict) -> str:
+    """How MLX artifacts are evaluated: `mlx` (mlx_lm's forward on the whole text) or `torch` (their weights in
+    transformers, mlx_lm's own forward checked on a prefix); `auto`: mlx on a GPU, torch on MLX's CPU backend."""
+    choice = mlx_cfg.get("forward", "auto")
+    if choice != "auto":
+        return choice
+    import mlx.core as mx
+    return "mlx" if mx.default_device().type == mx.DeviceType.gpu else "torch"
+
+
+def native_check(path: str, forward: Callable, window: list[int], n_ctx: int, tokens: int) -> dict:
+    """mlx_lm's own forward vs the transformers path on the first `tokens` positions of a window: mean KL and
+    top-1 agreement of the next-token distributions (same weights, MLX's kernels and dtypes vs fp32)."""
+    native, _ = mlx_native(path)
+    got = native(window[:tokens])
+    full = forward(window[:tokens], every=True)
+    ref = full[:tokens] - _lse(full[:tokens])[:, None]
+    logp = got - _lse(got)[:, None]
+    kld = (np.exp(ref) * (ref - logp)).sum(axis=1)
+    return {"native_tokens": tokens, "native_kld": float(kld.mean()),
+            "native_top1": float((got.argmax(axis=1) == full[:tokens].argmax(axis=1)).mean())}
+
+
+def _lse(x: np.ndarray) -> np.ndarray:
+    top = x.max(axis=1)
+    return top + np.log(np.exp((x - top[:, None]).astype(np.float64)).sum(axis=1)).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ llama.cpp
@@ -374,6 +438,7 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
 
     work.mkdir(parents=True, exist_ok=True)
     n_ctx, n_win, threads = int(cfg["n_ctx"]), int(cfg["windows"]), cfg.get("threads")
+    mlx_cfg = cfg.get("mlx") or {}
     tokenizer = AutoTokenizer.from_pretrained(source_dir)
     text = build_text(cfg["text"], tokenizer)
     text_file = work / "eval.txt"
@@ -398,10 +463,15 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
 
     def python_eval(art: dict, reference: BaseFile | None) -> dict:
         t0 = time.perf_counter()
+        extra = {}
         if art["format"] == "hf":
             forward, version = hf_forward(art["path"], art["quant"], n_ctx, threads)
-        else:
+        elif mlx_path(mlx_cfg) == "mlx":
             forward, version = mlx_forward(art["path"], n_ctx)
+        else:
+            forward, version = mlx_in_torch_forward(art["path"], source_dir, n_ctx, threads)
+            if art["quant"] in (mlx_cfg.get("check_quants") or []):
+                extra = native_check(art["path"], forward, wins[0], n_ctx, int(mlx_cfg.get("check_tokens", 64)))
         scores, ref_rows = Scores([], [], []), []
         for w, win in enumerate(wins):
             logits = forward(win)
@@ -411,7 +481,7 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
                 ref_rows.append(encode_logprobs(logits))
         if reference is None:
             BaseFile.write(base, n_ctx, int(logits.shape[1]), ids, ref_rows)
-        return {"runtime_version": version, "eval_s": time.perf_counter() - t0, **scores.summary()}
+        return {"runtime_version": version, "eval_s": time.perf_counter() - t0, **scores.summary(), **extra}
 
     # 1. the reference: its log-probs become llama.cpp's base file
     if ref is not None:
@@ -499,7 +569,8 @@ def unserved_rows(artifacts: list[dict], ref_name: str | None, common: dict) -> 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("ppl", "ppl_ref", "delta_ppl", "kld_mean", "kld_p99", "kld_max", "top1", "eval_s"):
+    for col in ("ppl", "ppl_ref", "delta_ppl", "kld_mean", "kld_p99", "kld_max", "top1", "native_kld", "native_top1",
+                "eval_s"):
         frame[col] = frame[col].astype(float)
     return frame
 
@@ -571,11 +642,17 @@ def cross_runtime(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         if r.reason == "reference":
             continue
         diff = abs(r.ppl / r.ppl_ref - 1)
-        rows.append({"artifact": f"{r.runtime} {r.format}/{r.quant}", "reference": r.reference, "ppl": r.ppl,
+        rows.append({"check": f"{r.runtime} {r.format}/{r.quant} vs {r.reference}", "ppl": r.ppl,
                      "ppl_ref": r.ppl_ref, "rel_diff": diff, "kld_mean": r.kld_mean, "top1": r.top1,
                      "verdict": "agree" if diff <= tolerance else "DISAGREE"})
-    return pd.DataFrame(rows, columns=["artifact", "reference", "ppl", "ppl_ref", "rel_diff", "kld_mean", "top1",
-                                       "verdict"])
+    native = frame[frame["native_kld"].notna()] if "native_kld" in frame else frame.iloc[:0]
+    for r in native.itertuples():
+        # ln(PPL) moves by at most about the mean KL between the two distributions: hold it to the same tolerance
+        rows.append({"check": f"mlx_lm forward vs {r.format}/{r.quant} weights in transformers "
+                              f"(first {int(r.native_tokens)} tokens)", "ppl": None, "ppl_ref": None,
+                     "rel_diff": None, "kld_mean": r.native_kld, "top1": r.native_top1,
+                     "verdict": "agree" if r.native_kld <= math.log1p(tolerance) else "DISAGREE"})
+    return pd.DataFrame(rows, columns=["check", "ppl", "ppl_ref", "rel_diff", "kld_mean", "top1", "verdict"])
 
 
 CLAIM = "Quantization improves efficiency without noticeable accuracy loss"
