@@ -142,6 +142,139 @@ def mlx_most_stable_itl(rows):
             "ITL p99/p50: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(spread.items())))
 
 
+def cold_unique(rows: pd.DataFrame) -> pd.DataFrame:
+    warm = single_stream(rows)
+    return warm[(warm["workload"] == "unique") & ~warm["cache_reuse"].astype(bool)]
+
+
+@claim("llama.cpp decode collapses beyond 32k tokens (~1.2 tok/s)",
+       "llama.cpp's mean decode tok/s after cold prompts of ≥ 30,000 tokens is ≤ 1.8 (the paper's 1.2 + 50 %), "
+       "per transport; its drop from the shortest ≥ 1k cell is shown")
+def llamacpp_decode_collapse(rows):
+    data = cold_unique(rows)
+    data = data[(data["runtime"] == "llamacpp") & (data["prompt_tokens"] >= 1024)]
+    long_ = data[data["prompt_tokens"] >= 30000]
+    if long_.empty:
+        raise NotTestable("no llama.cpp cell of ≥ 30,000 prompt tokens measured")
+    parts, ok = [], True
+    for (tr, quant), g in long_.groupby(["transport", "quant"]):
+        at = g["decode_tps"].mean()
+        base = data[(data["transport"] == tr) & (data["quant"] == quant)]
+        short = base[base["prompt_tokens"] == base["prompt_tokens"].min()]["decode_tps"].mean()
+        ok &= at <= 1.8
+        parts.append(f"{tr}/{quant}: {at:.2f} tok/s at {int(g['prompt_tokens'].max())} tokens "
+                     f"(n={len(g)}) vs {short:.2f} at {int(base['prompt_tokens'].min())} ({at / short - 1:+.0%})")
+    return ("supported" if ok else "contradicted", "; ".join(parts))
+
+
+def ttft_exponents(rows: pd.DataFrame, min_tokens: int = 1024) -> dict[str, tuple[float, int]]:
+    """Per runtime/transport/quant with ≥ 3 lengths ≥ min_tokens: the fitted k of TTFT ∝ n^k (log-log least
+    squares over median TTFT per length) and how many lengths it used."""
+    data = cold_unique(rows)
+    data = data[data["prompt_tokens"] >= min_tokens]
+    out = {}
+    for key, g in data.groupby(["runtime", "transport", "quant"]):
+        med = g.groupby("prompt_tokens")["ttft_s"].median().dropna()
+        med = med[med > 0]
+        if len(med) >= 3:
+            k = np.polyfit(np.log(med.index.to_numpy(float)), np.log(med.to_numpy(float)), 1)[0]
+            out["/".join(key)] = (float(k), len(med))
+    return out
+
+
+@claim("TTFT grows linearly with input length",
+       "fitted exponent k of TTFT ∝ n^k (cold unique prompts ≥ 1k tokens, ≥ 3 lengths) within [0.8, 1.2] for "
+       "every runtime/transport/quant")
+def ttft_linear(rows):
+    fits = ttft_exponents(rows)
+    if not fits:
+        raise NotTestable("no runtime measured three or more cold prompt lengths of ≥ 1k tokens")
+    ok = all(0.8 <= k <= 1.2 for k, _ in fits.values())
+    return ("supported" if ok else "contradicted",
+            "; ".join(f"{who}: k = {k:.2f} over {n} lengths" for who, (k, n) in sorted(fits.items())))
+
+
+def reuse_effect(rows: pd.DataFrame, runtime: str, workload: str = "prefix") -> tuple[float, float, int]:
+    """(latency cut, hit rate, matched prompts) of `runtime`'s reuse cells against the same prompts with reuse
+    off; the hit rate is the tokens the runtime reports reused over the reuse requests' prompt tokens."""
+    from localbench.longctx import kv_columns
+    warm = single_stream(rows)
+    warm = warm[(warm["runtime"] == runtime) & (warm["workload"] == workload)]
+    on, off = warm[warm["cache_reuse"].astype(bool)], warm[~warm["cache_reuse"].astype(bool)]
+    both = set(on["prompt_id"]) & set(off["prompt_id"])
+    if not both:
+        raise NotTestable(f"no {workload} prompt measured by {runtime} with reuse both on and off")
+    on, off = on[on["prompt_id"].isin(both)], off[off["prompt_id"].isin(both)]
+    hits = kv_columns(on, {})["cached_tokens"].dropna()
+    hit_rate = hits.sum() / on.loc[hits.index, "prompt_tokens"].sum() if len(hits) else float("nan")
+    return 1 - on["ttft_s"].mean() / off["ttft_s"].mean(), float(hit_rate), len(both)
+
+
+@claim("Prefix reuse cuts latency by ~23 % with ~80 % hit rate (Ollama)",
+       "Ollama's prefix-heavy prompts with reuse: TTFT ≥ 15 % below the same prompts without, and ≥ 70 % of their "
+       "prompt tokens reported reused")
+def ollama_prefix_reuse(rows):
+    others = []
+    for rt in sorted(set(single_stream(rows)["runtime"]) - {"ollama"}):
+        try:
+            cut, hit, n = reuse_effect(rows, rt)
+            others.append(f"{rt}: {cut:+.0%} latency, hit rate {hit:.0%} ({n} prompts)")
+        except NotTestable:
+            pass
+    try:
+        cut, hit, n = reuse_effect(rows, "ollama")
+    except NotTestable as exc:
+        raise NotTestable(f"{exc}" + (f" (for comparison: {'; '.join(others)})" if others else "")) from None
+    if not math.isfinite(hit):
+        raise NotTestable("Ollama reported no reused-token count")
+    verdict = "supported" if cut >= 0.15 and hit >= 0.70 else "contradicted"
+    return verdict, f"ollama: latency cut {cut:.0%}, hit rate {hit:.0%} over {n} prompts" + \
+        (f"; others: {'; '.join(others)}" if others else "")
+
+
+@claim("MLX memory stays stable with a rotating window",
+       "with max_kv_size set, MLX's KV-cache bytes at the longest prompt beyond the window are ≤ 1.1 × those at "
+       "the shortest prompt that fills it")
+def mlx_rotating_stable(rows):
+    from localbench.longctx import extra_of, kv_columns
+    warm = single_stream(rows)
+    mlx = warm[warm["runtime"] == "mlx"]
+    bound = mlx[[extra_of(e).get("max_kv_size") is not None for e in mlx["extra"]]]
+    if bound.empty:
+        raise NotTestable("no MLX request ran with a rotating window (engine.mlx.max_kv_size)")
+    bound = kv_columns(bound, {})
+    window = int(extra_of(bound["extra"].iloc[0])["max_kv_size"])
+    full = bound[bound["prompt_tokens"] + bound["max_tokens"] >= window]
+    if full["prompt_tokens"].nunique() < 2:
+        raise NotTestable(f"fewer than two MLX prompt lengths fill the window of {window} tokens")
+    by_len = full.groupby("prompt_tokens")["kv_runtime_bytes"].max()
+    ratio = by_len.iloc[-1] / by_len.iloc[0]
+    return ("supported" if ratio <= 1.1 else "contradicted",
+            f"window {window}: KV {by_len.iloc[0] / 2**20:.0f} MiB at {by_len.index[0]} tokens, "
+            f"{by_len.iloc[-1] / 2**20:.0f} MiB at {by_len.index[-1]} (×{ratio:.2f})")
+
+
+@claim("PyTorch OOMs beyond ~2k tokens",
+       "a torch request of > 2,048 prompt tokens ends `oom` (the paper: MPS's 4 GB tensor cap); contradicted "
+       "where torch completed such prompts without an OOM (device named)")
+def torch_ooms(rows):
+    torch_rows = rows[(rows["runtime"] == "torch") & (rows["phase"] == "warm")]
+    long_ = torch_rows[torch_rows["prompt_tokens"] > 2048]
+    if long_.empty:
+        raise NotTestable("torch ran no prompt of more than 2,048 tokens")
+    ooms, done = long_[long_["status"] == "oom"], long_[long_["status"] == "ok"]
+    device = ", ".join(sorted(set(torch_rows["device"].dropna()))) or "?"
+    if len(ooms):
+        return "supported", (f"on {device}: {len(ooms)} OOM rows from {int(ooms['prompt_tokens'].min())} tokens; "
+                             f"{len(done)} longer prompts completed")
+    if done.empty:
+        raise NotTestable(f"no torch request of > 2,048 tokens completed or failed with OOM on {device} "
+                          f"(statuses: {sorted(set(long_['status']))})")
+    top = done.loc[done["prompt_tokens"].idxmax()]
+    return "contradicted", (f"on {device}: no OOM; completed up to {int(top['prompt_tokens'])} tokens, peak RSS "
+                            f"{top['peak_rss_bytes'] / 2**30:.1f} GiB (the paper's cap is MPS's 4 GB per tensor)")
+
+
 def check_all(rows: pd.DataFrame, extra: list[Claim] = ()) -> pd.DataFrame:
     """Every registered claim (plus `extra`) judged on `rows`: claim, threshold, verdict, evidence."""
     out = []

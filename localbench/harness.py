@@ -40,12 +40,19 @@ STOP_GRACE_S = 2.0        # how long a stream asked to stop may take before its 
 
 @dataclass(frozen=True)
 class Cell:
-    """One planned request: a prompt and a trial number; `group` (the target prompt length) is its window."""
+    """One planned request: a prompt and a trial number; `group` (the target prompt length) is its window.
+    `quants` / `transports`: only these sessions run it (empty: all); `sweep`: its prompt may feed load sweeps."""
     workload: str
     prompt_id: str
     request: Request
     trial: int
     group: int = 0
+    quants: tuple[str, ...] = ()
+    transports: tuple[str, ...] = ()
+    sweep: bool = True
+
+    def runs_on(self, quant: str, transport: str) -> bool:
+        return (not self.quants or quant in self.quants) and (not self.transports or transport in self.transports)
 
 
 def classify(exc: BaseException) -> str:
@@ -214,7 +221,8 @@ class ResultStore:
 
     @staticmethod
     def cell_key(row: dict) -> tuple:
-        return (row["format"], row["quant"], row["transport"], row["prompt_id"], row["trial"], row["phase"])
+        return (row["format"], row["quant"], row["transport"], row["prompt_id"], row["trial"], row["phase"],
+                bool(row.get("cache_reuse")))
 
     def append(self, row: dict) -> None:
         self._write(row)
@@ -261,6 +269,7 @@ class Measurement:
         self.warmup = int(workload["warmup"])
         self.warmup_request = warmup_request     # outside the plan: warm-up leaves no cache a cell could hit
         self.timeout_s = float(workload["timeout_s"])
+        self.max_prompt_tokens = workload.get("max_prompt_tokens")   # longer prompts become `skipped` rows
         self.drift_probe = {"size_mib": int(workload.get("drift_probe_mib", 256)),
                             "repeats": int(workload.get("drift_probe_repeats", 5))}
         self.run_id = uuid.uuid4().hex[:12]
@@ -291,9 +300,11 @@ class Measurement:
     def run(self, artifacts: list[Artifact], cells: list[Cell]) -> None:
         transports = [t for t in self.runtime.settings.get("transports", self.runtime.transports)]
         done = self.store.done()
-        sessions = [(artifact, transport, [c for c in cells if ResultStore.cell_key(
+        sessions = [(artifact, transport, [c for c in cells if c.runs_on(artifact.quant, transport)
+                                           and ResultStore.cell_key(
                         {"format": artifact.format, "quant": artifact.quant, "transport": transport,
-                         "prompt_id": c.prompt_id, "trial": c.trial, "phase": "warm"}) not in done])
+                         "prompt_id": c.prompt_id, "trial": c.trial, "phase": "warm",
+                         "cache_reuse": c.request.reuse_cache}) not in done])
                     for artifact in artifacts for transport in transports]
         self.progress = Progress(f"measure@{self.runtime.name}", sum(len(todo) for *_, todo in sessions))
         try:
@@ -302,7 +313,10 @@ class Measurement:
                     continue
                 self.progress.at(f"{artifact.format}/{artifact.quant} {transport}")
                 started, before = time.monotonic(), len(self.store.rows)
-                if not self.probe.available:
+                todo = self.skip_long(artifact, transport, todo)
+                if not todo and not (transport != "inprocess" and self.load_pending(artifact, transport)):
+                    pass
+                elif not self.probe.available:
                     self.fail_all(artifact, transport, todo, "unavailable", self.probe.reason)
                 elif transport not in self.runtime.transports:
                     self.fail_all(artifact, transport, todo, "unsupported",
@@ -314,6 +328,19 @@ class Measurement:
                                           self.store.rows[before:], time.monotonic() - started))
         finally:
             self.progress.close()
+
+    def skip_long(self, artifact: Artifact, transport: str, todo: list[Cell]) -> list[Cell]:
+        """Cells whose prompt exceeds workload.max_prompt_tokens (a runtime's per-request time budget here)
+        become `skipped` rows with the reason; the rest is returned."""
+        limit = self.max_prompt_tokens
+        if not limit:
+            return todo
+        over = [c for c in todo if len(c.request.prompt_ids) > int(limit)]
+        if over:
+            self.fail_all(artifact, transport, over, "skipped",
+                          f"prompt longer than engine.{self.runtime.name}.workload.max_prompt_tokens={limit} "
+                          f"(this runtime's per-request time budget on this machine); not run")
+        return [c for c in todo if len(c.request.prompt_ids) <= int(limit)]
 
     def run_session(self, artifact: Artifact, transport: str, todo: list[Cell], plan: list[Cell],
                     done: set) -> None:
@@ -401,7 +428,8 @@ class Measurement:
                  cold_start_s: float) -> None:
         """Closed-loop concurrency and open-loop rate sweeps (conf/load); one row per request, plus summaries."""
         requests = [replace(c.request, max_tokens=int(self.load["max_tokens"]), reuse_cache=False)
-                    for c in cells if c.trial == 0 and not c.request.chat]
+                    for c in cells if c.trial == 0 and not c.request.chat and c.sweep]
+        requests = list({r.prompt_id: r for r in requests}.values())     # a reuse on/off pair is one prompt
         log.info("%s/%s %s: load sweeps over %d prompts", self.runtime.name, transport, artifact.quant,
                  len(requests))
         self.progress.at(f"{artifact.format}/{artifact.quant} {transport}: load sweep")

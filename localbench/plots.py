@@ -64,6 +64,59 @@ def itl_cdf(data: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cell", "itl_ms", "cdf"])
 
 
+def versus_context(data: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, fmt: str, dpi: int,
+                   logy: bool = False) -> None:
+    """Mean ± std (over trials) against prompt tokens on a log x axis, one line per runtime/transport/quant."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, g in data.groupby("cell"):
+        stats = g.groupby("prompt_tokens")[value].agg(["mean", "std"]).reset_index()
+        ax.errorbar(stats["prompt_tokens"], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
+                    label=name)
+    ax.set(xscale="log", xlabel="prompt tokens (log)", ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    save(fig, path, fmt, dpi)
+
+
+def longctx_figures(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png", dpi: int = 120) -> list[Path]:
+    """Long context and caching (localbench.longctx): TTFT, decode tok/s and memory vs context (cold unique
+    prompts), and TTFT per chat turn with reuse on and off; each with its CSV. Figures without data are skipped."""
+    from localbench.longctx import kv_columns, load_config
+    made: list[Path] = []
+    ok = rows[(rows["status"] == "ok") & (rows["phase"] == "warm") & (rows["concurrency"] == 1)].copy()
+    ok["cell"] = ok["runtime"] + "/" + ok["transport"] + "/" + ok["quant"]
+    cold = ok[(ok["workload"] == "unique") & ~ok["cache_reuse"].astype(bool)]
+    if cold["prompt_tokens"].nunique() >= 2:
+        cold = kv_columns(cold, load_config()).assign(peak_rss_mib=lambda f: f["peak_rss_bytes"] / 2**20,
+                                                      kv_mib=lambda f: f["kv_runtime_bytes"] / 2**20)
+        cold[["cell", "prompt_tokens", "trial", "ttft_s", "prefill_tps", "decode_tps", "peak_rss_mib", "kv_mib"]].to_csv(
+            data_dir / "longctx_vs_context.csv", index=False)
+        for value, ylabel, title, name, logy in (
+                ("ttft_s", "TTFT (s, log)", "TTFT vs context (cold prefill)", "longctx_ttft_vs_context", True),
+                ("decode_tps", "decode tokens/s", "Decode speed vs context (tokens after the prompt)",
+                 "longctx_decode_vs_context", False),
+                ("peak_rss_mib", "peak RSS (MiB)", "Memory vs context (peak RSS; servers: process tree)",
+                 "longctx_memory_vs_context", False)):
+            versus_context(cold, value, ylabel, title, figures / name, fmt, dpi, logy)
+            made.append(figures / f"{name}.{fmt}")
+    chat = ok[ok["workload"] == "chat"].copy()
+    if len(chat):
+        chat["turn"] = chat["prompt_id"].str.extract(r"-t(\d+)$")[0].astype(int)
+        chat["line"] = chat["cell"] + np.where(chat["cache_reuse"].astype(bool), " reuse on", " reuse off")
+        per_turn = chat.groupby(["line", "turn"])["ttft_s"].agg(["mean", "std"]).reset_index()
+        per_turn.to_csv(data_dir / "longctx_ttft_per_turn.csv", index=False)
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for name, g in per_turn.groupby("line"):
+            ax.errorbar(g["turn"] + 1, g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3, label=name,
+                        linestyle="-" if name.endswith("on") else "--")
+        ax.set(xlabel="chat turn (the context grows each turn)", ylabel="TTFT (s)", title="TTFT per chat turn")
+        ax.legend(fontsize=8)
+        save(fig, figures / "longctx_ttft_per_turn", fmt, dpi)
+        made.append(figures / f"longctx_ttft_per_turn.{fmt}")
+    return made
+
+
 def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png", dpi: int = 120,
              style: str = "whitegrid") -> list[Path]:
     """Write every figure and its CSV; returns the figure paths (figures with no data are skipped)."""
@@ -128,4 +181,4 @@ def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png"
         bar(cold, "cold_start_s", "seconds", "Fig. 2: cold start (load -> ready)", figures / "fig2_cold_start", fmt,
             dpi)
         made.append(figures / f"fig2_cold_start.{fmt}")
-    return made
+    return made + longctx_figures(rows, figures, data_dir, fmt, dpi)

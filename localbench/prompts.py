@@ -26,6 +26,7 @@ HEADERS = {
     "chat": "",
     "warmup": "Summarize the following text.\n\n",
 }
+WARMUP_MAX = 64          # the warm-up prompt: the shortest length, at most this many tokens (long profiles)
 NO_SHARED_START = ("unique", "code", "warmup")   # workloads whose prompts must not share a first token
 WORD = re.compile(r"^[a-z]{3,10}$")
 SPACE_MARKS = ("Ġ", "▁")   # how byte-level BPE and SentencePiece vocabularies spell a leading space
@@ -117,9 +118,11 @@ class FirstTokens:
 
 
 def build(tok, types: list[str], lengths: list[int], per_length: int, seed: int, prefix_fraction: float,
-          chat_turns: int, max_context: int) -> list[Prompt]:
+          chat_turns: int, max_context: int, prefix_prompts: int = 2) -> list[Prompt]:
     """Every prompt of the set (per type, per length, `per_length` distinct prompts), then one `warmup`
-    prompt of the shortest length, outside every plan."""
+    prompt of the shortest length (at most WARMUP_MAX tokens), outside every plan. `prefix` gets at least
+    `prefix_prompts` siblings per length (one shared prefix, distinct suffixes): the first primes a cache,
+    the others can hit it."""
     usable = [n for n in lengths if n <= max_context]
     for n in sorted(set(lengths) - set(usable)):
         log.warning("prompt length %d exceeds the model's usable context (%d): skipped", n, max_context)
@@ -131,7 +134,7 @@ def build(tok, types: list[str], lengths: list[int], per_length: int, seed: int,
         if kind not in allowed:
             raise PromptError(f"workload type {kind!r} is not one of {allowed}; fix workload.types")
     for kind in [*types, "warmup"]:
-        for n in (usable if kind != "warmup" else sorted(usable)[:1]):
+        for n in (usable if kind != "warmup" else [min(min(usable), WARMUP_MAX)]):
             header = (first.take() if kind in NO_SHARED_START else []) + encode(tok, HEADERS[kind])
             rng = random.Random(f"{seed}-{kind}-{n}")
             if kind == "chat":
@@ -139,7 +142,8 @@ def build(tok, types: list[str], lengths: list[int], per_length: int, seed: int,
                 continue
             shared = words(rng, vocab, int(n * prefix_fraction)) if kind == "prefix" else []
             corpus = code_corpus_ids(tok, rng, n) if kind == "code" else []
-            for i in range(per_length if kind != "warmup" else 1):
+            count = 1 if kind == "warmup" else max(per_length, prefix_prompts) if kind == "prefix" else per_length
+            for i in range(count):
                 if i and kind in NO_SHARED_START:
                     header = first.take() + header[1:]
                 if kind == "code":

@@ -153,6 +153,7 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         f"## Machine drift (probe readings per window; flag above {cfg['drift_tolerance']:.0%})\n",
         table(tables.drift_table(extras, cfg["drift_tolerance"])),
         "## Extra measurements\n", extra_tables(extras),
+        longctx.section(rows, extras, figures, table),
         "## Claims of the paper, checked on this machine\n", table(claims.check_all(rows)),
         "## Harness self-calibration\n", calibration_section(calib),
         "## Failed, unavailable, unsupported and flagged requests\n", table(tables.failures(rows)),

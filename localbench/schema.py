@@ -35,7 +35,7 @@ REQUEST_FIELDS: list[tuple[str, pa.DataType]] = [
     ("peak_rss_bytes", pa.int64()),
     ("device_mem_bytes", pa.int64()),
     ("extra", pa.string()),              # JSON: whatever the runtime reports beside (buffers, durations)
-    ("status", pa.string()),             # ok | short | error | timeout | oom | unavailable | unsupported
+    ("status", pa.string()),             # ok | short | error | timeout | oom | unavailable | unsupported | skipped
     ("error", pa.string()),
     ("flag", pa.string()),               # notes on an ok row: token counts that disagree, over-length output
     ("window", pa.string()),             # the measurement window (session, prompt length) the row ran in
@@ -61,7 +61,7 @@ ARTIFACT_FIELDS: list[tuple[str, pa.DataType]] = [
 ]
 ARTIFACT_SCHEMA = pa.schema(ARTIFACT_FIELDS)
 
-STATUSES = ("ok", "short", "error", "timeout", "oom", "unavailable", "unsupported")
+STATUSES = ("ok", "short", "error", "timeout", "oom", "unavailable", "unsupported", "skipped")
 
 
 def empty_row() -> dict:

@@ -89,6 +89,7 @@ class WorkloadNarrowing(Closed):
     warmup: Optional[int] = Field(default=None, ge=0)
     max_tokens: Optional[int] = Field(default=None, gt=0)
     timeout_s: Optional[float] = Field(default=None, gt=0)
+    max_prompt_tokens: Optional[int] = Field(default=None, gt=0)
 
 
 class LoadNarrowing(Closed):
@@ -104,7 +105,7 @@ class LoadNarrowing(Closed):
     max_tokens: Optional[int] = Field(default=None, gt=0)
 
 
-Transport = Literal["inprocess", "server", "openai"]
+Transport = Literal["inprocess", "server", "openai", "inprocess-rotating"]
 Device = Literal["auto", "cuda", "mps", "cpu", "metal", "vulkan"]
 
 
@@ -118,6 +119,7 @@ class Engine(Closed):
 class TorchEngine(Engine):
     device: Device = "auto"
     threads: int = Field(default=0, ge=0)
+    rope_scaling: Optional[dict[str, Any]] = None     # e.g. {rope_type: yarn, factor: 4, original_max_position_embeddings: 32768}
 
 
 class LlamacppEngine(Engine):
@@ -132,12 +134,17 @@ class LlamacppEngine(Engine):
     request_timeout_s: float = Field(gt=0)
     bench_repetitions: int = Field(ge=0)
     bench_timeout_s: float = Field(gt=0)
+    bench_max_prompt_tokens: Optional[int] = Field(default=None, ge=0)
+    rope_scaling: Optional[Literal["none", "linear", "yarn"]] = None
+    rope_scale: Optional[float] = Field(default=None, gt=0)
+    yarn_orig_ctx: Optional[int] = Field(default=None, gt=0)
     log_dir: str
 
 
 class MlxEngine(Engine):
     group_size: int = Field(gt=0)
     max_kv_size: Optional[int] = Field(default=None, gt=0)
+    rotating_kv_size: int = Field(default=4096, gt=0)    # the window of the `inprocess-rotating` transport
     prefill_step_size: int = Field(gt=0)
     decode_concurrency: int = Field(gt=0)
     prompt_concurrency: int = Field(gt=0)
@@ -206,6 +213,18 @@ class Engines(Closed):
 
 
 # --- workload / load / calibration -------------------------------------------------------------------------
+class Slice(Closed):
+    """workload.slices[]: extra cells beside the main plan (types x lengths), optionally for some runtimes,
+    quants and transports only (e.g. the default profile's small long-context slice)."""
+    types: list[Literal["unique", "prefix", "code", "chat"]] = Field(min_length=1)
+    lengths: list[int] = Field(min_length=1)
+    trials: Optional[int] = Field(default=None, gt=0)
+    runtimes: list[str] = []
+    quants: list[str] = []
+    transports: list[Transport] = []
+    reuse_baseline: bool = False
+
+
 class Workload(Closed):
     types: list[Literal["unique", "prefix", "code", "chat"]] = Field(min_length=1)
     lengths: list[int] = Field(min_length=1)
@@ -218,6 +237,11 @@ class Workload(Closed):
     warmup: int = Field(ge=0)
     timeout_s: float = Field(gt=0)
     cache_reuse: list[Literal["unique", "prefix", "code", "chat"]] = []
+    prefix_prompts: int = Field(default=2, gt=0)   # prefix-heavy prompts sharing one prefix, per length
+    reuse_baseline: bool = False          # also run every cache-reuse cell with reuse off (its matched baseline)
+    slices: list[Slice] = []
+    max_prompt_tokens: Optional[int] = Field(default=None, gt=0)   # longer prompts: `skipped` rows
+    max_context: Optional[int] = Field(default=None, gt=0)         # usable context (YaRN); default: the model's
     drift_probe_mib: int = Field(gt=0)
     drift_probe_repeats: int = Field(gt=0)
 

@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -28,11 +29,40 @@ def request_of(p, wl: dict) -> Request:
                    reuse_cache=p.workload in wl["cache_reuse"])
 
 
-def cells(prompts: pd.DataFrame, wl: dict) -> list[Cell]:
+def cells(prompts: pd.DataFrame, wl: dict, trials: int | None = None, baseline: bool = False,
+          quants: tuple = (), transports: tuple = (), sweep: bool = True) -> list[Cell]:
     """Every (prompt, trial), trials interleaved (trial-major) as the paper's procedure does; the harness
-    runs them in one window per target length."""
-    return [Cell(p.workload, p.prompt_id, request_of(p, wl), trial, int(p.target_tokens))
-            for trial in range(int(wl["trials"])) for p in prompts.itertuples()]
+    runs them in one window per target length. With `baseline`, each trial first runs the cache-reuse
+    workloads' prompts with reuse off (their matched no-reuse cells), then the plan in order, so a reuse
+    request follows its sibling (prefix) or previous turn (chat) and can hit what that one left."""
+    out = []
+    for trial in range(int(trials or wl["trials"])):
+        for p in prompts.itertuples():
+            if baseline and p.workload in wl["cache_reuse"]:
+                request = replace(request_of(p, wl), reuse_cache=False)
+                out.append(Cell(p.workload, p.prompt_id, request, trial, int(p.target_tokens), quants, transports,
+                                sweep))
+        out += [Cell(p.workload, p.prompt_id, request_of(p, wl), trial, int(p.target_tokens), quants, transports,
+                     sweep) for p in prompts.itertuples()]
+    return out
+
+
+def plan_of(prompts: pd.DataFrame, wl: dict, name: str) -> list[Cell]:
+    """The main plan (workload.types x lengths) plus every workload.slices entry for this runtime; a cell
+    that two parts both ask for runs once."""
+    pick = lambda types, lengths: prompts[prompts["target_tokens"].isin(lengths) & prompts["workload"].isin(types)]  # noqa: E731
+    plan = cells(pick(wl["types"], wl["lengths"]), wl, baseline=bool(wl.get("reuse_baseline")))
+    for part in wl.get("slices") or []:
+        if part.get("runtimes") and name not in part["runtimes"]:
+            continue
+        plan += cells(pick(part["types"], part["lengths"]), wl, part.get("trials"), bool(part.get("reuse_baseline")),
+                      tuple(part.get("quants") or ()), tuple(part.get("transports") or ()), sweep=False)
+    seen, out = set(), []
+    for c in plan:
+        if (c.prompt_id, c.trial, c.request.reuse_cache) not in seen:
+            seen.add((c.prompt_id, c.trial, c.request.reuse_cache))
+            out.append(c)
+    return out
 
 
 def main(name: str) -> None:
@@ -59,12 +89,13 @@ def main(name: str) -> None:
             ok = [Artifact(model=settings.get("model", cfg["model"]["name"]), format="server", quant="n/a",
                            path=settings.get("base_url", ""))]
         prompts = pd.read_parquet("data/prompts.parquet")
-        plan = cells(prompts[prompts["target_tokens"].isin(wl["lengths"]) & prompts["workload"].isin(wl["types"])], wl)
+        plan = plan_of(prompts, wl, name)
         warmup = next((request_of(p, wl) for p in prompts[prompts["workload"] == "warmup"].itertuples()), None)
         if not plan:
             raise SystemExit(f"measure@{name}: no prompts match lengths {wl['lengths']} and types {wl['types']}; "
                              f"engine.{name}.workload must pick among workload.lengths/types")
-        key = config_key(settings, wl, load, [vars(a) for a in ok], failed, [c.prompt_id for c in plan])
+        key = config_key(settings, wl, load, [vars(a) for a in ok], failed,
+                         [(c.prompt_id, c.request.reuse_cache, c.quants, c.transports) for c in plan])
         partial = Path("data/partial") / f"{name}.jsonl"
         store = ResultStore(partial, key)
         run = Measurement(runtime, store, environment.fingerprint(), wl, load, warmup)

@@ -17,10 +17,15 @@ def main() -> None:
     setup_logging()
     wl = params("workload")["workload"]
     tok = AutoTokenizer.from_pretrained(SOURCE)
-    context = AutoConfig.from_pretrained(SOURCE).max_position_embeddings
+    # workload.max_context: the usable context where the runtimes extend it (YaRN rope scaling past 32k)
+    context = wl.get("max_context") or AutoConfig.from_pretrained(SOURCE).max_position_embeddings
+    slices = wl.get("slices") or []      # workload.slices: extra types x lengths (localbench.prompts builds all)
+    types = list(dict.fromkeys([*wl["types"], *(t for part in slices for t in part["types"])]))
+    lengths = sorted({*wl["lengths"], *(n for part in slices for n in part["lengths"])})
     try:
-        prompts = build(tok, wl["types"], wl["lengths"], wl["per_length"], wl["seed"], wl["prefix_fraction"],
-                        wl["chat_turns"], max_context=context - wl["max_tokens"])
+        prompts = build(tok, types, lengths, wl["per_length"], wl["seed"], wl["prefix_fraction"],
+                        wl["chat_turns"], max_context=context - wl["max_tokens"],
+                        prefix_prompts=int(wl.get("prefix_prompts") or 2))
     except PromptError as exc:
         sys.exit(f"prompts: {exc}")
     frame = pd.DataFrame([{**vars(p), "n_tokens": p.n_tokens, "messages": json.dumps(p.messages)}

@@ -30,7 +30,9 @@ from localbench.servers import Server, ServerDied, log_tail
 
 DEFAULTS = {"n_threads": 0, "n_ctx": 4096, "n_batch": 2048, "n_ubatch": 512, "flash_attn": True,
             "n_gpu_layers": 99, "parallel": 4, "server_ready_timeout_s": 300, "request_timeout_s": 600,
-            "bench_repetitions": 3, "bench_timeout_s": 600, "log_dir": "data/raw/llamacpp"}
+            "bench_repetitions": 3, "bench_timeout_s": 600, "bench_max_prompt_tokens": None,
+            "rope_scaling": None, "rope_scale": None, "yarn_orig_ctx": None, "log_dir": "data/raw/llamacpp"}
+ROPE_TYPES = {"none": 0, "linear": 1, "yarn": 2}     # llama_rope_scaling_type
 BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output|RS) buffer size\s*=\s*([\d.]+) MiB")
 BUFFER_KEYS = {"model": "model_buffer_bytes", "KV": "kv_buffer_bytes", "compute": "compute_buffer_bytes",
                "output": "output_buffer_bytes", "RS": "recurrent_state_buffer_bytes"}
@@ -57,11 +59,11 @@ def buffer_sizes(log: str) -> dict[str, int]:
 class InProcessSession(Session):
     """A llama_cpp.Llama; each request is one streamed create_completion on the exact prompt ids."""
 
-    def __init__(self, llm, load_log: str):
+    def __init__(self, llm, load_log: str, rope: dict | None = None):
         import numpy as np
         import llama_cpp
 
-        self.llm = llm
+        self.llm, self.rope = llm, rope or {}
         self.buffers = buffer_sizes(load_log)
         self.buffers["model_bytes"] = int(llama_cpp.llama_model_size(llm.model))
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
@@ -77,7 +79,10 @@ class InProcessSession(Session):
             raise RuntimeUnavailable(f"prompt {len(prompt)} + {request.max_tokens} tokens exceed n_ctx="
                                      f"{llm.n_ctx()}; raise engine.llamacpp.n_ctx")
         if not request.reuse_cache:
-            llm.reset()   # otherwise Llama reuses the matching prefix of the previous prompt
+            # Llama keeps the last prompt's KV (and its tokens) and its generate() reuses the longest common
+            # prefix with the next prompt; reset() forgets it. A reuse request keeps it, so it hits only what
+            # the request before it left: the plan runs a prefix sibling / the previous chat turn right before.
+            llm.reset()
         sampled = 0
 
         def no_eog(_input_ids, scores):
@@ -95,10 +100,17 @@ class InProcessSession(Session):
                 yield Chunk(tokens=sampled - counted, text=text)
                 counted = sampled
         perf = llama_cpp.llama_perf_context(llm.ctx)
+        # the first decode call of a prefix hit re-evaluates the suffix, counted in n_p_eval
+        cached = max(len(prompt) - perf.n_p_eval, 0)
         yield Usage(prompt_tokens=len(prompt), output_tokens=sampled,
-                    extra={"prompt_evaluated": perf.n_p_eval, "prompt_cached": len(prompt) - perf.n_p_eval,
+                    extra={"prompt_evaluated": perf.n_p_eval, "prompt_cached": cached, "cached_tokens": cached,
                            "llama_prompt_ms": perf.t_p_eval_ms, "llama_decode_ms": perf.t_eval_ms,
-                           "llama_decode_calls": perf.n_eval})
+                           "llama_decode_calls": perf.n_eval, **self.kv(llm.n_tokens), **self.rope})
+
+    def kv(self, tokens: int) -> dict:
+        """llama.cpp's own KV buffer (allocated at load for n_ctx cells) and the cells this request filled."""
+        return {"kv_buffer_bytes": self.buffers.get("kv_buffer_bytes"), "kv_cells": self.llm.n_ctx(),
+                "kv_tokens": int(tokens)}
 
     def memory(self) -> dict[str, int]:
         return dict(self.buffers)
@@ -110,8 +122,9 @@ class InProcessSession(Session):
 class ServerSession(Session):
     """A running llama-server; requests stream over /v1/completions or /v1/chat/completions."""
 
-    def __init__(self, server: Server, model: str, timeout_s: float):
+    def __init__(self, server: Server, model: str, timeout_s: float, rope: dict | None = None, n_ctx: int = 0):
         self.server, self.model, self.timeout_s = server, model, timeout_s
+        self.rope, self.n_ctx = rope or {}, n_ctx
         self.pid = server.pid
         self.client = session_client(timeout_s)
         self.target = Target(server.base_url, model, extra_body={"ignore_eos": True, "cache_prompt": False},
@@ -136,8 +149,15 @@ class ServerSession(Session):
         # timings_per_token: every event carries predicted_n, the server's own count of tokens so far
         extra = {"ignore_eos": True, "cache_prompt": request.reuse_cache, "timings_per_token": True}
         try:
-            yield from stream_openai(self.server.base_url, self.model, request, chat=request.chat,
-                                     timeout_s=self.timeout_s, extra_body=extra, client=self.client)
+            for item in stream_openai(self.server.base_url, self.model, request, chat=request.chat,
+                                      timeout_s=self.timeout_s, extra_body=extra, client=self.client):
+                if isinstance(item, Usage):    # the slot's reused prefix, as llama-server reports it
+                    details = (item.extra.get("usage") or {}).get("prompt_tokens_details") or {}
+                    item = Usage(item.prompt_tokens, item.output_tokens,
+                                 {**item.extra, "cached_tokens": details.get("cached_tokens"),
+                                  "kv_buffer_bytes": self.buffers.get("kv_buffer_bytes"), "kv_cells": self.n_ctx,
+                                  "kv_tokens": item.prompt_tokens + item.output_tokens, **self.rope})
+                yield item
         except ServerError:
             if self.exited():
                 raise self.died() from None
@@ -175,8 +195,11 @@ class LlamaCppRuntime(Runtime):
     transports = ("inprocess", "server")
     formats = ("gguf",)
     declared = {"quantization": "GGUF F16/BF16, Q8_0, k-quants (Q6_K..Q2_K), i-quants",
-                "kv_cache": "prefix reuse in-process (Llama) and per server slot (cache_prompt); one KV pool shared "
-                            "by the --parallel slots (--kv-unified)",
+                "kv_cache": "KV allocated for n_ctx at load (no paging); in-process Llama keeps the last prompt's KV "
+                            "and reuses its longest common prefix (Llama.reset() for no-reuse requests); llama-server "
+                            "reuses a slot's prefix with cache_prompt (usage.prompt_tokens_details.cached_tokens), one "
+                            "KV pool for the --parallel slots (--kv-unified); context shift only while generating "
+                            "(a prompt longer than n_ctx is refused); YaRN rope scaling (--rope-scaling yarn)",
                 "streaming": "token stream in-process; SSE from llama-server",
                 "api": "OpenAI-compatible llama-server (/v1/completions, /v1/chat/completions)",
                 "deployment": "C/C++ library and binaries (CPU, Metal, CUDA, Vulkan); Python bindings built from source"}
@@ -224,11 +247,37 @@ class LlamaCppRuntime(Runtime):
         except (ImportError, OSError, RuntimeError) as exc:
             raise RuntimeUnavailable(f"llama_cpp cannot be imported ({exc}): {llamacpp_build.FIX}") from exc
         s = self.settings
+        rope = {}
+        if s.get("rope_scaling"):
+            rope = {"rope_scaling_type": ROPE_TYPES[s["rope_scaling"]]}
+            if s.get("rope_scale"):
+                rope["rope_freq_scale"] = 1.0 / float(s["rope_scale"])
+            if s.get("yarn_orig_ctx"):
+                rope["yarn_orig_ctx"] = int(s["yarn_orig_ctx"])
         llm, log = _capture_load(lambda: llama_cpp.Llama(
             model_path=artifact.path, n_ctx=int(s["n_ctx"]), n_batch=int(s["n_batch"]),
             n_ubatch=int(s["n_ubatch"]), n_threads=self.threads, n_threads_batch=self.threads,
-            n_gpu_layers=int(s["n_gpu_layers"]), flash_attn=self.flash_attn, verbose=False))
-        return InProcessSession(llm, log)
+            n_gpu_layers=int(s["n_gpu_layers"]), flash_attn=self.flash_attn, verbose=False, **rope))
+        return InProcessSession(llm, log, self.rope_record())
+
+    def rope_record(self) -> dict:
+        """The rope scaling in force, for the rows' extra (empty: the model's own)."""
+        s = self.settings
+        if not s.get("rope_scaling"):
+            return {}
+        return {"rope_scaling": s["rope_scaling"], "rope_scale": s.get("rope_scale"),
+                "yarn_orig_ctx": s.get("yarn_orig_ctx")}
+
+    def rope_argv(self) -> list[str]:
+        s = self.settings
+        if not s.get("rope_scaling"):
+            return []
+        argv = ["--rope-scaling", str(s["rope_scaling"])]
+        if s.get("rope_scale"):
+            argv += ["--rope-scale", str(s["rope_scale"])]
+        if s.get("yarn_orig_ctx"):
+            argv += ["--yarn-orig-ctx", str(s["yarn_orig_ctx"])]
+        return argv
 
     def server_argv(self, artifact: Artifact) -> list[str]:
         s = self.settings
@@ -238,6 +287,7 @@ class LlamaCppRuntime(Runtime):
                 "-ub", str(s["n_ubatch"]), "-fa", "on" if self.flash_attn else "off",
                 "-ngl", str(s["n_gpu_layers"]), "--parallel", str(s["parallel"]),
                 "--kv-unified",   # one KV pool for all slots: a request may use all of n_ctx, not n_ctx/parallel
+                *self.rope_argv(),
                 "-lv", "4"]   # verbosity 4 logs the model/KV/compute buffer sizes
 
     def _load_server(self, artifact: Artifact) -> Session:
@@ -246,7 +296,8 @@ class LlamaCppRuntime(Runtime):
         server = Server(self.server_argv(artifact), log_path, ready_path="/health",
                         ready_timeout_s=float(self.settings["server_ready_timeout_s"]))
         server.start()
-        return ServerSession(server, self.name, float(self.settings["request_timeout_s"]))
+        return ServerSession(server, self.name, float(self.settings["request_timeout_s"]), self.rope_record(),
+                             int(self.settings["n_ctx"]))
 
     def bench(self, artifact: Artifact, prompt_tokens: int, n_gen: int) -> dict:
         """llama-bench on a GGUF file with the session's settings: prefill tok/s of a prompt_tokens prompt
@@ -273,8 +324,10 @@ class LlamaCppRuntime(Runtime):
 
     def window_references(self, artifact: Artifact, requests: list[Request]) -> list[dict]:
         """llama-bench on the window's GGUF at each cold (prompt length, output length) shape of its requests."""
+        limit = self.settings.get("bench_max_prompt_tokens")    # long prompts: llama-bench would double the window
         shapes = sorted({(len(r.prompt_ids), r.max_tokens) for r in requests
-                         if r.prompt_ids and not r.chat and not r.reuse_cache})
+                         if r.prompt_ids and not r.chat and not r.reuse_cache
+                         and (limit is None or len(r.prompt_ids) <= int(limit))})
         rows = []
         for prompt_tokens, n_gen in shapes:
             try:

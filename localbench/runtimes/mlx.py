@@ -49,6 +49,12 @@ def no_eos_processor(eos_ids: list[int]):
     return mask
 
 
+def kv_dtype_bytes(cache: list) -> int | None:
+    """Bytes per element of the KV cache's keys (None before any token is in it)."""
+    keys = getattr(cache[0], "keys", None) if cache else None
+    return int(keys.dtype.size) if keys is not None and hasattr(keys, "dtype") else None
+
+
 def prompt_tokens(tokenizer, request: Request) -> list[int]:
     """The exact prompt ids every runtime runs (chat prompts arrive already rendered with the template)."""
     return list(request.prompt_ids) if request.prompt_ids else tokenizer.encode(request.prompt_text)
@@ -104,7 +110,10 @@ class InprocessSession(Session):
                                f"(finish {last.finish_reason if last else None}), expected exactly "
                                f"{request.max_tokens}")
         self._keep_cache(cache, prompt + generated, request.reuse_cache)
-        extra: dict[str, Any] = {"cached_tokens": cached, "force_length": "logits processor masking EOS"}
+        extra: dict[str, Any] = {"cached_tokens": cached, "force_length": "logits processor masking EOS",
+                                 "kv_cache_bytes": int(sum(getattr(c, "nbytes", 0) for c in cache)),
+                                 "kv_cache_tokens": int(cache[0].offset) if cache else 0,
+                                 "kv_dtype_bytes": kv_dtype_bytes(cache)}
         if self.max_kv_size:
             extra |= {"max_kv_size": int(self.max_kv_size),
                       "prompt_exceeds_kv_window": len(prompt) > int(self.max_kv_size),
@@ -190,11 +199,12 @@ class MLX(Runtime):
     """mlx-lm on MLX's default device (Metal on Apple Silicon, CPU or CUDA elsewhere)."""
 
     name = "mlx"
-    transports = ("inprocess", "server")
+    transports = ("inprocess", "server", "inprocess-rotating")
     formats = ("mlx",)
     declared = {"quantization": "bf16/fp16, 8/6/5/4/3/2-bit affine with a group size, mixed-bit recipes (mixed_3_6 ...)",
-                "kv_cache": "prompt-cache files (save/load_prompt_cache), rotating KV window (max_kv_size), "
-                            "server LRU prefix cache",
+                "kv_cache": "prompt-cache objects in-process (the kept cache trimmed to the common prefix), "
+                            "prompt-cache files (save/load_prompt_cache), rotating KV window (max_kv_size, in-process), "
+                            "server LRU prefix cache (--prompt-cache-size; usage cached_tokens)",
                 "streaming": "stream_generate in-process; SSE from mlx_lm.server",
                 "api": "OpenAI-compatible mlx_lm.server (/v1/completions, /v1/chat/completions)",
                 "deployment": "pip wheels: Metal on macOS, CPU (mlx[cpu]) or CUDA (mlx[cuda]) on Linux"}
@@ -236,6 +246,9 @@ class MLX(Runtime):
                                      "localbench.converters.mlx")
         if transport == "inprocess":
             return InprocessSession(artifact, self.settings)
+        if transport == "inprocess-rotating":     # the same in-process session with a rotating KV window
+            return InprocessSession(artifact, {**self.settings,
+                                               "max_kv_size": int(self.settings.get("rotating_kv_size") or 4096)})
         if transport == "server":
             return ServerSession(artifact, self.settings)
         raise RuntimeUnavailable(f"mlx has no transport {transport!r}: use one of {', '.join(self.transports)}")

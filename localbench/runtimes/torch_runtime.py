@@ -26,9 +26,19 @@ def pick_device(wanted: str) -> str:
     return wanted
 
 
+def cache_bytes(cache) -> int:
+    """Bytes of the DynamicCache's key and value tensors (the KV cache this request built)."""
+    total = 0
+    for layer in getattr(cache, "layers", None) or []:
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if t is not None and hasattr(t, "nbytes"):
+                total += int(t.nbytes)
+    return total
+
+
 class TorchSession(Session):
-    def __init__(self, model, tokenizer, device: str):
-        self.model, self.tokenizer, self.device = model, tokenizer, device
+    def __init__(self, model, tokenizer, device: str, rope: dict | None = None):
+        self.model, self.tokenizer, self.device, self.rope = model, tokenizer, device, rope or {}
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         import torch
@@ -40,7 +50,8 @@ class TorchSession(Session):
         with torch.inference_mode():
             cache = DynamicCache(config=self.model.config)
             ids = torch.tensor([list(request.prompt_ids)], device=self.device)
-            logits = self.model(ids, past_key_values=cache, use_cache=True).logits[:, -1]
+            # logits of the last position only: all of them would be prompt x vocab floats (20 GB at 32k fp32)
+            logits = self.model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
             while generated < request.max_tokens:
                 token = logits.argmax(-1, keepdim=True)
                 token_id = int(token)                  # waits for the device: the token exists now
@@ -49,7 +60,8 @@ class TorchSession(Session):
                 if generated < request.max_tokens:
                     logits = self.model(token, past_key_values=cache, use_cache=True).logits[:, -1]
         yield Usage(prompt_tokens=len(request.prompt_ids), output_tokens=generated,
-                    extra={"kv_cache_tokens": cache.get_seq_length()})
+                    extra={"kv_cache_tokens": cache.get_seq_length(), "kv_cache_bytes": cache_bytes(cache),
+                           "cached_tokens": 0, **({"rope_scaling": self.rope} if self.rope else {})})
 
     def memory(self) -> dict[str, int]:
         import torch
@@ -71,7 +83,8 @@ class TorchRuntime(Runtime):
     transports = ("inprocess",)
     formats = ("hf",)
     declared = {"quantization": "bf16/fp16/fp32 weights (int8/int4 need extra libraries)",
-                "kv_cache": "per-request DynamicCache; no cross-request reuse",
+                "kv_cache": "per-request DynamicCache (grows with the context, no paging); no cross-request "
+                            "reuse (measured as none); YaRN via rope_scaling in the config",
                 "streaming": "Python loop over forward + KV cache (no server)",
                 "api": "none (library); serving needs a custom HTTP layer",
                 "deployment": "pip wheels (torch + transformers); cuda, mps or cpu"}
@@ -103,6 +116,17 @@ class TorchRuntime(Runtime):
         if dtype is None:
             raise RuntimeUnavailable(f"torch artifact quant {artifact.quant!r} is not one of {sorted(DTYPES)}")
         tokenizer = AutoTokenizer.from_pretrained(artifact.tokenizer_path or artifact.path)
-        model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=getattr(torch, dtype)).to(device)
+        kwargs, rope = {}, self.settings.get("rope_scaling")
+        if rope:       # e.g. YaRN past the trained context: {rope_type: yarn, factor: 4, original_max_...: 32768}
+            from transformers import AutoConfig
+            config = AutoConfig.from_pretrained(artifact.path)
+            if isinstance(getattr(config, "rope_parameters", None), dict):
+                config.rope_parameters = {**config.rope_parameters, **rope}
+            else:
+                config.rope_scaling = dict(rope)
+            if rope.get("factor") and rope.get("original_max_position_embeddings"):
+                config.max_position_embeddings = int(rope["factor"] * rope["original_max_position_embeddings"])
+            kwargs["config"] = config
+        model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=getattr(torch, dtype), **kwargs).to(device)
         model.eval()
-        return TorchSession(model, tokenizer, device)
+        return TorchSession(model, tokenizer, device, dict(rope or {}))

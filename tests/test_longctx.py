@@ -1,0 +1,214 @@
+"""Long context and caching: the theoretical KV formula, the claims' verdicts on hand-made rows, the reuse
+plan (reuse on/off pairs, slices, skipped cells), and reuse accounting on the real llama.cpp in-process runtime."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from localbench import claims, longctx
+from localbench.harness import Measurement, ResultStore, run_request
+from localbench.runtimes.base import Request
+from localbench.schema import empty_row
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN05 = {"num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "hidden_size": 896}
+
+
+def row(**kw) -> dict:
+    r = empty_row()
+    r.update(runtime="llamacpp", transport="inprocess", quant="Q4_K_M", workload="unique", prompt_tokens=1024,
+             max_tokens=32, cache_reuse=False, concurrency=1, phase="warm", status="ok", trial=0, prompt_id="p",
+             ttft_s=1.0, decode_tps=20.0, prefill_tps=1000.0, itl_s=[0.05], peak_rss_bytes=2**20, device="cpu")
+    r.update(kw)
+    return r
+
+
+def frame(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+def verdict(fn, rows) -> str:
+    table = claims.check_all(frame(rows), [claims.Claim("t", "t", fn)])
+    return table.iloc[-1]["verdict"]
+
+
+# --- KV size -----------------------------------------------------------------------------------------------
+def test_kv_theoretical_formula():
+    # 24 layers x 2 KV heads x 64 head dim x 2 (K, V) x 2 bytes = 12 KiB per token
+    assert longctx.kv_bytes_per_token(QWEN05, 2) == 24 * 2 * 64 * 2 * 2 == 12288
+    assert longctx.kv_theoretical(QWEN05, 32768, 2) == 384 * 2**20
+    assert longctx.kv_theoretical({**QWEN05, "head_dim": 128}, 10, 4) == 24 * 2 * 128 * 2 * 4 * 10
+
+
+def test_kv_columns_compare_runtime_with_theory():
+    rows = frame([row(extra=json.dumps({"kv_buffer_bytes": 384 * 2**20, "kv_cells": 32768, "cached_tokens": 0})),
+                  row(runtime="torch", quant="fp32", extra=json.dumps({"kv_cache_bytes": 24576 * 100,
+                                                                        "kv_cache_tokens": 100}))])
+    out = longctx.kv_columns(rows, QWEN05)
+    assert list(out["kv_runtime_bytes"] / out["kv_theory_bytes"]) == [1.0, 1.0]   # f16 at n_ctx; fp32 at 100
+    table = longctx.per_length(rows, QWEN05)
+    assert set(table["runtime / theory"]) == {1.0}
+
+
+# --- claims --------------------------------------------------------------------------------------------------
+def test_decode_collapse_claim():
+    short = row(prompt_tokens=1024, decode_tps=30.0)
+    assert verdict(claims.llamacpp_decode_collapse, [short]) == "not testable here"
+    assert verdict(claims.llamacpp_decode_collapse, [short, row(prompt_tokens=32704, decode_tps=1.1)]) == "supported"
+    assert verdict(claims.llamacpp_decode_collapse, [short, row(prompt_tokens=32704, decode_tps=12.0)]) == \
+        "contradicted"
+
+
+def test_ttft_linear_claim_fits_the_exponent():
+    lengths = [1024, 4096, 16384]
+    linear = [row(prompt_tokens=n, ttft_s=n / 1000) for n in lengths]
+    quadratic = [row(prompt_tokens=n, ttft_s=(n / 1000) ** 2) for n in lengths]
+    assert claims.ttft_exponents(frame(linear))["llamacpp/inprocess/Q4_K_M"][0] == pytest.approx(1.0)
+    assert verdict(claims.ttft_linear, linear) == "supported"
+    assert verdict(claims.ttft_linear, quadratic) == "contradicted"
+    assert verdict(claims.ttft_linear, linear[:2]) == "not testable here"      # two lengths: no fit
+
+
+def reuse_rows(runtime: str, t_off: float, t_on: float, cached: int, prompt: int = 1000) -> list[dict]:
+    out = []
+    for i in range(2):
+        for on in (False, True):
+            extra = {"cached_tokens": cached if on else 0} if runtime != "none" else {}
+            out.append(row(runtime=runtime, transport="server", workload="prefix", prompt_id=f"prefix-{i}",
+                           prompt_tokens=prompt, cache_reuse=on, ttft_s=t_on if on else t_off,
+                           extra=json.dumps(extra)))
+    return out
+
+
+def test_prefix_reuse_claim_ollama():
+    assert verdict(claims.ollama_prefix_reuse, reuse_rows("llamacpp", 1.0, 0.2, 900)) == "not testable here"
+    assert verdict(claims.ollama_prefix_reuse, reuse_rows("ollama", 1.0, 0.75, 850)) == "supported"
+    assert verdict(claims.ollama_prefix_reuse, reuse_rows("ollama", 1.0, 0.95, 850)) == "contradicted"
+    assert verdict(claims.ollama_prefix_reuse, reuse_rows("ollama", 1.0, 0.75, 300)) == "contradicted"
+    cut, hit, n = claims.reuse_effect(frame(reuse_rows("ollama", 1.0, 0.75, 850)), "ollama")
+    assert (round(cut, 2), round(hit, 2), n) == (0.25, 0.85, 2)
+
+
+def test_reuse_table_speedup_and_hit_rate():
+    table = longctx.reuse(frame(reuse_rows("llamacpp", 1.0, 0.25, 900)))
+    (r,) = table.to_dict("records")
+    assert r["speedup (off/on)"] == pytest.approx(4.0) and r["hit rate"] == pytest.approx(0.9)
+    assert r["requests with a hit"] == "2/2"
+
+
+def test_rotating_window_claim():
+    def mlx(n, kv, bound=256):
+        extra = {"kv_cache_bytes": kv, "kv_cache_tokens": min(n, bound or n)}
+        if bound:
+            extra["max_kv_size"] = bound
+        return row(runtime="mlx", transport="inprocess-rotating", quant="4bit", prompt_tokens=n, extra=json.dumps(extra))
+    assert verdict(claims.mlx_rotating_stable, [mlx(512, 10, None)]) == "not testable here"
+    assert verdict(claims.mlx_rotating_stable, [mlx(512, 100), mlx(1024, 104)]) == "supported"
+    assert verdict(claims.mlx_rotating_stable, [mlx(512, 100), mlx(1024, 200)]) == "contradicted"
+
+
+def test_torch_oom_claim_says_what_was_seen():
+    t = dict(runtime="torch", transport="inprocess", quant="fp32")
+    assert verdict(claims.torch_ooms, [row(**t, prompt_tokens=1024)]) == "not testable here"
+    table = claims.check_all(frame([row(**t, prompt_tokens=8192)]), [claims.Claim("t", "t", claims.torch_ooms)])
+    assert table.iloc[-1]["verdict"] == "contradicted" and "on cpu: no OOM" in table.iloc[-1]["evidence"]
+    assert verdict(claims.torch_ooms, [row(**t, prompt_tokens=4096, status="oom")]) == "supported"
+
+
+def test_section_renders_what_was_measured():
+    from localbench.report import table
+    rows = frame([row(prompt_tokens=n, ttft_s=n / 1000, trial=t) for n in (1024, 4096) for t in (0, 1)]
+                 + reuse_rows("llamacpp", 1.0, 0.25, 900)
+                 + [row(prompt_tokens=32704, status="skipped", error="prompt longer than ... budget")])
+    md = longctx.section(rows, [], [Path("plots/figures/longctx_ttft_vs_context.png")], table, QWEN05)
+    assert "## Long context and caching" in md and "12 KiB per token" in md
+    assert "skipped" in md and "longctx_ttft_vs_context" in md
+
+
+# --- the plan: reuse on/off pairs, slices, skipped cells ---------------------------------------------------------
+def measure_stage():
+    spec = importlib.util.spec_from_file_location("measure_stage", ROOT / "stages/measure.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prompts_frame() -> pd.DataFrame:
+    rows = [{"workload": w, "prompt_id": f"{w}-{n}-{i}", "target_tokens": n, "ids": list(range(n // 100)),
+             "text": "x", "chat": False, "messages": "null"}
+            for w in ("unique", "prefix") for n in (1000, 4000) for i in range(2 if w == "prefix" else 1)]
+    return pd.DataFrame(rows)
+
+
+def test_plan_pairs_reuse_off_before_on_and_slices_narrow():
+    stage = measure_stage()
+    wl = {"types": ["unique"], "lengths": [1000], "trials": 2, "max_tokens": 8, "cache_reuse": ["prefix"],
+          "slices": [{"types": ["prefix"], "lengths": [4000], "trials": 1, "reuse_baseline": True},
+                     {"types": ["unique"], "lengths": [4000], "runtimes": ["other"]},
+                     {"types": ["unique"], "lengths": [1000, 4000], "trials": 1, "quants": ["Q4_K_M"]}]}
+    plan = stage.plan_of(prompts_frame(), wl, "llamacpp")
+    got = [(c.prompt_id, c.trial, c.request.reuse_cache) for c in plan]
+    assert got[:2] == [("unique-1000-0", 0, False), ("unique-1000-0", 1, False)]
+    assert got[2:6] == [("prefix-4000-0", 0, False), ("prefix-4000-1", 0, False),     # reuse off first, then on:
+                        ("prefix-4000-0", 0, True), ("prefix-4000-1", 0, True)]       # sibling follows sibling
+    assert got[6:] == [("unique-4000-0", 0, False)]          # unique-1000-0 trial 0 is already planned: once
+    assert plan[6].quants == ("Q4_K_M",) and not plan[6].sweep and plan[0].sweep
+    assert all(c.prompt_id != "unique-4000-0" or c.quants for c in plan)   # the `other` runtime's slice is not ours
+
+
+def test_cells_over_the_budget_become_skipped_rows(tmp_path):
+    from test_harness import ART, ScriptedRuntime, plan
+    wl = {"trials": 2, "warmup": 0, "timeout_s": 30, "drift_probe_mib": 8, "drift_probe_repeats": 2,
+          "max_prompt_tokens": 10}
+    store = ResultStore(tmp_path / "p.jsonl", "k")
+    runtime = ScriptedRuntime()
+    Measurement(runtime, store, "host", wl).run([ART], plan(n=3, trials=1))
+    status = {r["prompt_id"]: (r["status"], r["error"]) for r in store.rows}
+    assert status["p0"] == ("ok", None)
+    assert status["p1"][0] == status["p2"][0] == "skipped" and "max_prompt_tokens=10" in status["p1"][1]
+    assert runtime.calls == 1
+
+
+# --- llama.cpp in-process reuse, real runtime ---------------------------------------------------------------
+def build_missing() -> str:
+    from localbench import llamacpp_build
+    try:
+        llamacpp_build.tool("llama-server")
+        llamacpp_build.converter()
+        import llama_cpp  # noqa: F401
+    except (llamacpp_build.LlamaCppMissing, ImportError, OSError, RuntimeError) as exc:
+        return str(exc)
+    return ""
+
+
+@pytest.mark.skipif(bool(build_missing()), reason=f"llama.cpp not built: {build_missing()}")
+def test_llamacpp_inprocess_prefix_reuse_is_counted(tiny_hf_dir, tiny_tokenizer, tmp_path):
+    from localbench.converters import gguf
+    from localbench.runtimes.base import Artifact
+    from localbench.runtimes.llamacpp import LlamaCppRuntime
+
+    f16 = gguf.convert(tiny_hf_dir, tmp_path / "F16.gguf", "smollm2", "F16", {})
+    art = Artifact(f16["model"], "gguf", "F16", f16["path"], f16["size_bytes"], f16["tokenizer_path"])
+    session = LlamaCppRuntime({"n_threads": 2, "n_ctx": 512, "n_batch": 512}).load(art, "inprocess")
+    prefix = tiny_tokenizer.encode(" alpha beta gamma delta" * 20)
+    tail = lambda text: tuple(prefix + tiny_tokenizer.encode(text)[:20])  # noqa: E731
+    req = lambda name, ids, reuse: Request(name, ids, "", 4, reuse_cache=reuse)  # noqa: E731
+    try:
+        extra = lambda r: json.loads(r["extra"])  # noqa: E731
+        first = run_request(session, req("a", tail(" one two three four five six"), True), 60)
+        hit = run_request(session, req("b", tail(" seven eight nine ten eleven"), True), 60)
+        cold = run_request(session, req("c", tail(" twelve thirteen fourteen"), False), 60)
+        assert first["status"] == hit["status"] == cold["status"] == "ok"
+        assert extra(first)["cached_tokens"] == 0            # nothing before it shares its prefix
+        assert extra(hit)["cached_tokens"] == len(prefix)    # the sibling's shared prefix, reported by llama.cpp
+        assert extra(hit)["prompt_evaluated"] == hit["prompt_tokens"] - extra(hit)["cached_tokens"]
+        assert extra(cold)["cached_tokens"] == 0             # reuse off: Llama.reset() before it
+        assert extra(hit)["kv_cells"] == 512 and extra(hit)["kv_buffer_bytes"] > 0
+        rows = frame([{**row(workload="prefix", prompt_id=p, cache_reuse=True, prompt_tokens=r["prompt_tokens"]),
+                       "extra": r["extra"]} for p, r in (("a", first), ("b", hit))])
+        table = longctx.reuse(rows)
+        assert table.iloc[0]["requests with a hit"] == "1/2"
+    finally:
+        session.close()
