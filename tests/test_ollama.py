@@ -103,6 +103,8 @@ def test_generate_forced_length_and_durations(native):
     assert report["eval_count"] == 12 and report["eval_duration"] > 0 and report["prompt_eval_duration"] > 0
     assert set(usage.extra["session"]) == {"serve_s", "create_s", "load_s"}
     assert "AVX2=1" in native.system or "NEON" in native.system, native.system   # -march=native reached ggml
+    memory = native.memory()
+    assert memory["kv_buffer_bytes"] > 0 and memory["ollama_size_bytes"] > 0
 
 
 def cached_tokens(session, request: Request) -> int:

@@ -212,17 +212,19 @@ class OllamaSession(Session):
                           f"log {self.server.log_path}:\n{log_tail(self.server.log_path)}")
 
     def memory(self) -> dict[str, int]:
-        """llama.cpp's buffer sizes from the runner's log (as for llama-server), plus /api/ps's model size."""
-        from localbench.runtimes.llamacpp import buffer_sizes
+        """llama.cpp's buffer sizes from the runner's log (as for llama-server; read once, after the load),
+        plus the model's size as /api/ps reports it."""
+        if not hasattr(self, "buffers"):
+            from localbench.runtimes.llamacpp import buffer_sizes
 
-        out = buffer_sizes(self.log())
-        try:
-            for m in self.client.get(f"{self.host}/api/ps", timeout=5.0).json().get("models", []):
-                if m.get("name", "").split(":")[0] == self.model:
-                    out["ollama_size_bytes"] = int(m.get("size", 0))
-        except (httpx.HTTPError, ValueError):
-            pass
-        return out
+            self.buffers = buffer_sizes(self.log())
+            try:
+                for m in self.client.get(f"{self.host}/api/ps", timeout=5.0).json().get("models", []):
+                    if m.get("name", "").split(":")[0] == self.model:
+                        self.buffers["ollama_size_bytes"] = int(m.get("size", 0))
+            except (httpx.HTTPError, ValueError):
+                pass
+        return dict(self.buffers)
 
     def close(self) -> None:
         """Delete the models this session created (unless keep_models), then kill the server's process group."""
@@ -274,7 +276,8 @@ class Ollama(Runtime):
             return Probe(False, reason=f"no `ollama` binary: {why}; {INSTALL_HINT}")
         else:
             out = subprocess.run([exe, "--version"], capture_output=True, text=True)
-            found = re.search(r"version is (\S+)", out.stdout + out.stderr)
+            text = out.stdout + out.stderr     # "client version is X" when a server answers elsewhere
+            found = re.search(r"client version is (\S+)", text) or re.search(r"version is (\S+)", text)
             version = found.group(1) if found else "unknown"
         stamp = ollama_build.built() if exe == str(ollama_build.BINARY) else None
         caps = {"force_length": False, "num_ctx": s["num_ctx"], "num_parallel": s["num_parallel"],
