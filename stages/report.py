@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench import compare, environment
+from localbench import compare, environment, quality
 from localbench.config import params
 from localbench.report import render
 
@@ -24,5 +24,10 @@ if __name__ == "__main__":
     here = compare.local_bundle(rows, artifacts, bandwidth, manifest, extras,
                                 model_config=json.loads(config.read_text()) if config.exists() else None)
     cfg["bundles"] = [here] + [b for b in compare.load_bundles(compare.RESULTS) if b.host != here.host]
+    frontier = Path("data/quality_frontier.parquet")   # quantization quality beside size and speed
+    cfg["quality"] = quality.section(pd.read_parquet(frontier) if frontier.exists() else None,
+                                     {**params("quality")["quality"], "source": provenance.get("source"),
+                                      "figure": "../plots/quality/frontier.png"
+                                      if Path("plots/quality/frontier.png").exists() else None})
     render(rows, artifacts, extras, manifest, figures, provenance, cfg, Path("report"),
            calib=pd.read_parquet("data/calibration.parquet"), bandwidth=bandwidth)
