@@ -68,7 +68,8 @@ def test_ttft_linear_claim_fits_the_exponent():
     assert claims.ttft_exponents(frame(linear))["llamacpp/inprocess/Q4_K_M"][0] == pytest.approx(1.0)
     assert verdict(claims.ttft_linear, linear) == "supported"
     assert verdict(claims.ttft_linear, quadratic) == "contradicted"
-    assert verdict(claims.ttft_linear, linear[:2]) == "not testable here"      # two lengths: no fit
+    assert verdict(claims.ttft_linear, linear[:1]) == "not testable here"      # one length: no fit
+    assert verdict(claims.ttft_linear, [*linear, row(prompt_tokens=512, ttft_s=5.0)]) == "supported"   # < 1k: out
 
 
 def reuse_rows(runtime: str, t_off: float, t_on: float, cached: int, prompt: int = 1000) -> list[dict]:
