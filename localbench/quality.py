@@ -557,14 +557,14 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
 
 def unserved_rows(artifacts: list[dict], ref_name: str | None, common: dict) -> list[dict]:
     """Ollama serves the pipeline's own GGUFs but returns no logits: one row per GGUF saying so."""
-    rows = []
-    for art in artifacts:
-        if art["format"] == "gguf":
-            r = row(art, "unsupported", "Ollama's API returns no next-token distribution (no prompt logits); "
-                    "it runs the same GGUF as llama.cpp's row", reference=ref_name, **common)
-            r["runtime"] = "ollama"
-            rows.append(r)
-    return rows
+    ggufs = [a for a in artifacts if a["format"] == "gguf"]
+    if not ggufs:
+        return []
+    r = row({**ggufs[0], "quant": ", ".join(a["quant"] for a in ggufs)}, "unsupported",
+            "Ollama's API returns no next-token distribution (no prompt logits); it runs the same GGUF files as "
+            "llama.cpp's rows", reference=ref_name, **common)
+    r["runtime"] = "ollama"
+    return [r]
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
@@ -629,7 +629,8 @@ def frontier(quality: pd.DataFrame, artifacts: pd.DataFrame, requests: pd.DataFr
     frame = quality.merge(arts, on=["format", "quant"], how="left")
     frame = frame.merge(decode_speed(requests, cfg.get("speed") or {}), on=["runtime", "quant"], how="left")
     frame["size_mib"] = frame["size_bytes"] / 2**20
-    frame["pareto"] = pareto(frame["decode_tps"].astype(float), frame["kld_mean"].astype(float))
+    front = pareto(frame["decode_tps"].astype(float), frame["kld_mean"].astype(float))
+    frame["pareto"] = front.where(frame["decode_tps"].notna() & frame["kld_mean"].notna()).astype(object)
     return frame
 
 
@@ -642,7 +643,8 @@ def cross_runtime(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         if r.reason == "reference":
             continue
         diff = abs(r.ppl / r.ppl_ref - 1)
-        rows.append({"check": f"{r.runtime} {r.format}/{r.quant} vs {r.reference}", "ppl": r.ppl,
+        via = " (its weights in transformers)" if "weights of the MLX artifact" in str(r.runtime_version) else ""
+        rows.append({"check": f"{r.runtime} {r.format}/{r.quant}{via} vs {r.reference}", "ppl": r.ppl,
                      "ppl_ref": r.ppl_ref, "rel_diff": diff, "kld_mean": r.kld_mean, "top1": r.top1,
                      "verdict": "agree" if diff <= tolerance else "DISAGREE"})
     native = frame[frame["native_kld"].notna()] if "native_kld" in frame else frame.iloc[:0]
@@ -700,6 +702,7 @@ def figure(frame: pd.DataFrame, path: Path, dpi: int = 120, style: str = "whiteg
     import seaborn as sns
 
     data = frame[(frame["status"] == "ok") & frame["decode_tps"].notna() & frame["kld_mean"].notna()].copy()
+    data["pareto"] = data["pareto"].astype(bool)
     path.parent.mkdir(parents=True, exist_ok=True)
     if data.empty:
         return None
@@ -721,6 +724,16 @@ def figure(frame: pd.DataFrame, path: Path, dpi: int = 120, style: str = "whiteg
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def forward_of(r) -> str:
+    """Whose forward pass produced a row's logits."""
+    version = str(r.get("runtime_version") or "")
+    if r.get("status") != "ok":
+        return ""
+    if "weights of the MLX artifact" in version:
+        return "transformers (MLX weights, fp32)"
+    return {"gguf": "llama-perplexity", "hf": "transformers", "mlx": "mlx_lm"}.get(r["format"], "")
 
 
 def section(frame: pd.DataFrame, cfg: dict) -> str:
@@ -753,8 +766,9 @@ def section(frame: pd.DataFrame, cfg: dict) -> str:
              f"definition: reference log-probs below −16 ignored), mean and p99; top-1 = same most likely token. "
              f"Decode tok/s: warm single-stream mean in the cell {speed.get('workload')}/{speed.get('prompt_tokens')} "
              f"prompt tokens ({speed.get('transport')}). Pareto: no other artifact is both faster and closer.\n")
-    show = frame.assign(delta_ppl_pct=frame["delta_ppl"] * 100, top1_pct=frame["top1"] * 100)
-    cols = ["runtime", "format", "quant", "status", "size_mib", "bits_per_weight", "ppl", "delta_ppl_pct", "kld_mean",
+    show = frame.assign(delta_ppl_pct=frame["delta_ppl"] * 100, top1_pct=frame["top1"] * 100,
+                        forward=frame.apply(forward_of, axis=1))
+    cols = ["runtime", "forward", "format", "quant", "status", "size_mib", "bits_per_weight", "ppl", "delta_ppl_pct", "kld_mean",
             "kld_p99", "top1_pct", "decode_tps", "pareto", "reason"]
     show = show[[c for c in cols if c in show]]
     tol = float(cfg.get("cross_runtime_tolerance", 0.02))

@@ -84,7 +84,7 @@ def test_every_artifact_gets_a_row_through_its_runtime(evaluated):
     ok = evaluated[evaluated["status"] == "ok"]
     assert {("torch", "hf", "fp32"), ("llamacpp", "gguf", "F16"), ("llamacpp", "gguf", "Q8_0")} <= set(ok.index)
     assert evaluated.loc[("mlc", "mlc", "q4f16_1"), "status"] == "unavailable"
-    assert evaluated.loc[("ollama", "gguf", "Q8_0"), "status"] == "unsupported"
+    assert evaluated.loc[("ollama", "gguf", "F16, Q8_0"), "status"] == "unsupported"
     assert (ok["tokens_scored"] == 2 * 127).all() and (ok["reference"] == "hf/fp32").all()
     ref = evaluated.loc[("torch", "hf", "fp32")]
     assert ref["reason"] == "reference" and 1.5 < ref["ppl"] < 60      # a trained model on code + prose
