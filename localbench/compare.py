@@ -144,7 +144,11 @@ def single_stream(bundle: Bundle) -> pd.DataFrame:
     """Warm single-stream cells of one host: n, decode tok/s (mean, p50), TTFT p50, and each cell's
     memory-bandwidth ceiling: bandwidth / weight bytes, and / (weights + the KV cache read at mid-answer)."""
     r = bundle.requests
-    warm = r[(r["status"] == "ok") & (r["phase"] == "warm") & (r["concurrency"].fillna(1) == 1)]
+    # a sweep run's own single-stream requests ran under the sweep's server settings (more slots, a larger KV
+    # pool: benchmarks/gpu_run.py's gpu-load pass): they are not the single-stream cell, leave them out
+    sweep_runs = set(r.loc[r["phase"] == "load", "run_id"].dropna())
+    warm = r[(r["status"] == "ok") & (r["phase"] == "warm") & (r["concurrency"].fillna(1) == 1)
+             & ~r["run_id"].isin(sweep_runs)]
     if warm.empty:
         return pd.DataFrame()
     sizes = {(a.format, a.quant): a.size_bytes for a in bundle.artifacts.itertuples() if pd.notna(a.size_bytes)}

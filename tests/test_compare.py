@@ -61,8 +61,9 @@ def _other_host(gpu, factor=0.5):
     """A second machine: the GPU bundle's llama-server Q4_K_M rows at 1024 tokens at `factor` x the speed, plus
     one cell no other host has (another max_tokens)."""
     r = gpu.requests
+    sweep_runs = set(r.loc[r["phase"] == "load", "run_id"])
     same = r[(r["runtime"] == "llamacpp") & (r["quant"] == "Q4_K_M") & (r["prompt_tokens"] == 1024)
-             & (r["phase"] == "warm")].copy()
+             & (r["phase"] == "warm") & ~r["run_id"].isin(sweep_runs)].copy()
     same["decode_tps"] *= factor
     lonely = same.head(1).assign(max_tokens=64)
     rows = pd.concat([same, lonely], ignore_index=True).assign(host="mac-test")
@@ -115,3 +116,11 @@ def test_matched_has_one_row_per_shared_cell(gpu):
     assert len(m) == len(compare.single_stream(gpu))         # every cell once, no cross product of the keys
     assert m[[f"{GPU_HOST} · decode tok/s p50", "twin · decode tok/s p50"]].notna().all().all()
     assert (m[f"{GPU_HOST} · decode tok/s p50"] == m["twin · decode tok/s p50"]).all()
+
+
+def test_sweep_runs_do_not_join_single_stream_cells(gpu):
+    r = gpu.requests
+    sweep_runs = set(r.loc[r["phase"] == "load", "run_id"])
+    assert sweep_runs and (r["run_id"].isin(sweep_runs) & (r["phase"] == "warm")).any()
+    cell = compare.single_stream(gpu).set_index(["runtime", "quant", "prompt_tokens"]).loc[("llamacpp", "Q4_K_M", 1024)]
+    assert cell["n"] == 2          # the gpu profile's N=2, not + the sweep run's warm-up request
