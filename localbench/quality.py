@@ -643,7 +643,7 @@ def cross_runtime(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         if r.reason == "reference":
             continue
         diff = abs(r.ppl / r.ppl_ref - 1)
-        via = " (its weights in transformers)" if "weights of the MLX artifact" in str(r.runtime_version) else ""
+        via = " (its weights in transformers)" if "weights of the MLX artifact" in str(getattr(r, "runtime_version", "")) else ""
         rows.append({"check": f"{r.runtime} {r.format}/{r.quant}{via} vs {r.reference}", "ppl": r.ppl,
                      "ppl_ref": r.ppl_ref, "rel_diff": diff, "kld_mean": r.kld_mean, "top1": r.top1,
                      "verdict": "agree" if diff <= tolerance else "DISAGREE"})
