@@ -7,6 +7,7 @@ unquantized layers: MLX's CPU backend runs float32-scaled quantized matmuls ~9x 
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -44,6 +45,16 @@ def bits_per_weight(mlx_dir: Path) -> float:
     return float(compute_bits_per_weight(model))
 
 
+def lift_rope_theta(mlx_dir: Path) -> None:
+    """transformers 5 writes rope_theta inside rope_parameters; mlx_lm 0.32's llama reads only the top level
+    (defaulting to 10000, wrong for e.g. SmolLM2's 100000): copy it up where the top level lacks it."""
+    path = Path(mlx_dir) / "config.json"
+    config = json.loads(path.read_text())
+    theta = (config.get("rope_parameters") or {}).get("rope_theta")
+    if theta is not None and "rope_theta" not in config:
+        path.write_text(json.dumps({**config, "rope_theta": theta}, indent=2))
+
+
 def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict) -> dict:
     """Convert an HF folder to an MLX folder at `out_path`; return its artifact row."""
     kwargs = convert_kwargs(quant, int(settings.get("group_size", 64)), settings.get("dtype"))
@@ -56,6 +67,7 @@ def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict
     out_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     mlx_convert(str(hf_dir), str(out_path), **kwargs)
+    lift_rope_theta(out_path)
     convert_s = time.perf_counter() - t0
     return {
         "model": model, "format": "mlx", "quant": quant, "path": str(out_path),
