@@ -6,19 +6,11 @@ cost more than it catches.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from localbench.runtimes.base import Artifact
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from localbench.sources import sha256_of
 
 
 def record(row: dict, target: Path) -> dict:
