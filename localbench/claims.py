@@ -218,7 +218,7 @@ def ollama_prefix_reuse(rows):
     for rt in sorted(set(single_stream(rows)["runtime"]) - {"ollama"}):
         try:
             cut, hit, n = reuse_effect(rows, rt)
-            others.append(f"{rt}: {cut:+.0%} latency, hit rate {hit:.0%} ({n} prompts)")
+            others.append(f"{rt}: latency cut {cut:.0%}, hit rate {hit:.0%} ({n} prompts)")
         except NotTestable:
             pass
     try:

@@ -210,9 +210,12 @@ def section(rows: pd.DataFrame, extras: list[dict], figures: list[Path], table,
         parts.append("### Cells not measured (time budget, timeout or failure; never dropped)\n\n" + table(missing))
     parts.append("### Cache reuse: the same prompts with each runtime's reuse on and off\n")
     parts.append("Mechanism per runtime: Table 2 below. Prefix-heavy prompts share a prefix of "
-                 "`workload.prefix_fraction` of their tokens; the first of each set primes the cache. Chat sessions "
-                 "append a reply and a new user message each turn. Tokens reused are what the runtime reports.\n\n"
-                 + table(reuse(rows)))
+                 "`workload.prefix_fraction` of their tokens, with distinct suffixes; chat sessions append a reply and "
+                 "a new user message each turn. The same prompts run first with reuse off (each request starts from "
+                 "an empty cache), then with reuse on in order, so a reuse request finds what the request before it "
+                 "left (the first one: the last reuse-off request's state, which stays in the runtime after it). "
+                 "Tokens reused and hit rate are what the runtime reports; latency cut = 1 - TTFT on / TTFT off on "
+                 "the same prompts.\n\n" + table(reuse(rows)))
     chat = turns(rows)
     if not chat.empty:
         parts.append("### Multi-turn chat: TTFT per turn\n\n" + table(chat))
