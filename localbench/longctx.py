@@ -172,8 +172,8 @@ def turns(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def bounded(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows run with a bounded KV (MLX max_kv_size): memory and decode speed beside the unbounded cells."""
-    warm = kv_columns(single_stream(rows), {})
+    """Cold unique cells run with a bounded KV (MLX max_kv_size) beside the unbounded ones: memory, decode speed."""
+    warm = kv_columns(cold_unique(rows), {})
     ex = warm["extra"].map(extra_of)
     warm = warm.assign(bound=[e.get("max_kv_size") for e in ex])
     mlx = warm[warm["runtime"] == "mlx"]
