@@ -43,7 +43,9 @@ def first_run(repo) -> str:
 
 def test_report_and_rows(repo, first_run):
     report = (repo / "report/report.md").read_text()
-    assert "Throughput and latency" in report and "Claims of the paper" in report and "Environment" in report
+    for heading in ("Decode throughput on matched cells", "Machine drift", "Claims of the paper", "Environment"):
+        assert f"## {heading}" in report, heading
+    assert "| single-stream | openai |" in report          # the calibration covers the single-stream path
     assert (repo / "report/report.html").exists()
     rows = pd.read_parquet(repo / "data/requests.parquet")
     assert list(rows.columns) == REQUEST_SCHEMA.names
