@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench import claims, compare, metrics, roofline, tables
+from localbench import claims, compare, longctx, metrics, roofline, tables
 
 CAPABILITY_TABLES = [
     ("Table 1: quantization and model formats", "quantization"),
