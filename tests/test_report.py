@@ -111,3 +111,11 @@ def test_capability_tables_show_declarations_of_unavailable_runtimes():
               {"runtime": "ollama", "skipped": "runtime.ollama is false"}]
     text = capability_tables(extras)
     assert "paged KV cache" in text and "not declared" not in text
+
+
+def test_roofline_uses_the_highest_bandwidth_reading():
+    """A drift probe that read more than the calibrate stage's probe raises the ceiling (both are lower bounds)."""
+    rows = pd.DataFrame([row("llamacpp", "Q4_K_M", 20.0, 240.0, format="gguf", device="cpu", probe_gbps=30.0)])
+    artifacts = pd.DataFrame([{"format": "gguf", "quant": "Q4_K_M", "size_bytes": 500e6}])
+    table = roofline_table(rows, artifacts, {"cpu": 20.0}).set_index("runtime")
+    assert table.loc["llamacpp", "bandwidth (GB/s)"] == 30.0 and table.loc["llamacpp", "ceiling tok/s"] == 60.0
