@@ -47,8 +47,8 @@ def test_every_profile_is_valid(tmp_path, monkeypatch, overrides):
     ("plots.format", "jpg", "params.yaml: plots.format = 'jpg' is not allowed: 'png' or 'svg' (conf/config.yaml)"),
     ("runtime.mlx", "maybe", "params.yaml: runtime.mlx = 'maybe' is not allowed: true or false (conf/runtime/)"),
     ("engine.llamacpp.transports", ["grpc"],
-     "params.yaml: engine.llamacpp.transports[0] = 'grpc' is not allowed: 'inprocess', 'server' or 'openai' "
-     "(conf/engine/)"),
+     "params.yaml: engine.llamacpp.transports[0] = 'grpc' is not allowed: 'inprocess', 'server', 'openai' or "
+     "'inprocess-rotating' (conf/engine/)"),
 ])
 def test_wrong_value_is_one_line_with_key_value_and_allowed(path, value, expected):
     assert validate(broken(path, value)) == expected
