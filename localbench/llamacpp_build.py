@@ -62,6 +62,17 @@ def tool(name: str) -> Path:
     return path
 
 
+def missing() -> str:
+    """Why llama.cpp cannot run here (tools, converter or Python package missing), or "" when it can."""
+    try:
+        tool("llama-server")
+        converter()
+        import llama_cpp  # noqa: F401
+    except (LlamaCppMissing, ImportError, OSError, RuntimeError) as exc:
+        return str(exc)
+    return ""
+
+
 def converter() -> tuple[Path, dict[str, str]]:
     """convert_hf_to_gguf.py and the environment that puts its vendored gguf-py first on PYTHONPATH."""
     llama = source_dir() / "vendor" / "llama.cpp"

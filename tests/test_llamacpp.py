@@ -15,17 +15,7 @@ from localbench.schema import ARTIFACT_FIELDS
 from localbench.servers import ServerDied
 
 
-def build_missing() -> str:
-    try:
-        llamacpp_build.tool("llama-server")
-        llamacpp_build.converter()
-        import llama_cpp  # noqa: F401
-    except (llamacpp_build.LlamaCppMissing, ImportError, OSError, RuntimeError) as exc:
-        return str(exc)
-    return ""
-
-
-needs_build = pytest.mark.skipif(bool(build_missing()), reason=f"llama.cpp not built: {build_missing()}")
+needs_build = pytest.mark.skipif(bool(llamacpp_build.missing()), reason=f"llama.cpp not built: {llamacpp_build.missing()}")
 SETTINGS = {"n_threads": 2, "n_ctx": 512, "n_batch": 512, "bench_repetitions": 1}
 TEXTS = ["Hello world! How are you today?",
          "def fib(n):\n\tif n < 2:\n\t\treturn n\n    return fib(n - 1) + fib(n - 2)  # café ≠ 42 🚀",

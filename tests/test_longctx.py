@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from localbench import llamacpp_build
+
 from localbench import claims, longctx
 from localbench.harness import Measurement, ResultStore, run_request
 from localbench.runtimes.base import Request
@@ -173,18 +175,7 @@ def test_cells_over_the_budget_become_skipped_rows(tmp_path):
 
 
 # --- llama.cpp in-process reuse, real runtime ---------------------------------------------------------------
-def build_missing() -> str:
-    from localbench import llamacpp_build
-    try:
-        llamacpp_build.tool("llama-server")
-        llamacpp_build.converter()
-        import llama_cpp  # noqa: F401
-    except (llamacpp_build.LlamaCppMissing, ImportError, OSError, RuntimeError) as exc:
-        return str(exc)
-    return ""
-
-
-@pytest.mark.skipif(bool(build_missing()), reason=f"llama.cpp not built: {build_missing()}")
+@pytest.mark.skipif(bool(llamacpp_build.missing()), reason=f"llama.cpp not built: {llamacpp_build.missing()}")
 def test_llamacpp_inprocess_prefix_reuse_is_counted(tiny_hf_dir, tiny_tokenizer, tmp_path):
     from localbench.converters import gguf
     from localbench.runtimes.base import Artifact
