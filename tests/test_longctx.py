@@ -7,9 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from localbench import llamacpp_build
-
-from localbench import claims, longctx
+from localbench import claims, llamacpp_build, longctx
 from localbench.harness import Measurement, ResultStore, run_request
 from localbench.runtimes.base import Request
 from localbench.schema import empty_row
