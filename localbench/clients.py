@@ -99,11 +99,13 @@ class OpenAIStream:
         text, usage, predicted = parse_sse_event(data, self.chat)
         if usage:
             self.report = usage
+        if predicted is not None and (text or usage):
+            # the server's own count: this chunk carries the tokens sampled since the last one; tokens whose
+            # text is empty ride the next chunk, the last of them the final (usage) event, when they arrived
+            tokens, self.counted = predicted - self.counted, predicted
+            return Chunk(tokens=tokens, text=text) if tokens else None
         if not text:
             return None
-        if predicted is not None:       # the server's own count: this chunk carries the new tokens
-            tokens, self.counted = predicted - self.counted, predicted
-            return Chunk(tokens=tokens, text=text)
         return Chunk(tokens=self.tokens_of(text) if self.tokens_of else 1, text=text)
 
     def usage(self) -> Usage:

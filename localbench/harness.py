@@ -262,12 +262,13 @@ class Measurement:
     """Runs one runtime over its artifacts and transports and appends rows to a ResultStore."""
 
     def __init__(self, runtime: Runtime, store: ResultStore, host: str, workload: dict, load: dict | None = None,
-                 warmup_request: Request | None = None):
+                 warmup_request: Request | None = None, window_warmups: dict[int, Request] | None = None):
         self.runtime, self.store, self.host, self.load = runtime, store, host, load or {}
         self.load_summaries: list[dict] = []
         self.trials = int(workload["trials"])
         self.warmup = int(workload["warmup"])
         self.warmup_request = warmup_request     # outside the plan: warm-up leaves no cache a cell could hit
+        self.window_warmups = window_warmups or {}     # prompt length -> a warm-up prompt of that length
         self.timeout_s = float(workload["timeout_s"])
         self.max_prompt_tokens = workload.get("max_prompt_tokens")   # longer prompts become `skipped` rows
         self.drift_probe = {"size_mib": int(workload.get("drift_probe_mib", 256)),
@@ -299,13 +300,15 @@ class Measurement:
 
     def run(self, artifacts: list[Artifact], cells: list[Cell]) -> None:
         transports = [t for t in self.runtime.settings.get("transports", self.runtime.transports)]
+        only = self.runtime.settings.get("transport_quants") or {}     # engine.<runtime>.transport_quants
         done = self.store.done()
         sessions = [(artifact, transport, [c for c in cells if c.runs_on(artifact.quant, transport)
                                            and ResultStore.cell_key(
                         {"format": artifact.format, "quant": artifact.quant, "transport": transport,
                          "prompt_id": c.prompt_id, "trial": c.trial, "phase": "warm",
                          "cache_reuse": c.request.reuse_cache}) not in done])
-                    for artifact in artifacts for transport in transports]
+                    for artifact in artifacts for transport in transports
+                    if artifact.quant in only.get(transport, [artifact.quant])]
         self.progress = Progress(f"measure@{self.runtime.name}", sum(len(todo) for *_, todo in sessions))
         try:
             for artifact, transport, todo in sessions:
@@ -381,8 +384,9 @@ class Measurement:
         return drift.probe(**self.drift_probe)
 
     def run_window(self, ctx: dict, group: int, cells: list[Cell], warmups: int, done: set) -> None:
-        """Warm-ups (first window only), the cells of one prompt length, then the runtime's in-window
-        references; the machine's speed is probed before, between and after."""
+        """Warm-ups (first window only), one unrecorded warm-up at the window's prompt length (where the
+        prompt set has one), the cells of that length, then the runtime's in-window references; the machine's
+        speed is probed before, between and after."""
         artifact, transport = ctx["artifact"], ctx["transport"]
         window = f"{self.run_id}/{artifact.format}/{artifact.quant}/{transport}/{group}"
         probes = [self.probe_speed()]
@@ -397,6 +401,11 @@ class Measurement:
             if i == 0 and not any(k[:3] == (artifact.format, artifact.quant, transport) and k[5] == "cold"
                                   for k in done):       # one cold row per (artifact, transport), also on resume
                 self.store.append({**self.base_row(artifact, transport, cold, "cold"), **fields, **tagged})
+        shape = self.window_warmups.get(group)
+        if shape and not (warmups and shape.prompt_id == warm.prompt_id) and not getattr(ctx["session"], "hung", None):
+            # the first request at a new length pays one-time costs (compute-buffer pages, graph shapes: +20-25 %
+            # at 128 tokens on llama.cpp here) that llama-bench's own warm-up run hides: one unrecorded request
+            run_request(ctx["session"], replace(shape, max_tokens=cells[0].request.max_tokens), self.timeout_s)
         for cell in cells:
             if getattr(ctx["session"], "hung", None):
                 fields = {"status": "error", "error": ctx["session"].hung}

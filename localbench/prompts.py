@@ -118,9 +118,10 @@ class FirstTokens:
 
 
 def build(tok, types: list[str], lengths: list[int], per_length: int, seed: int, prefix_fraction: float,
-          chat_turns: int, max_context: int, prefix_prompts: int = 2) -> list[Prompt]:
-    """Every prompt of the set (per type, per length, `per_length` distinct prompts), then one `warmup`
-    prompt of the shortest length (at most WARMUP_MAX tokens), outside every plan. `prefix` gets at least
+          chat_turns: int, max_context: int, prefix_prompts: int = 2, window_warmup_max_tokens: int = 0) -> list[Prompt]:
+    """Every prompt of the set (per type, per length, `per_length` distinct prompts), then `warmup` prompts
+    outside every plan: one of the shortest length (at most WARMUP_MAX tokens), the session's, and one per
+    length up to `window_warmup_max_tokens`, a measurement window's at that length. `prefix` gets at least
     `prefix_prompts` siblings per length (one shared prefix, distinct suffixes): the first primes a cache,
     the others can hit it."""
     usable = [n for n in lengths if n <= max_context]
@@ -133,8 +134,9 @@ def build(tok, types: list[str], lengths: list[int], per_length: int, seed: int,
     for kind in types:
         if kind not in allowed:
             raise PromptError(f"workload type {kind!r} is not one of {allowed}; fix workload.types")
+    warm = sorted({min(min(usable), WARMUP_MAX), *(n for n in usable if n <= window_warmup_max_tokens)})
     for kind in [*types, "warmup"]:
-        for n in (usable if kind != "warmup" else [min(min(usable), WARMUP_MAX)]):
+        for n in (usable if kind != "warmup" else warm):
             header = (first.take() if kind in NO_SHARED_START else []) + encode(tok, HEADERS[kind])
             rng = random.Random(f"{seed}-{kind}-{n}")
             if kind == "chat":

@@ -112,6 +112,7 @@ Device = Literal["auto", "cuda", "mps", "cpu", "metal", "vulkan"]
 class Engine(Closed):
     quants: list[str] = []
     transports: list[Transport] = Field(min_length=1)
+    transport_quants: dict[Transport, list[str]] = {}    # a transport measured on these quants only
     workload: Optional[WorkloadNarrowing] = None
     load: Optional[LoadNarrowing] = None
 
@@ -242,6 +243,7 @@ class Workload(Closed):
     slices: list[Slice] = []
     max_prompt_tokens: Optional[int] = Field(default=None, gt=0)   # longer prompts: `skipped` rows
     max_context: Optional[int] = Field(default=None, gt=0)         # usable context (YaRN); default: the model's
+    window_warmup_max_tokens: int = Field(default=0, ge=0)         # an unrecorded warm-up per window up to this length
     drift_probe_mib: int = Field(gt=0)
     drift_probe_repeats: int = Field(gt=0)
 

@@ -90,7 +90,9 @@ def main(name: str) -> None:
                            path=settings.get("base_url", ""))]
         prompts = pd.read_parquet("data/prompts.parquet")
         plan = plan_of(prompts, wl, name)
-        warmup = next((request_of(p, wl) for p in prompts[prompts["workload"] == "warmup"].itertuples()), None)
+        warmups = {int(p.target_tokens): request_of(p, wl)
+                   for p in prompts[prompts["workload"] == "warmup"].sort_values("target_tokens").itertuples()}
+        warmup = next(iter(warmups.values()), None)   # the session's warm-up: the shortest
         if not plan:
             raise SystemExit(f"measure@{name}: no prompts match lengths {wl['lengths']} and types {wl['types']}; "
                              f"engine.{name}.workload must pick among workload.lengths/types")
@@ -98,7 +100,7 @@ def main(name: str) -> None:
                          [(c.prompt_id, c.request.reuse_cache, c.quants, c.transports) for c in plan])
         partial = Path("data/partial") / f"{name}.jsonl"
         store = ResultStore(partial, key)
-        run = Measurement(runtime, store, environment.fingerprint(), wl, load, warmup)
+        run = Measurement(runtime, store, environment.fingerprint(), wl, load, warmup, warmups)
         for row in failed:
             art = Artifact(row["model"], row["format"], row["quant"], row["path"] or "")
             for transport in settings.get("transports", runtime.transports):

@@ -25,7 +25,8 @@ def main() -> None:
     try:
         prompts = build(tok, types, lengths, wl["per_length"], wl["seed"], wl["prefix_fraction"],
                         wl["chat_turns"], max_context=context - wl["max_tokens"],
-                        prefix_prompts=int(wl.get("prefix_prompts") or 2))
+                        prefix_prompts=int(wl.get("prefix_prompts") or 2),
+                        window_warmup_max_tokens=int(wl.get("window_warmup_max_tokens") or 0))
     except PromptError as exc:
         sys.exit(f"prompts: {exc}")
     frame = pd.DataFrame([{**vars(p), "n_tokens": p.n_tokens, "messages": json.dumps(p.messages)}

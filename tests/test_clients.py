@@ -88,3 +88,13 @@ def test_llama_server_token_counts_come_from_its_timings():
               '{"choices":[{"text":"bc"}],"timings":{"predicted_n":3}}',
               '{"choices":[{"text":""}],"timings":{"predicted_n":3}}']
     assert [c.tokens for c in (parser.feed("data: " + e) for e in events) if c] == [1, 2]
+
+
+def test_llama_server_tokens_with_empty_text_at_the_end_ride_the_usage_event():
+    """A last token whose text is empty (held-back bytes) is counted where it arrived: the final event."""
+    parser = OpenAIStream("/v1/chat/completions", chat=True, tokens_of=None)
+    events = ['{"choices":[{"delta":{"content":"a"}}],"timings":{"predicted_n":1}}',
+              '{"choices":[{"delta":{}}],"timings":{"predicted_n":2}}',
+              '{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2},"timings":{"predicted_n":2}}']
+    chunks = [c for c in (parser.feed("data: " + e) for e in events) if c]
+    assert [c.tokens for c in chunks] == [1, 1] and parser.usage().output_tokens == 2

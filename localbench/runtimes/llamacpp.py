@@ -2,16 +2,17 @@
 
 Both transports load GGUF artifacts with the same threads / context / batch / flash-attention / GPU-layer
 settings (conf/engine/llamacpp.yaml). Length is forced: in-process a logits processor bans every
-end-of-generation token (its call count is llama.cpp's count of sampled tokens), llama-server gets
+end-of-generation token and exactly max_tokens tokens are taken from Llama.generate, llama-server gets
 `ignore_eos`. The KV cache is dropped between requests (in-process `Llama.reset()`, server
 `cache_prompt: false`) unless the request is a cache-reuse one. Chunks carry the tokens llama.cpp sampled
-since the last chunk (in-process: the EOG-banning processor's call count; server: `timings.predicted_n`).
+since the last chunk (in-process: one per sampled token; server: `timings.predicted_n`).
 llama-bench runs on the same file and shapes inside each measurement window, right after the pipeline's
 own requests of that window (window_references), for the fidelity check.
 Install: `python -m localbench.llamacpp_build`.
 """
 from __future__ import annotations
 
+import codecs
 import ctypes
 import json
 import os
@@ -57,7 +58,7 @@ def buffer_sizes(log: str) -> dict[str, int]:
 
 
 class InProcessSession(Session):
-    """A llama_cpp.Llama; each request is one streamed create_completion on the exact prompt ids."""
+    """A llama_cpp.Llama; each request is one Llama.generate on the exact prompt ids."""
 
     def __init__(self, llm, load_log: str, rope: dict | None = None):
         import numpy as np
@@ -83,22 +84,25 @@ class InProcessSession(Session):
             # prefix with the next prompt; reset() forgets it. A reuse request keeps it, so it hits only what
             # the request before it left: the plan runs a prefix sibling / the previous chat turn right before.
             llm.reset()
-        sampled = 0
 
         def no_eog(_input_ids, scores):
-            nonlocal sampled
-            sampled += 1
             scores[self.eog] = -float("inf")
             return scores
 
         llama_cpp.llama_perf_context_reset(llm.ctx)
-        counted = 0   # tokens sampled so far that a chunk carried (a split character's tokens ride one chunk)
-        for part in llm.create_completion(prompt, max_tokens=request.max_tokens, temperature=0.0,
-                                          stream=True, logits_processor=llama_cpp.LogitsProcessorList([no_eog])):
-            text = part["choices"][0]["text"]
-            if text:
-                yield Chunk(tokens=sampled - counted, text=text)
-                counted = sampled
+        # Llama.generate, not create_completion: the latter samples past max_tokens while the text ends inside
+        # a UTF-8 character (33-34 tokens for 32 asked). One chunk per sampled token, exactly max_tokens.
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        sampled = 0
+        tokens = llm.generate(prompt, temp=0.0, logits_processor=llama_cpp.LogitsProcessorList([no_eog]))
+        try:
+            for token in tokens:
+                sampled += 1
+                yield Chunk(tokens=1, text=text.decode(llm.detokenize([token])))
+                if sampled >= request.max_tokens:
+                    break
+        finally:
+            tokens.close()
         perf = llama_cpp.llama_perf_context(llm.ctx)
         # the first decode call of a prefix hit re-evaluates the suffix, counted in n_p_eval
         cached = max(len(prompt) - perf.n_p_eval, 0)
