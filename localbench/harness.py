@@ -269,6 +269,7 @@ class Measurement:
         self.warmup = int(workload["warmup"])
         self.warmup_request = warmup_request     # outside the plan: warm-up leaves no cache a cell could hit
         self.window_warmups = window_warmups or {}     # prompt length -> a warm-up prompt of that length
+        self.warmup_max_tokens = workload.get("warmup_max_tokens")     # the session warm-up's output length
         self.timeout_s = float(workload["timeout_s"])
         self.max_prompt_tokens = workload.get("max_prompt_tokens")   # longer prompts become `skipped` rows
         self.drift_probe = {"size_mib": int(workload.get("drift_probe_mib", 256)),
@@ -393,6 +394,8 @@ class Measurement:
         started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         tagged = {"window": window, "probe_gbps": probes[0], "cold_start_s": ctx["cold_start_s"]}
         warm = self.warmup_request or cells[0].request
+        if self.warmup_max_tokens:      # a slow backend: the cold row needs the first token, not a full answer
+            warm = replace(warm, max_tokens=min(warm.max_tokens, self.warmup_max_tokens))
         for i in range(warmups):
             if getattr(ctx["session"], "hung", None):
                 break

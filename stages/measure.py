@@ -93,6 +93,7 @@ def main(name: str) -> None:
         warmups = {int(p.target_tokens): request_of(p, wl)
                    for p in prompts[prompts["workload"] == "warmup"].sort_values("target_tokens").itertuples()}
         warmup = next(iter(warmups.values()), None)   # the session's warm-up: the shortest
+        warmups = {n: r for n, r in warmups.items() if n <= int(wl.get("window_warmup_max_tokens") or 0)}
         if not plan:
             raise SystemExit(f"measure@{name}: no prompts match lengths {wl['lengths']} and types {wl['types']}; "
                              f"engine.{name}.workload must pick among workload.lengths/types")

@@ -102,6 +102,13 @@ def test_each_window_is_warmed_up_once_at_its_length_unrecorded(tmp_path):
     assert not any(r["prompt_id"] == "w11" for r in store.rows)
 
 
+def test_session_warmup_output_can_be_shortened(tmp_path):
+    store = ResultStore(tmp_path / "p.jsonl", "k")
+    Measurement(ScriptedRuntime(), store, "host", {**WL, "warmup_max_tokens": 2}).run([ART], plan())
+    (cold,) = [r for r in store.rows if r["phase"] == "cold"]
+    assert cold["output_tokens"] == 2 and cold["max_tokens"] == 2 and cold["flag"] is None
+
+
 def test_server_boundary_is_the_sent_stamp():
     """Time spent before the request is on the wire (building a client, connecting) is not TTFT."""
     class Server(ScriptedSession):
