@@ -32,18 +32,17 @@ def request_of(p, wl: dict) -> Request:
 def cells(prompts: pd.DataFrame, wl: dict, trials: int | None = None, baseline: bool = False,
           quants: tuple = (), transports: tuple = (), sweep: bool = True) -> list[Cell]:
     """Every (prompt, trial), trials interleaved (trial-major) as the paper's procedure does; the harness
-    runs them in one window per target length. With `baseline`, each trial first runs the cache-reuse
-    workloads' prompts with reuse off (their matched no-reuse cells), then the plan in order, so a reuse
-    request follows its sibling (prefix) or previous turn (chat) and can hit what that one left."""
+    runs them in one window per target length. The plan runs in order, so a reuse request follows its sibling
+    (prefix) or previous turn (chat) and can hit what that one left; with `baseline`, each trial then runs the
+    cache-reuse workloads' prompts again with reuse off (their matched no-reuse cells). Reuse first: run after
+    the baseline, a chat's first turn would hit the last turn's history and MLX's kept cache would be gone."""
     out = []
     for trial in range(int(trials or wl["trials"])):
-        for p in prompts.itertuples():
-            if baseline and p.workload in wl["cache_reuse"]:
-                request = replace(request_of(p, wl), reuse_cache=False)
-                out.append(Cell(p.workload, p.prompt_id, request, trial, int(p.target_tokens), quants, transports,
-                                sweep))
         out += [Cell(p.workload, p.prompt_id, request_of(p, wl), trial, int(p.target_tokens), quants, transports,
                      sweep) for p in prompts.itertuples()]
+        out += [Cell(p.workload, p.prompt_id, replace(request_of(p, wl), reuse_cache=False), trial,
+                     int(p.target_tokens), quants, transports, sweep)
+                for p in prompts.itertuples() if baseline and p.workload in wl["cache_reuse"]]
     return out
 
 

@@ -143,7 +143,7 @@ def prompts_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_plan_pairs_reuse_off_before_on_and_slices_narrow():
+def test_plan_pairs_reuse_on_before_off_and_slices_narrow():
     stage = measure_stage()
     wl = {"types": ["unique"], "lengths": [1000], "trials": 2, "max_tokens": 8, "cache_reuse": ["prefix"],
           "slices": [{"types": ["prefix"], "lengths": [4000], "trials": 1, "reuse_baseline": True},
@@ -152,8 +152,8 @@ def test_plan_pairs_reuse_off_before_on_and_slices_narrow():
     plan = stage.plan_of(prompts_frame(), wl, "llamacpp")
     got = [(c.prompt_id, c.trial, c.request.reuse_cache) for c in plan]
     assert got[:2] == [("unique-1000-0", 0, False), ("unique-1000-0", 1, False)]
-    assert got[2:6] == [("prefix-4000-0", 0, False), ("prefix-4000-1", 0, False),     # reuse off first, then on:
-                        ("prefix-4000-0", 0, True), ("prefix-4000-1", 0, True)]       # sibling follows sibling
+    assert got[2:6] == [("prefix-4000-0", 0, True), ("prefix-4000-1", 0, True),       # reuse on first (sibling
+                        ("prefix-4000-0", 0, False), ("prefix-4000-1", 0, False)]     # follows sibling), then off
     assert got[6:] == [("unique-4000-0", 0, False)]          # unique-1000-0 trial 0 is already planned: once
     assert plan[6].quants == ("Q4_K_M",) and not plan[6].sweep and plan[0].sweep
     assert all(c.prompt_id != "unique-4000-0" or c.quants for c in plan)   # the `other` runtime's slice is not ours

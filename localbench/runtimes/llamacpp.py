@@ -13,6 +13,7 @@ Install: `python -m localbench.llamacpp_build`.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import json
 import os
@@ -193,6 +194,28 @@ def _capture_load(make):
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
+@contextlib.contextmanager
+def one_output_per_sequence():
+    """Llama() reserving outputs as llama-server does (n_outputs_max = one per sequence, here 1; the server:
+    one per slot). llama-cpp-python leaves n_outputs_max 0 (= n_batch): its compute buffer then reserves 512
+    logit rows, +261 MiB for a 151k vocabulary that a one-output request never uses. Llama() takes no such
+    argument, so its default-params call is wrapped while it builds the context."""
+    import llama_cpp.llama_cpp as low
+
+    default = low.llama_context_default_params
+
+    def params():
+        p = default()
+        p.n_outputs_max = p.n_outputs_max_per_seq = 1
+        return p
+
+    low.llama_context_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_context_default_params = default
+
+
 @register
 class LlamaCppRuntime(Runtime):
     name = "llamacpp"
@@ -258,10 +281,11 @@ class LlamaCppRuntime(Runtime):
                 rope["rope_freq_scale"] = 1.0 / float(s["rope_scale"])
             if s.get("yarn_orig_ctx"):
                 rope["yarn_orig_ctx"] = int(s["yarn_orig_ctx"])
-        llm, log = _capture_load(lambda: llama_cpp.Llama(
-            model_path=artifact.path, n_ctx=int(s["n_ctx"]), n_batch=int(s["n_batch"]),
-            n_ubatch=int(s["n_ubatch"]), n_threads=self.threads, n_threads_batch=self.threads,
-            n_gpu_layers=int(s["n_gpu_layers"]), flash_attn=self.flash_attn, verbose=False, **rope))
+        with one_output_per_sequence():
+            llm, log = _capture_load(lambda: llama_cpp.Llama(
+                model_path=artifact.path, n_ctx=int(s["n_ctx"]), n_batch=int(s["n_batch"]),
+                n_ubatch=int(s["n_ubatch"]), n_threads=self.threads, n_threads_batch=self.threads,
+                n_gpu_layers=int(s["n_gpu_layers"]), flash_attn=self.flash_attn, verbose=False, **rope))
         return InProcessSession(llm, log, self.rope_record())
 
     def rope_record(self) -> dict:
