@@ -211,9 +211,9 @@ def section(rows: pd.DataFrame, extras: list[dict], figures: list[Path], table,
     parts.append("### Cache reuse: the same prompts with each runtime's reuse on and off\n")
     parts.append("Mechanism per runtime: Table 2 below. Prefix-heavy prompts share a prefix of "
                  "`workload.prefix_fraction` of their tokens, with distinct suffixes; chat sessions append a reply and "
-                 "a new user message each turn. The same prompts run first with reuse off (each request starts from "
-                 "an empty cache), then with reuse on in order, so a reuse request finds what the request before it "
-                 "left (the first one: the last reuse-off request's state, which stays in the runtime after it). "
+                 "a new user message each turn. The same prompts run first with reuse on in order, so a reuse request "
+                 "finds what the request before it left (the first of a set: whatever an unrelated prompt left, "
+                 "i.e. nothing it can use), then again with reuse off (each request starts from an empty cache). "
                  "Tokens reused and hit rate are what the runtime reports; latency cut = 1 - TTFT on / TTFT off on "
                  "the same prompts.\n\n" + table(reuse(rows)))
     chat = turns(rows)
