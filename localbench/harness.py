@@ -274,6 +274,7 @@ class Measurement:
         self.max_prompt_tokens = workload.get("max_prompt_tokens")   # longer prompts become `skipped` rows
         self.drift_probe = {"size_mib": int(workload.get("drift_probe_mib", 256)),
                             "repeats": int(workload.get("drift_probe_repeats", 5))}
+        drift.buffer(self.drift_probe["size_mib"])    # before any memory baseline: the probe is the harness's
         self.run_id = uuid.uuid4().hex[:12]
         self.probe = runtime.probe()
         self.progress = Progress(runtime.name, 0, show=False)      # run() shows one over its plan

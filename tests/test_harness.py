@@ -80,6 +80,16 @@ def test_inprocess_memory_is_the_runtimes_not_the_harness(tmp_path):
     assert max(peaks) < psutil.Process().memory_info().rss / 2
 
 
+def test_drift_probe_buffer_is_not_counted_as_the_runtimes_memory(tmp_path, monkeypatch):
+    """The probe's matrix (kept between probes) exists before the first in-process baseline is taken."""
+    from localbench import drift
+    monkeypatch.setattr(drift, "_BUFFERS", {})
+    store = ResultStore(tmp_path / "p.jsonl", "k")
+    Measurement(ScriptedRuntime(gap_s=0.02), store, "host", {**WL, "drift_probe_mib": 192}).run(
+        [ART], plan(n=1, trials=1))
+    assert all(r["peak_rss_bytes"] < 64 * 2**20 for r in store.rows), [r["peak_rss_bytes"] for r in store.rows]
+
+
 def test_windows_group_cells_and_carry_the_drift_probe(tmp_path):
     store = ResultStore(tmp_path / "p.jsonl", "k")
     Measurement(ScriptedRuntime(), store, "host", WL).run([ART], plan())
