@@ -37,7 +37,7 @@ def test_no_route_out_in_the_namespace(tmp_path):
 def test_prompts_stage_completes_without_network(tmp_path, tiny_hf_dir):
     """The prompts stage loads the model's tokenizer with transformers: no Hub lookup may be needed."""
     cfg = yaml.safe_load((ROOT / "params.yaml").read_text())
-    cfg["workload"].update(types=["unique", "chat"], lengths=[32], per_length=1, chat_turns=2, max_tokens=8)
+    cfg["workload"].update(types=["unique", "chat"], lengths=[32], per_length=1, chat_turns=2, max_tokens=8, slices=[])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "models").mkdir()
     (tmp_path / "models/source").symlink_to(tiny_hf_dir)
