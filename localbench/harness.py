@@ -262,13 +262,17 @@ class Measurement:
     """Runs one runtime over its artifacts and transports and appends rows to a ResultStore."""
 
     def __init__(self, runtime: Runtime, store: ResultStore, host: str, workload: dict, load: dict | None = None,
-                 warmup_request: Request | None = None, window_warmups: dict[int, Request] | None = None):
+                 warmups: dict[int, Request] | None = None):
         self.runtime, self.store, self.host, self.load = runtime, store, host, load or {}
         self.load_summaries: list[dict] = []
         self.trials = int(workload["trials"])
         self.warmup = int(workload["warmup"])
-        self.warmup_request = warmup_request     # outside the plan: warm-up leaves no cache a cell could hit
-        self.window_warmups = window_warmups or {}     # prompt length -> a warm-up prompt of that length
+        # warm-up prompts by length, outside the plan (warm-up leaves no cache a cell could hit): the shortest
+        # warms the session up; those up to window_warmup_max_tokens warm up the window of their length
+        warmups = warmups or {}
+        self.warmup_request = warmups[min(warmups)] if warmups else None
+        cap = int(workload.get("window_warmup_max_tokens") or 0)
+        self.window_warmups = {n: r for n, r in warmups.items() if n <= cap}
         self.warmup_max_tokens = workload.get("warmup_max_tokens")     # the session warm-up's output length
         self.timeout_s = float(workload["timeout_s"])
         self.max_prompt_tokens = workload.get("max_prompt_tokens")   # longer prompts become `skipped` rows

@@ -90,9 +90,7 @@ def main(name: str) -> None:
         prompts = pd.read_parquet("data/prompts.parquet")
         plan = plan_of(prompts, wl, name)
         warmups = {int(p.target_tokens): request_of(p, wl)
-                   for p in prompts[prompts["workload"] == "warmup"].sort_values("target_tokens").itertuples()}
-        warmup = next(iter(warmups.values()), None)   # the session's warm-up: the shortest
-        warmups = {n: r for n, r in warmups.items() if n <= int(wl.get("window_warmup_max_tokens") or 0)}
+                   for p in prompts[prompts["workload"] == "warmup"].itertuples()}
         if not plan:
             raise SystemExit(f"measure@{name}: no prompts match lengths {wl['lengths']} and types {wl['types']}; "
                              f"engine.{name}.workload must pick among workload.lengths/types")
@@ -100,7 +98,7 @@ def main(name: str) -> None:
                          [(c.prompt_id, c.request.reuse_cache, c.quants, c.transports) for c in plan])
         partial = Path("data/partial") / f"{name}.jsonl"
         store = ResultStore(partial, key)
-        run = Measurement(runtime, store, environment.fingerprint(), wl, load, warmup, warmups)
+        run = Measurement(runtime, store, environment.fingerprint(), wl, load, warmups)
         for row in failed:
             art = Artifact(row["model"], row["format"], row["quant"], row["path"] or "")
             for transport in settings.get("transports", runtime.transports):

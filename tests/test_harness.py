@@ -106,7 +106,7 @@ def test_each_window_is_warmed_up_once_at_its_length_unrecorded(tmp_path):
     """Session warm-up w10 (recorded as the cold row) also serves window 10; window 11 gets w11 unrecorded."""
     runtime, store = ScriptedRuntime(), ResultStore(tmp_path / "p.jsonl", "k")
     warm = {n: Request(f"w{n}", tuple(range(n)), "t", 4) for n in (10, 11)}
-    Measurement(runtime, store, "host", WL, warmup_request=warm[10], window_warmups=warm).run([ART], plan())
+    Measurement(runtime, store, "host", {**WL, "window_warmup_max_tokens": 11}, warmups=warm).run([ART], plan())
     assert runtime.calls == 1 + 1 + 6                     # session warm-up, window 11's warm-up, 6 cells
     assert [r["prompt_id"] for r in store.rows if r["phase"] == "cold"] == ["w10"]
     assert not any(r["prompt_id"] == "w11" for r in store.rows)
