@@ -48,7 +48,7 @@ def request_errors(rec: loadgen.Record, protocol: str, ttft_ms: float, itl_ms: f
 
 def single_stream(cfg: dict, protocol: str, requests: list[Request], log_dir: Path) -> list[dict]:
     """Rows of requests sent one at a time through a reference runtime session and the harness's run_request."""
-    from localbench.harness import run_request
+    from localbench.harness import run_request, stop_caller
     from localbench.runtimes.reference import ReferenceSession
 
     ttft, itl = float(cfg["ttft_ms"]), float(cfg["itl_ms"])
@@ -67,6 +67,7 @@ def single_stream(cfg: dict, protocol: str, requests: list[Request], log_dir: Pa
                            itl_err_ms=[g * 1e3 - itl for g in fields["itl_s"]])
             rows.append(row)
     finally:
+        stop_caller(session)
         session.close()
     return rows
 

@@ -1,5 +1,6 @@
 """The measure loop with a scripted runtime: row schema, failure rows, timeouts, resume after interrupt,
 boundaries, token reconciliation, windows with drift probes, in-process memory above the baseline."""
+import threading
 import time
 
 import numpy as np
@@ -7,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from localbench.harness import Cell, Measurement, ResultStore, run_request
+from localbench.harness import Cell, Measurement, ResultStore, run_request, stop_caller
 from localbench.runtimes.base import Artifact, Chunk, Probe, Request, Runtime, Sent, Session, Usage
 from localbench.schema import REQUEST_SCHEMA, to_table
 
@@ -157,6 +158,25 @@ def test_failure_is_a_row_and_the_run_goes_on(tmp_path):
     assert by_status == {"p0": "ok", "p1": "error", "p2": "ok"}
     failed = next(r for r in store.rows if r["prompt_id"] == "p1")
     assert "boom: forced failure" in failed["error"]
+
+
+def test_a_session_streams_on_one_long_lived_thread():
+    """Every request of a session runs on the same thread (a fresh one per request cost llama.cpp's OpenMP
+    build a new thread team per prefill), not the measuring thread; it ends when the session is closed."""
+    class Recording(ScriptedSession):
+        threads: list = []
+
+        def stream(self, request):
+            self.threads.append(threading.current_thread())
+            yield from super().stream(request)
+    session = Recording(ScriptedRuntime())
+    for _ in range(3):
+        assert run_request(session, Request("p", (1, 2), "t", 2), 10)["status"] == "ok"
+    first = session.threads[0]
+    assert session.threads == [first] * 3 and first is not threading.current_thread()
+    stop_caller(session)
+    first.join(timeout=5)
+    assert not first.is_alive()
 
 
 def test_timeout_row():
