@@ -63,10 +63,11 @@ def ollama_body(model: str, request: Request, chat: bool, extra_body: dict[str, 
     return body
 
 
-def parse_sse_event(data: str, chat: bool) -> tuple[str, dict | None, int | None]:
-    """One SSE `data:` payload -> (text delta, usage dict or None, tokens generated so far or None).
+def parse_sse_event(data: str, chat: bool) -> tuple[str, dict | None, dict | None]:
+    """One SSE `data:` payload -> (text delta, usage dict or None, llama-server's `timings` or None).
 
-    The count is llama-server's `timings.predicted_n` (sent on every event with `timings_per_token`)."""
+    llama-server sends `timings` on every event with `timings_per_token`: `predicted_n` is the tokens generated
+    so far, `prompt_ms` its own prompt-eval time."""
     event = json.loads(data)
     if "error" in event:
         raise ServerError(f"server error in stream: {event['error']}")
@@ -76,8 +77,7 @@ def parse_sse_event(data: str, chat: bool) -> tuple[str, dict | None, int | None
             text += (choice.get("delta") or {}).get("content") or ""
         else:
             text += choice.get("text") or ""
-    predicted = (event.get("timings") or {}).get("predicted_n")
-    return text, event.get("usage"), int(predicted) if predicted is not None else None
+    return text, event.get("usage"), event.get("timings")
 
 
 class OpenAIStream:
@@ -88,6 +88,7 @@ class OpenAIStream:
         self.report: dict | None = None
         self.done = False
         self.counted = 0        # tokens already attributed to chunks (server-counted streams)
+        self.timings: dict | None = None    # the server's own last timings (llama-server)
 
     def feed(self, line: str) -> Chunk | None:
         if not line.startswith("data:"):
@@ -96,13 +97,16 @@ class OpenAIStream:
         if data == "[DONE]":
             self.done = True
             return None
-        text, usage, predicted = parse_sse_event(data, self.chat)
+        text, usage, timings = parse_sse_event(data, self.chat)
         if usage:
             self.report = usage
+        if timings:
+            self.timings = timings
+        predicted = (timings or {}).get("predicted_n")
         if predicted is not None and (text or usage):
             # the server's own count: this chunk carries the tokens sampled since the last one; tokens whose
             # text is empty ride the next chunk, the last of them the final (usage) event, when they arrived
-            tokens, self.counted = predicted - self.counted, predicted
+            tokens, self.counted = int(predicted) - self.counted, int(predicted)
             return Chunk(tokens=tokens, text=text) if tokens else None
         if not text:
             return None
@@ -112,8 +116,9 @@ class OpenAIStream:
         if self.report is None:
             raise ServerError(f"{self.path} stream ended without a usage report (stream_options.include_usage)")
         u = self.report
+        extra = {"usage": u, **({"timings": self.timings} if self.timings else {})}
         return Usage(prompt_tokens=int(u.get("prompt_tokens", 0)), output_tokens=int(u.get("completion_tokens", 0)),
-                     extra={"usage": u})
+                     extra=extra)
 
 
 class OllamaStream:

@@ -5,6 +5,8 @@ a table either keeps the cell in its rows or pivots it into columns.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -99,6 +101,13 @@ def drift_table(extras: list[dict], tolerance: float) -> pd.DataFrame:
                          for k, g in frame.groupby(["runtime", "transport", "quant"])])
 
 
+def own_prompt_ms(extra: str | None) -> float:
+    """llama.cpp's own prompt-eval time of a row (in-process: llama_perf; llama-server: its `timings`), ms."""
+    record = json.loads(extra) if extra else {}
+    value = record.get("llama_prompt_ms", (record.get("timings") or {}).get("prompt_ms"))
+    return float(value) if value is not None else float("nan")
+
+
 def fidelity(rows: pd.DataFrame, extras: list[dict], tolerance: float, drift_tolerance: float) -> pd.DataFrame:
     """The pipeline's llama.cpp prefill/decode tok/s beside llama-bench's, on the same file and shape, each pair
     taken in one measurement window; a difference above `tolerance` is flagged with the window's probe move."""
@@ -110,7 +119,9 @@ def fidelity(rows: pd.DataFrame, extras: list[dict], tolerance: float, drift_tol
             g = ours[(ours["window"] == w["window"]) & (ours["prompt_tokens"] == b["prompt_tokens"])
                      & (ours["max_tokens"] == b["n_gen"])]
             row = {"quant": w["quant"], "transport": w["transport"], "prompt_tokens": b["prompt_tokens"],
-                   "n_gen": b["n_gen"], "n": len(g), "probe moved": f"{w['moved']:.1%}"}
+                   "n_gen": b["n_gen"], "n": len(g), "probe moved": f"{w['moved']:.1%}",
+                   # TTFT minus llama.cpp's own prompt eval: what the harness, the transport and the server add
+                   "TTFT − own prompt eval (ms, median)": (g["ttft_s"] * 1e3 - g["extra"].map(own_prompt_ms)).median()}
             flags = [b["flag"]] if b.get("flag") else []
             for phase in ("prefill", "decode"):
                 mine, ref = g[f"{phase}_tps"].mean(), b.get(f"bench_{phase}_tps")

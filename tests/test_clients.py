@@ -98,3 +98,16 @@ def test_llama_server_tokens_with_empty_text_at_the_end_ride_the_usage_event():
               '{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2},"timings":{"predicted_n":2}}']
     chunks = [c for c in (parser.feed("data: " + e) for e in events) if c]
     assert [c.tokens for c in chunks] == [1, 1] and parser.usage().output_tokens == 2
+
+
+def test_llama_server_own_timings_are_kept_with_the_usage():
+    """The server's last `timings` (its own prompt-eval time) ride the usage report, to split a server TTFT
+    into llama.cpp's prompt eval and the rest."""
+    parser = OpenAIStream("/v1/completions", chat=False, tokens_of=None)
+    for e in ['{"choices":[{"text":"a"}],"timings":{"predicted_n":1,"prompt_ms":80.5}}',
+              '{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1},"timings":{"predicted_n":1,"prompt_ms":80.5}}']:
+        parser.feed("data: " + e)
+    assert parser.usage().extra["timings"]["prompt_ms"] == 80.5
+    plain = OpenAIStream("/v1/completions", chat=False, tokens_of=None)
+    plain.feed('data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":0}}')
+    assert "timings" not in plain.usage().extra

@@ -40,8 +40,10 @@ def test_only_matched_cells_are_compared():
 
 
 def test_fidelity_pairs_measurements_of_one_window():
-    rows = pd.DataFrame([row("llamacpp", "Q4_K_M", 20.0, 240.0), row("llamacpp", "Q4_K_M", 20.0, 240.0),
-                         row("llamacpp", "Q4_K_M", 27.0, 250.0, transport="server", window="w2"),
+    rows = pd.DataFrame([row("llamacpp", "Q4_K_M", 20.0, 240.0, extra='{"llama_prompt_ms": 532.3}'),
+                         row("llamacpp", "Q4_K_M", 20.0, 240.0, extra='{"llama_prompt_ms": 532.3}'),
+                         row("llamacpp", "Q4_K_M", 27.0, 250.0, transport="server", window="w2",
+                             extra='{"timings": {"prompt_ms": 505.0}}'),
                          row("llamacpp", "Q4_K_M", 10.0, 100.0, transport="server", window="w3")])
     bench = [{"kind": "llama-bench fidelity", "quant": "Q4_K_M", "prompt_tokens": 128, "n_gen": 32,
               "bench_prefill_tps": 250.0, "bench_decode_tps": 28.0}]
@@ -52,6 +54,8 @@ def test_fidelity_pairs_measurements_of_one_window():
     table = tables.fidelity(rows, extras, tolerance=0.05, drift_tolerance=0.05).set_index("transport")
     assert "decode -28.6%" in table.loc["inprocess", "flag"] and "probe moved 30.0%" in table.loc["inprocess", "flag"]
     assert table.loc["server", "flag"] == "ok" and table.loc["server", "n"] == 1     # w3's row is not paired
+    overhead = table["TTFT − own prompt eval (ms, median)"]      # TTFT 533.3 / 512 ms minus llama.cpp's own time
+    assert round(overhead["inprocess"], 1) == 1.0 and round(overhead["server"], 1) == 7.0
 
 
 def test_claims_are_judged_on_matched_cells():
