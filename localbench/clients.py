@@ -14,11 +14,13 @@ reconciles their sum with the usage report and flags rows where they disagree.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from typing import Any, AsyncIterator, Callable, Iterator
 
 import aiohttp
+import httpcore
 import httpx
 
 from localbench.runtimes.base import Chunk, Request, Sent, Usage
@@ -176,13 +178,53 @@ def http_errors(url: str, timeout_s: float) -> Iterator[None]:
         raise ServerError(f"connection to {url} failed: {type(exc).__name__}: {exc}") from exc
 
 
+class ReadStamps(httpcore.SyncBackend):
+    """httpcore's TCP backend that records when a socket read last returned (perf_counter_ns), so a chunk's
+    arrival is when its bytes came off the socket, before httpx, the line decoder and the JSON parser ran."""
+
+    def __init__(self):
+        self.last_ns = 0
+
+    def connect_tcp(self, *args, **kwargs) -> httpcore.NetworkStream:
+        return StampedStream(super().connect_tcp(*args, **kwargs), self)
+
+
+class StampedStream(httpcore.NetworkStream):
+    """A connection's stream whose reads stamp their ReadStamps."""
+
+    def __init__(self, stream: httpcore.NetworkStream, stamps: ReadStamps):
+        self.stream, self.stamps = stream, stamps
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data = self.stream.read(max_bytes, timeout)
+        self.stamps.last_ns = time.perf_counter_ns()
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def start_tls(self, *args, **kwargs) -> httpcore.NetworkStream:
+        return self.stream.start_tls(*args, **kwargs)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.stream.get_extra_info(info)
+
+
 def session_client(timeout_s: float = 600.0) -> httpx.Client:
-    """The persistent client a server session owns (built once at load: building one costs 35-67 ms).
+    """The persistent client a server session owns (built once at load: building one costs 35-67 ms), its socket
+    reads stamped (`client.read_stamps`).
 
     Kept-alive connections expire after 2 s, before llama-server's 5 s keep-alive timeout closes them
     under us; a new connection's setup falls before the `Sent` stamp either way."""
-    return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0),
-                        limits=httpx.Limits(max_keepalive_connections=1, keepalive_expiry=2.0))
+    transport = httpx.HTTPTransport(limits=httpx.Limits(max_keepalive_connections=1, keepalive_expiry=2.0))
+    stamps = ReadStamps()
+    transport._pool._network_backend = stamps     # httpx 0.28 takes no backend argument; no connection exists yet
+    client = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout_s, connect=10.0))
+    client.read_stamps = stamps
+    return client
 
 
 def stream(protocol: str, base_url: str, model: str, request: Request, *, chat: bool = False,
@@ -200,15 +242,16 @@ def stream(protocol: str, base_url: str, model: str, request: Request, *, chat: 
     with http_errors(url, timeout_s), contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(session_client(timeout_s))
+        reads = getattr(client, "read_stamps", None)
         resp = stack.enter_context(client.stream("POST", url, json=body, extensions={"trace": stamp}))
         yield Sent(sent.get("ns", time.perf_counter_ns()))
         if resp.status_code >= 400:
             resp.read()
             raise status_error(resp)
-        for line in resp.iter_lines():
+        for line in resp.iter_lines():     # httpx reads no further before these lines are consumed
             chunk = parser.feed(line)
             if chunk:
-                yield chunk
+                yield dataclasses.replace(chunk, ns=reads.last_ns) if reads else chunk
             if parser.done:
                 break
     yield parser.usage()

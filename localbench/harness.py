@@ -171,7 +171,7 @@ def run_request(session: Session, request: Request, timeout_s: float, rss_baseli
                     elif isinstance(item, Usage):
                         usage = item
                     elif isinstance(item, Chunk) and item.tokens > 0:
-                        arrivals.append(now)
+                        arrivals.append(item.ns or now)     # its socket read where the client stamps one
                         tokens.append(item.tokens)
                     if (now - sent) * 1e-9 > timeout_s:
                         raise TimeoutError(f"request exceeded workload.timeout_s={timeout_s:g}")

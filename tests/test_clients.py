@@ -111,3 +111,20 @@ def test_llama_server_own_timings_are_kept_with_the_usage():
     plain = OpenAIStream("/v1/completions", chat=False, tokens_of=None)
     plain.feed('data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":0}}')
     assert "timings" not in plain.usage().extra
+
+
+def test_chunks_are_stamped_when_their_bytes_came_off_the_socket(server):
+    """The session client stamps its socket reads: each chunk's `ns` lies after the Sent stamp and before the
+    stream handed it over, and the server's 1 ms gaps show between successive chunks."""
+    import time
+    with session_client() as client:
+        items = stream_openai(server.base_url, "reference", REQ, client=client)
+        sent = next(items)
+        stamps = []
+        for item in items:
+            if isinstance(item, Chunk):
+                stamps.append((item.ns, time.perf_counter_ns()))
+    assert len(stamps) == 7 and all(sent.ns < ns <= handed for ns, handed in stamps)
+    arrivals = [ns for ns, _ in stamps]
+    # events that reached one read share its stamp; the server spaced the 7 of them over 6 ms
+    assert arrivals == sorted(arrivals) and (arrivals[-1] - arrivals[0]) / 1e6 > 2

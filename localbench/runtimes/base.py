@@ -50,9 +50,12 @@ class Request:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A piece of streamed output as it reached the client: its text and how many tokens it carries."""
+    """A piece of streamed output as it reached the client: its text and how many tokens it carries.
+    `ns`: when its bytes came off the socket (perf_counter_ns; server clients that stamp their reads), else 0:
+    the harness stamps it when the stream yields it."""
     tokens: int
     text: str = ""
+    ns: int = 0
 
 
 @dataclass(frozen=True)
