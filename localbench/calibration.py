@@ -10,6 +10,7 @@ host-wide clock, so the error is also split into request delay (sent -> server p
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,18 +32,28 @@ def reference_server(ttft_ms: float, itl_ms: float, tokens: int, log_path: Path)
     return Server(argv, log_path, ready_path="/v1/models", ready_timeout_s=60)
 
 
-def request_errors(rec: loadgen.Record, protocol: str, ttft_ms: float, itl_ms: float) -> dict[str, Any]:
-    """Errors (ms) of one ok record against the programmed schedule, and their split by the server's stamps."""
-    ref = rec.usage.extra["usage" if protocol == "openai" else "ollama"]["reference"]
-    arrivals = np.asarray(rec.arrivals_ns, dtype=np.int64)
+def reference_stamps(usage_extra: dict, protocol: str) -> dict:
+    """The reference server's own stamps (recv_ns, sent_ns, ttft_ns, itl_ns) from a request's usage report."""
+    return usage_extra["usage" if protocol == "openai" else "ollama"]["reference"]
+
+
+def server_late_ms(ref: dict) -> list[float]:
+    """How late the reference server wrote each token against its own schedule (ms)."""
     sent = np.asarray(ref["sent_ns"], dtype=np.int64)
     programmed = ref["recv_ns"] + ref["ttft_ns"] + np.arange(len(sent)) * ref["itl_ns"]
+    return ((sent - programmed) * MS).tolist()
+
+
+def request_errors(rec: loadgen.Record, protocol: str, ttft_ms: float, itl_ms: float) -> dict[str, Any]:
+    """Errors (ms) of one ok record against the programmed schedule, and their split by the server's stamps."""
+    ref = reference_stamps(rec.usage.extra, protocol)
+    arrivals = np.asarray(rec.arrivals_ns, dtype=np.int64)
     return {
         "ttft_err_ms": (arrivals[0] - rec.sent_ns) * MS - ttft_ms,
         "itl_err_ms": (np.diff(arrivals) * MS - itl_ms).tolist(),
         "request_delay_ms": (ref["recv_ns"] - rec.sent_ns) * MS,
-        "server_late_ms": ((sent - programmed) * MS).tolist(),
-        "client_delay_ms": ((arrivals - sent) * MS).tolist(),
+        "server_late_ms": server_late_ms(ref),
+        "client_delay_ms": ((arrivals - np.asarray(ref["sent_ns"], dtype=np.int64)) * MS).tolist(),
     }
 
 
@@ -64,7 +75,8 @@ def single_stream(cfg: dict, protocol: str, requests: list[Request], log_dir: Pa
                    "status": fields["status"], "error": fields["error"]}
             if fields["status"] == "ok":
                 row.update(ttft_err_ms=fields["ttft_s"] * 1e3 - ttft,
-                           itl_err_ms=[g * 1e3 - itl for g in fields["itl_s"]])
+                           itl_err_ms=[g * 1e3 - itl for g in fields["itl_s"]],
+                           server_late_ms=server_late_ms(reference_stamps(json.loads(fields["extra"]), protocol)))
             rows.append(row)
     finally:
         stop_caller(session)
@@ -95,7 +107,7 @@ def measure(cfg: dict, log_dir: Path) -> pd.DataFrame:
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
     """p50/p99 of each error (ms) per path, protocol and concurrency; ITL and the splits pool every gap
-    (the single-stream path has no server-stamp split)."""
+    (the single-stream path has the server's lateness only: run_request keeps no raw stamps to split the rest)."""
     out = []
     for (path, protocol, n), g in df.groupby(["path", "protocol", "concurrency"], sort=False):
         ok = g[g.status == "ok"]

@@ -18,6 +18,7 @@ def test_calibration_error_computed(tmp_path):
         assert row["ttft_err_p50_ms"] <= row["ttft_err_p99_ms"]
     single = summary[summary["path"] == "single-stream"]
     assert (single["ttft_err_p50_ms"] < 15.0).all()      # no HTTP client built inside the timed span (35-67 ms)
+    assert single["server_late_p50_ms"].map(math.isfinite).all()     # the reference's own lateness, both paths
     metrics = calibration.metrics_json(summary)
     assert set(metrics) == {"single-stream", "load_generator"}
     assert set(metrics["load_generator"]["openai"]) == {"c1", "c4"}
