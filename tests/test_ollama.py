@@ -119,6 +119,7 @@ def test_no_cache_reuse_unless_asked(native):
     assert cached_tokens(native, req(LONG, 2)) == 0                 # flushed after the first: no reuse
     assert cached_tokens(native, req(LONG, 2, reuse_cache=True)) == 0
     assert cached_tokens(native, req(LONG, 2, reuse_cache=True)) > 100   # after a reuse request: no flush
+    assert cached_tokens(native, req(LONG, 2)) == 0       # a cold request after a reuse one: flushed before it
 
 
 def test_chat_template_and_load_sweep(native, tiny_tokenizer):

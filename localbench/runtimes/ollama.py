@@ -17,8 +17,9 @@ token (runner/llamarunner/runner.go: `if s.model.TokenIsEog(token)`, EOG set fro
 forces the length here is num_predict = max_tokens with the stop sequences cleared (options.stop = []) and,
 for prompts, raw mode (no chat template inviting an end of turn); a generation that still ends early is a
 `short` row, never ok. Prompt cache: Ollama always reuses the longest cached prefix of a slot (no API to turn
-it off); after every request that does not ask for reuse the session sends a 1-token flush request (after
-the measured stream, outside its timings), so the next single-stream request starts from an empty slot.
+it off); after every request that does not ask for reuse, and before one that follows a reuse request, the
+session sends a 1-token flush request (outside the measured stream's timings), so a single-stream request gets
+reuse only where it asks for it.
 """
 from __future__ import annotations
 
@@ -156,6 +157,7 @@ class OllamaSession(Session):
             self.close()
             raise
         self.options = {"stop": [], "temperature": 0.0}
+        self.kept = False       # the slot holds the last request's prompt because it asked for reuse
         self.extra_body = {"options": self.options, "keep_alive": self.keep_alive}
         # the load sweep runs on the native transport (text prompts; Ollama takes no token-id lists)
         self.target = Target(self.host, self.model, protocol="ollama", extra_body=self.extra_body,
@@ -181,8 +183,11 @@ class OllamaSession(Session):
 
         if self.server and not self.server.alive():
             raise self.died()
+        model = self.raw_model if self.transport == "openai" and not request.chat else self.model
+        if not request.reuse_cache and self.kept:
+            self.flush(model)       # the slot holds a reuse request's prompt: empty it before this cold one
+        self.kept = request.reuse_cache
         try:
-            model = self.raw_model if self.transport == "openai" and not request.chat else self.model
             if self.transport == "openai":
                 items = stream_openai(self.host, model, replace(request, prompt_ids=()), chat=request.chat,
                                       timeout_s=self.timeout_s, extra_body={"stop": []}, client=self.client)
@@ -249,7 +254,8 @@ class Ollama(Runtime):
     formats = ("gguf",)
     declared = {"quantization": "GGUF (the pipeline's own, imported with a Modelfile)",
                 "kv_cache": "llama.cpp's, num_ctx per slot x OLLAMA_NUM_PARALLEL slots; the longest cached prefix is "
-                            "always reused (no switch): a 1-token flush after each no-reuse request empties the "
+                            "always reused (no switch): a 1-token flush after each no-reuse request and before one that "
+                            "follows a reuse request empties the "
                             "slot, so single-stream cells get reuse only where they ask for it; load-sweep "
                             "requests repeat the plan's prompts and may reuse a cached copy",
                 "streaming": "NDJSON from /api/generate and /api/chat; SSE from /v1",
