@@ -48,12 +48,13 @@ def request_errors(rec: loadgen.Record, protocol: str, ttft_ms: float, itl_ms: f
     """Errors (ms) of one ok record against the programmed schedule, and their split by the server's stamps."""
     ref = reference_stamps(rec.usage.extra, protocol)
     arrivals = np.asarray(rec.arrivals_ns, dtype=np.int64)
+    sent = np.asarray(ref["sent_ns"], dtype=np.int64)
     return {
         "ttft_err_ms": (arrivals[0] - rec.sent_ns) * MS - ttft_ms,
         "itl_err_ms": (np.diff(arrivals) * MS - itl_ms).tolist(),
         "request_delay_ms": (ref["recv_ns"] - rec.sent_ns) * MS,
         "server_late_ms": server_late_ms(ref),
-        "client_delay_ms": ((arrivals - np.asarray(ref["sent_ns"], dtype=np.int64)) * MS).tolist(),
+        "client_delay_ms": ((arrivals - sent) * MS).tolist(),
     }
 
 
