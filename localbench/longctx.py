@@ -10,12 +10,15 @@ cache objects (`kv_cache_bytes`, allocated as they grow). The check beside them 
     layers x KV heads x head dim x 2 (K and V) x bytes per element x tokens.
 Cache reuse: a reuse cell (cache_reuse true) against the same prompt with reuse off; the tokens reused are
 the runtime's own report (`cached_tokens`: llama.cpp in-process from its prompt-eval count, llama-server's
-usage.prompt_tokens_details, mlx-lm's trimmed prefix / server usage; NaN where a runtime reports none).
+usage.prompt_tokens_details, mlx-lm's trimmed prefix / server usage, Ollama's runner debug log; NaN where a
+runtime reports none). The first prompt of a shared-prefix set and a chat's first turn prime the cache: the
+others (`can_hit`) are the requests a cache can serve.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +65,12 @@ def cached_tokens(extra: dict) -> float:
     if details.get("cached_tokens") is not None:
         return float(details["cached_tokens"])
     return float("nan")
+
+
+def can_hit(prompt_id: str) -> bool:
+    """A cache-reuse prompt that follows one it can reuse: a prefix prompt after its set's first (`prefix-N-0`
+    primes it), a chat turn after the first (`-t0`)."""
+    return not re.search(r"-t?0$", str(prompt_id))
 
 
 def kv_columns(rows: pd.DataFrame, config: dict) -> pd.DataFrame:
@@ -138,12 +147,16 @@ def reuse(rows: pd.DataFrame) -> pd.DataFrame:
         on_m, off_m = on[on["prompt_id"].isin(both)], off[off["prompt_id"].isin(both)]
         t_on, t_off = on_m["ttft_s"].mean(), off_m["ttft_s"].mean()
         hits = on["cached_tokens"].dropna()
+        later = on_m["prompt_id"].map(can_hit).astype(bool)
+        t_hit = on_m.loc[later, "ttft_s"].mean()
+        t_miss = off_m.loc[off_m["prompt_id"].map(can_hit).astype(bool), "ttft_s"].mean()
         out.append({"runtime/transport/quant": "/".join(map(str, key[:3])), "workload": key[3],
                     "prompts": len(set(on["prompt_id"])), "context tokens": f"{on['prompt_tokens'].min()}–"
                     f"{on['prompt_tokens'].max()}", "n on/off": f"{len(on_m)}/{len(off_m)}",
                     "TTFT off (s)": t_off if both else float("nan"), "TTFT on (s)": t_on if both else float("nan"),
                     "speedup (off/on)": t_off / t_on if both and t_on else float("nan"),
                     "latency cut": 1 - t_on / t_off if both and t_off else float("nan"),
+                    "speedup after the first": t_miss / t_hit if later.any() and t_hit else float("nan"),
                     "tokens reused (mean)": hits.mean() if len(hits) else float("nan"),
                     "hit rate": hits.sum() / on.loc[hits.index, "prompt_tokens"].sum() if len(hits) else float("nan"),
                     "requests with a hit": f"{int((hits > 0).sum())}/{len(on)}" if len(hits) else "not reported"})
@@ -215,7 +228,8 @@ def section(rows: pd.DataFrame, extras: list[dict], figures: list[Path], table,
                  "finds what the request before it left (the first of a set: whatever an unrelated prompt left, "
                  "i.e. nothing it can use), then again with reuse off (each request starts from an empty cache). "
                  "Tokens reused and hit rate are what the runtime reports; latency cut = 1 - TTFT on / TTFT off on "
-                 "the same prompts.\n\n" + table(reuse(rows)))
+                 "the same prompts; speedup after the first = TTFT off / on over the prompts after their set's first "
+                 "(chat: the turns after the first), the ones a cache can serve.\n\n" + table(reuse(rows)))
     chat = turns(rows)
     if not chat.empty:
         parts.append("### Multi-turn chat: TTFT per turn\n\n" + table(chat))

@@ -179,6 +179,7 @@ class OllamaEngine(Engine):
     num_thread: int = Field(ge=0)
     num_batch: int = Field(gt=0)
     flash_attention: bool
+    debug: bool = True
     request_timeout_s: float = Field(gt=0)
     ready_timeout_s: float = Field(gt=0)
 

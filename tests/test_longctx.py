@@ -73,12 +73,14 @@ def test_ttft_linear_claim_fits_the_exponent():
 
 
 def reuse_rows(runtime: str, t_off: float, t_on: float, cached: int, prompt: int = 1000) -> list[dict]:
+    """A set of 3 prefix prompts, reuse off and on; the first (it primes the cache) misses either way."""
     out = []
-    for i in range(2):
+    for i in range(3):
         for on in (False, True):
-            extra = {"cached_tokens": cached if on else 0} if runtime != "none" else {}
-            out.append(row(runtime=runtime, transport="server", workload="prefix", prompt_id=f"prefix-{i}",
-                           prompt_tokens=prompt, cache_reuse=on, ttft_s=t_on if on else t_off,
+            hit = on and i > 0
+            extra = {"cached_tokens": cached if hit else 0} if runtime != "none" else {}
+            out.append(row(runtime=runtime, transport="server", workload="prefix", prompt_id=f"prefix-{prompt}-{i}",
+                           prompt_tokens=prompt, cache_reuse=on, ttft_s=t_on if hit else t_off,
                            extra=json.dumps(extra)))
     return out
 
@@ -89,14 +91,20 @@ def test_prefix_reuse_claim_ollama():
     assert verdict(claims.ollama_prefix_reuse, reuse_rows("ollama", 1.0, 0.95, 850)) == "contradicted"
     assert verdict(claims.ollama_prefix_reuse, reuse_rows("ollama", 1.0, 0.75, 300)) == "contradicted"
     cut, hit, n = claims.reuse_effect(frame(reuse_rows("ollama", 1.0, 0.75, 850)), "ollama")
-    assert (round(cut, 2), round(hit, 2), n) == (0.25, 0.85, 2)
+    assert (round(cut, 2), round(hit, 2), n) == (0.25, 0.85, 2)    # the 2 prompts after the primer
 
 
 def test_reuse_table_speedup_and_hit_rate():
     table = longctx.reuse(frame(reuse_rows("llamacpp", 1.0, 0.25, 900)))
     (r,) = table.to_dict("records")
-    assert r["speedup (off/on)"] == pytest.approx(4.0) and r["hit rate"] == pytest.approx(0.9)
-    assert r["requests with a hit"] == "2/2"
+    assert r["speedup (off/on)"] == pytest.approx(3 / 1.5) and r["hit rate"] == pytest.approx(0.6)   # with the primer
+    assert r["speedup after the first"] == pytest.approx(4.0)
+    assert r["requests with a hit"] == "2/3"
+
+
+def test_can_hit_leaves_out_the_prompts_that_prime_a_cache():
+    assert [longctx.can_hit(p) for p in ("prefix-2048-0", "prefix-2048-1", "prefix-2048-10", "chat-8192-0-t0",
+                                         "chat-8192-0-t1", "chat-8192-0-t10")] == [False, True, True, False, True, True]
 
 
 def test_rotating_window_claim():

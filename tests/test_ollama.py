@@ -108,10 +108,13 @@ def test_generate_forced_length_and_durations(native):
 
 
 def cached_tokens(session, request: Request) -> int:
-    """How many prompt tokens the runner took from its cache for `request` (OLLAMA_DEBUG's slot line)."""
-    run(session, request)
+    """How many prompt tokens the runner took from its cache for `request` (OLLAMA_DEBUG's slot line), checked
+    against what the session reported in the row's usage."""
+    _, usage = run(session, request)
     used = re.findall(r'msg="loading cache slot".* prompt=(\d+) used=(\d+)', session.log())
-    return int(used[-2 if not request.reuse_cache else -1][1])     # no-reuse requests are followed by a flush
+    logged = int(used[-2 if not request.reuse_cache else -1][1])     # no-reuse requests are followed by a flush
+    assert usage.extra["cached_tokens"] == logged
+    return logged
 
 
 def test_no_cache_reuse_unless_asked(native):

@@ -19,7 +19,9 @@ for prompts, raw mode (no chat template inviting an end of turn); a generation t
 `short` row, never ok. Prompt cache: Ollama always reuses the longest cached prefix of a slot (no API to turn
 it off); after every request that does not ask for reuse, and before one that follows a reuse request, the
 session sends a 1-token flush request (outside the measured stream's timings), so a single-stream request gets
-reuse only where it asks for it.
+reuse only where it asks for it. Its API reports no reused-token count (prompt_eval_count is the whole prompt):
+with `debug` (OLLAMA_DEBUG=1) the runner logs each request's cache slot (runner/llamarunner/cache.go: `used` =
+prompt tokens taken from the cache), read into Usage.extra['cached_tokens'].
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ INSTALL_HINT = f"{ollama_build.FIX}; on macOS `brew install ollama`"
 DEFAULTS = {"binary": "", "launch": True, "host": "http://127.0.0.1:11434", "models_dir": ".cache/ollama/models",
             "keep_models": False, "keep_alive": "30m", "num_ctx": 4096, "num_parallel": 4, "num_thread": 0,
             "num_batch": 512, "flash_attention": True, "request_timeout_s": 600, "ready_timeout_s": 120,
-            "debug": False, "log_dir": "data/raw/ollama/logs"}
+            "debug": True, "log_dir": "data/raw/ollama/logs"}
+CACHE_SLOT = re.compile(r'msg="loading cache slot" .*?\bused=(\d+)')    # the runner's debug line per request
 FLUSH_PROMPT = "\u2042"   # one rare symbol no plan prompt starts with: overwrites the slot's cached prefix
 RAW_TEMPLATE = "{{ .Prompt }}"
 
@@ -120,7 +123,7 @@ class OllamaSession(Session):
         self.transport, self.exe = transport, exe
         self.timeout_s = float(s["request_timeout_s"])
         self.keep_alive, self.keep_models = s["keep_alive"], bool(s["keep_models"])
-        self.log_dir = Path(s["log_dir"])
+        self.log_dir, self.debug = Path(s["log_dir"]), bool(s["debug"])
         self.server, self.created = None, []
         self.timings: dict[str, float] = {}
         name = re.sub(r"[^a-z0-9._-]+", "-", f"localbench-{artifact.model}-{artifact.quant}".lower())
@@ -187,6 +190,7 @@ class OllamaSession(Session):
         if not request.reuse_cache and self.kept:
             self.flush(model)       # the slot holds a reuse request's prompt: empty it before this cold one
         self.kept = request.reuse_cache
+        log_start = self.server.log_path.stat().st_size if self.server and self.debug else None
         try:
             if self.transport == "openai":
                 items = stream_openai(self.host, model, replace(request, prompt_ids=()), chat=request.chat,
@@ -196,7 +200,8 @@ class OllamaSession(Session):
                                       extra_body=self.extra_body, client=self.client)
             for item in items:
                 if isinstance(item, Usage):
-                    item = replace(item, extra={**item.extra, "session": self.timings})
+                    item = replace(item, extra={**item.extra, "session": self.timings,
+                                                "cached_tokens": self.reused_tokens(log_start)})
                 yield item
         except ServerError:
             if self.server and not self.server.alive():
@@ -204,6 +209,16 @@ class OllamaSession(Session):
             raise
         if not request.reuse_cache:
             self.flush(model)
+
+    def reused_tokens(self, log_start: int | None) -> int | None:
+        """Prompt tokens the runner took from its cache for the request sent after byte `log_start` of the server
+        log: the `used` of the last cache-slot line since (None without the debug log)."""
+        if log_start is None:
+            return None
+        with open(self.server.log_path, "rb") as log:
+            log.seek(log_start)
+            used = CACHE_SLOT.findall(log.read().decode(errors="replace"))
+        return int(used[-1]) if used else None
 
     def flush(self, model: str) -> None:
         """A 1-token request on the same runner: the slot that held the last prompt now holds FLUSH_PROMPT."""
@@ -257,7 +272,8 @@ class Ollama(Runtime):
                             "always reused (no switch): a 1-token flush after each no-reuse request and before one that "
                             "follows a reuse request empties the "
                             "slot, so single-stream cells get reuse only where they ask for it; load-sweep "
-                            "requests repeat the plan's prompts and may reuse a cached copy",
+                            "requests repeat the plan's prompts and may reuse a cached copy; tokens reused: the "
+                            "runner's debug log (`used` per cache slot)",
                 "streaming": "NDJSON from /api/generate and /api/chat; SSE from /v1",
                 "api": "native /api/generate (raw), /api/chat (NDJSON) and an OpenAI-compatible /v1",
                 "deployment": "a daemon (`ollama serve`) plus CLI, built here from its Go module; models by Modelfile",
