@@ -196,9 +196,10 @@ def ttft_linear(rows):
 
 def reuse_effect(rows: pd.DataFrame, runtime: str, workload: str = "prefix") -> tuple[float, float, int]:
     """(latency cut, hit rate, matched prompts) of `runtime`'s reuse cells against the same prompts with reuse
-    off, over the prompts a cache can serve (after their set's first: longctx.can_hit); the hit rate is the
+    off, over the prompts a cache can serve (after their set's first: prompts.can_hit); the hit rate is the
     tokens the runtime reports reused over those requests' prompt tokens."""
-    from localbench.longctx import can_hit, kv_columns
+    from localbench.longctx import kv_columns
+    from localbench.prompts import can_hit
     warm = single_stream(rows)
     warm = warm[(warm["runtime"] == runtime) & (warm["workload"] == workload)]
     warm = warm[warm["prompt_id"].map(can_hit).astype(bool)]

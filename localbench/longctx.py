@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from localbench.cells import WHO, label, mean_std, percentile, single_stream
+from localbench.prompts import can_hit
 
 DTYPE_BYTES = {"F16": 2, "f16": 2, "fp16": 2, "bf16": 2, "BF16": 2, "float16": 2, "bfloat16": 2,
                "fp32": 4, "F32": 4, "float32": 4}
@@ -65,12 +65,6 @@ def cached_tokens(extra: dict) -> float:
     if details.get("cached_tokens") is not None:
         return float(details["cached_tokens"])
     return float("nan")
-
-
-def can_hit(prompt_id: str) -> bool:
-    """A cache-reuse prompt that follows one it can reuse: a prefix prompt after its set's first (`prefix-N-0`
-    primes it), a chat turn after the first (`-t0`)."""
-    return not re.search(r"-t?0$", str(prompt_id))
 
 
 def kv_columns(rows: pd.DataFrame, config: dict) -> pd.DataFrame:

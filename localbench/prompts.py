@@ -158,6 +158,12 @@ def build(tok, types: list[str], lengths: list[int], per_length: int, seed: int,
     return prompts
 
 
+def can_hit(prompt_id: str) -> bool:
+    """A cache-reuse prompt that follows one it can reuse (by the ids build() and chat_sessions() give): a prefix
+    prompt after its set's first (`prefix-N-0` primes it), a chat turn after the first (`-t0`)."""
+    return not re.search(r"-t?0$", str(prompt_id))
+
+
 def chat_sessions(tok, rng: random.Random, vocab: list[int], n: int, sessions: int, turns: int) -> list[Prompt]:
     """Multi-turn chats reaching about n tokens at the last turn; each turn's prompt is the whole history."""
     per_turn = max(n // max(turns, 1) - 16, 8)
