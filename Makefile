@@ -8,16 +8,16 @@ OLLAMA := .cache/ollama/bin/ollama
 
 .PHONY: install repro test bench
 
-$(STAMP): requirements.in requirements.lock pyproject.toml localbench/llamacpp_build.py
+$(STAMP): requirements.in requirements.lock pyproject.toml localbench/builds/llamacpp.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.in -c requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
-	$(PY) -m localbench.llamacpp_build
+	$(PY) -m localbench.builds.llamacpp
 	touch $(STAMP)
 
-# Ollama from its Go module (localbench/ollama_build.py pins the version); skipped with one line without Go
-$(OLLAMA): localbench/ollama_build.py | $(STAMP)
-	$(PY) -m localbench.ollama_build
+# Ollama from its Go module (localbench/builds/ollama.py pins the version); skipped with one line without Go
+$(OLLAMA): localbench/builds/ollama.py | $(STAMP)
+	$(PY) -m localbench.builds.ollama
 
 install: $(STAMP) $(OLLAMA)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from localbench import calibration
+from localbench.measure import calibration
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 
-from localbench import llamacpp_build
+from localbench.builds import llamacpp as llamacpp_build
 
 
 def bench(model: str, fa: bool, prompt: int, n_gen: int, threads: int, reps: int) -> dict:

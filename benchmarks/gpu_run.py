@@ -62,7 +62,7 @@ def pip_download(dest: Path, *reqs: str) -> None:
 def pack() -> None:
     """Fill .cache/gpu/{ctl,carry1,carry2} (each under the 64 MiB carry limit)."""
     sys.path.insert(0, str(REPO))
-    from localbench.compose import compose
+    from localbench.config.compose import compose
 
     ctl, c1, c2, wheels = PACK / "ctl", PACK / "carry1", PACK / "carry2", PACK / "wheels"
     for d in (ctl, c1, c2):
@@ -115,7 +115,7 @@ BUILD_SCRIPT = """
 # sdist's llama_cpp package copied into site/ with the libraries in its lib/.
 import os, shutil, subprocess, sys, time
 from pathlib import Path
-from localbench import llamacpp_build as b
+from localbench.builds import llamacpp as b
 t0 = time.time()
 b.fetch_sdist()
 print("tools in", b.build_tools(), f"({time.time() - t0:.0f}s)", flush=True)
@@ -313,7 +313,7 @@ class Device:
             return
         code = r"""
 import json, sys, torch
-from localbench import roofline
+from localbench.core import hardware
 n = 4 * 2**30 // 4
 a = torch.rand(n, device="cuda"); b = torch.empty_like(a)
 for _ in range(3): b.copy_(a)
@@ -326,7 +326,7 @@ times.sort()
 copy = {"bytes_moved": 2 * a.numel() * 4, "median_s": times[10], "best_s": times[0],
         "gbps_median": 2 * a.numel() * 4 / times[10] / 1e9, "gbps_best": 2 * a.numel() * 4 / times[0] / 1e9}
 del a, b; torch.cuda.empty_cache()
-probe = {f"{mib}MiB": roofline.read_bandwidth("cuda", mib, 10) / 1e9 for mib in (512, 4096)}
+probe = {f"{mib}MiB": hardware.read_bandwidth("cuda", mib, 10) / 1e9 for mib in (512, 4096)}
 out = {"device": torch.cuda.get_device_name(0), "copy": copy, "probe_cuda_gbps": probe,
        "probe_vs_copy": probe["4096MiB"] / copy["gbps_median"]}
 print(json.dumps(out, indent=1)); open(sys.argv[1], "w").write(json.dumps(out, indent=1))
@@ -405,7 +405,7 @@ print(json.dumps(out, indent=1)); open(sys.argv[1], "w").write(json.dumps(out, i
 import json, sys, shutil, subprocess, glob, os
 from pathlib import Path
 import pandas as pd
-from localbench import environment
+from localbench.core import environment
 work, keep = Path(sys.argv[1]), Path(sys.argv[2])
 def _version(name):
     import importlib.metadata

@@ -13,8 +13,8 @@ import torch
 import yaml
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from localbench.harness import run_request
-from localbench.runtimes.base import Artifact, Request
+from localbench.core.types import Artifact, Request
+from localbench.measure.executor import run_request
 from localbench.runtimes.torch_runtime import TorchRuntime
 
 

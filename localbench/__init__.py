@@ -1,5 +1,5 @@
 """localbench: a reproducible benchmark of local LLM inference runtimes (see DESIGN.md)."""
 
-from localbench import privacy as _privacy
+from localbench.config import privacy as _privacy
 
 _privacy.apply()     # telemetry off, Hugging Face offline: before any library the package drives is imported

@@ -2,8 +2,8 @@
 import json
 from pathlib import Path
 
-from localbench.config import params
-from localbench.aggregate import headline, read_raw, summarize
+from localbench.analysis.aggregate import headline, read_raw, summarize
+from localbench.config.params import params
 
 if __name__ == "__main__":
     params()    # the whole configuration is valid, or one line and exit

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from localbench.catalog import artifact_rows
-from localbench.config import params
-from localbench.schema import ARTIFACT_SCHEMA, to_table
+from localbench.artifacts.catalog import artifact_rows
+from localbench.config.params import params
+from localbench.core.schema import ARTIFACT_SCHEMA, to_table
 
 if __name__ == "__main__":
     Path("data").mkdir(exist_ok=True)

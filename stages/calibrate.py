@@ -7,20 +7,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from localbench.config import params, setup_logging
-from localbench import calibration, roofline, servers
-
-
-def headline(errors: dict) -> dict:
-    """For `dvc exp show`: p50 TTFT/ITL errors at the lowest and highest concurrency only (the rest, p99
-    included, stays in data/calibration.parquet and the report)."""
-    out: dict = {}
-    for path, protocols in errors.items():
-        for protocol, levels in protocols.items():
-            ends = sorted(levels, key=lambda c: int(c[1:]))
-            out.setdefault(path, {})[protocol] = {
-                c: {k: v for k, v in levels[c].items() if k.endswith("p50_ms")} for c in dict.fromkeys([ends[0], ends[-1]])}
-    return out
+from localbench.config.params import params, setup_logging
+from localbench.core import hardware
+from localbench.measure import calibration
+from localbench.transport import servers
 
 
 def main() -> None:
@@ -32,11 +22,11 @@ def main() -> None:
     Path("data").mkdir(exist_ok=True)
     df.to_parquet("data/calibration.parquet", index=False)
     summary = calibration.table(df)
-    bandwidth = roofline.measure(int(cfg["bandwidth_mib"]), int(cfg["bandwidth_repeats"]))
+    bandwidth = hardware.measure_bandwidth(int(cfg["bandwidth_mib"]), int(cfg["bandwidth_repeats"]))
     Path("data/roofline.json").write_text(json.dumps({"memory_bandwidth_gbps": bandwidth}, indent=2))
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/calibration.json").write_text(json.dumps(
-        {**headline(calibration.metrics_json(summary)), "memory_bandwidth_gbps": bandwidth}, indent=2))
+        {**calibration.headline(calibration.metrics_json(summary)), "memory_bandwidth_gbps": bandwidth}, indent=2))
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

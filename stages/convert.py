@@ -9,10 +9,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from localbench import integrity
-from localbench.config import params, setup_logging
-from localbench.converters import converter
-from localbench.schema import ARTIFACT_SCHEMA
+from localbench.artifacts import integrity
+from localbench.artifacts.converters import converter
+from localbench.config.params import params, setup_logging
+from localbench.core.schema import ARTIFACT_SCHEMA
 
 SOURCE = Path("models/source")
 FILE_NAMES = {"gguf": "model.gguf"}   # formats whose artifact is a single file

@@ -3,9 +3,9 @@ import json
 import sys
 from pathlib import Path
 
-from localbench import privacy
-from localbench.config import params, setup_logging
-from localbench.sources import SourceError, download
+from localbench.artifacts.sources import SourceError, download
+from localbench.config import privacy
+from localbench.config.params import params, setup_logging
 
 OUT = Path("models/source")
 

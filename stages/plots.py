@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench.config import params
-from localbench.plots import make_all
+from localbench.config.params import params
+from localbench.report.figures import make_all
 
 if __name__ == "__main__":
     cfg = params("plots")["plots"]

@@ -3,12 +3,12 @@ import json
 import sys
 from pathlib import Path
 
-import localbench  # noqa: F401 - first: the private environment (localbench.privacy) before transformers
 import pandas as pd
 from transformers import AutoConfig, AutoTokenizer
 
-from localbench.config import params, setup_logging
-from localbench.prompts import PromptError, build
+import localbench  # noqa: F401 - first: the private environment (localbench.config.privacy) before transformers
+from localbench.config.params import params, setup_logging
+from localbench.workload.prompts import PromptError, build
 
 SOURCE = Path("models/source")
 
@@ -19,7 +19,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(SOURCE)
     # workload.max_context: the usable context where the runtimes extend it (YaRN rope scaling past 32k)
     context = wl.get("max_context") or AutoConfig.from_pretrained(SOURCE).max_position_embeddings
-    slices = wl.get("slices") or []      # workload.slices: extra types x lengths (localbench.prompts builds all)
+    slices = wl.get("slices") or []      # workload.slices: extra types x lengths (localbench.workload.prompts builds all)
     types = list(dict.fromkeys([*wl["types"], *(t for part in slices for t in part["types"])]))
     lengths = sorted({*wl["lengths"], *(n for part in slices for n in part["lengths"])})
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench import quality
-from localbench.config import params, setup_logging
+from localbench.config.params import params, setup_logging
+from localbench.quality import evaluate as quality
 
 
 def evaluate() -> None:

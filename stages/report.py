@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench import compare, environment, quality
-from localbench.config import params
-from localbench.report import render
+from localbench.analysis import bundles as compare
+from localbench.config.params import params
+from localbench.core import environment
+from localbench.quality import evaluate as quality
+from localbench.report.render import render
 
 if __name__ == "__main__":
     cfg = params("report")["report"]

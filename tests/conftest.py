@@ -14,7 +14,7 @@ CACHE = ROOT / ".cache" / "test-models"
 @pytest.fixture(scope="session")
 def tiny_hf_dir() -> Path:
     """HF folder (bf16 safetensors + tokenizer with chat template) of SmolLM2-135M-Instruct."""
-    from localbench.sources import SourceError, download
+    from localbench.artifacts.sources import SourceError, download
 
     target = CACHE / "smollm2-135m"
     if not (target / "config.json").exists():

@@ -2,7 +2,7 @@
 bounded (not timed: the tight bounds are the calibrate stage's report on a quiet machine)."""
 import math
 
-from localbench import calibration
+from localbench.measure import calibration
 
 
 def test_calibration_error_computed(tmp_path):

@@ -3,10 +3,17 @@ import sys
 
 import pytest
 
-from localbench.calibration import reference_server
-from localbench.clients import OpenAIStream, ServerError, session_client, stream, stream_ollama, stream_openai
-from localbench.runtimes.base import Chunk, Request, Sent, Usage
-from localbench.servers import Server
+from localbench.core.types import Chunk, Request, Sent, Usage
+from localbench.measure.calibration import reference_server
+from localbench.transport.clients import (
+    OpenAIStream,
+    ServerError,
+    session_client,
+    stream,
+    stream_ollama,
+    stream_openai,
+)
+from localbench.transport.servers import Server
 
 REQ = Request("p0", tuple(range(10)), "one two three four", max_tokens=7)
 
@@ -44,7 +51,7 @@ def test_ollama_exact_counts_and_durations(server, chat):
 
 
 def test_several_tokens_per_chunk(tmp_path):
-    argv = [sys.executable, "-m", "localbench.reference_server", "--port", "{port}", "--ttft-ms", "1",
+    argv = [sys.executable, "-m", "localbench.transport.reference_server", "--port", "{port}", "--ttft-ms", "1",
             "--itl-ms", "1", "--tokens-per-chunk", "3"]
     with Server(argv, tmp_path / "ref.log") as srv:
         chunks, usage = collect(stream_openai(srv.base_url, "reference", REQ, tokens_of=lambda t: len(t.split())))

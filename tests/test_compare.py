@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from localbench import compare
+from localbench.analysis import bundles as compare
+from localbench.report import bundles as bundles_section
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_HOST = "vm-466798d233"          # the lent H200 run (README: "What was verified where")
@@ -45,7 +46,7 @@ def test_gpu_roofline_probe_reads_the_copy_bandwidth(gpu):
 
 
 def test_gpu_decode_stays_under_each_rows_roofline(gpu):
-    rows = compare.single_stream(gpu)
+    rows = compare.host_cells(gpu)
     assert len(rows) >= 25
     llama = rows[rows["runtime"] == "llamacpp"]
     assert set(llama["memory"]) == {"cuda"}          # llama.cpp's probe says 'gpu': the host's CUDA memory
@@ -75,11 +76,11 @@ def _other_host(gpu, factor=0.5):
 def test_matched_cells_only_and_one_column_group_per_host(gpu):
     other = _other_host(gpu)
     m = compare.matched([gpu, other])
-    assert len(m) == 1, m[compare.SHOWN]
+    assert len(m) == 1, m[bundles_section.SHOWN]
     cell = m.iloc[0]
     assert (cell["runtime"], cell["transport"], cell["quant"], cell["prompt_tokens"], cell["max_tokens"]) == \
         ("llamacpp", "server", "Q4_K_M", 1024, 128)
-    assert cell[f"mac-test · decode tok/s p50"] == pytest.approx(cell[f"{GPU_HOST} · decode tok/s p50"] / 2)
+    assert cell["mac-test · decode tok/s p50"] == pytest.approx(cell[f"{GPU_HOST} · decode tok/s p50"] / 2)
     # each host against its own roofline: 'gpu' on the Mac is its mps memory, 400 GB/s
     weights = gpu.artifacts.set_index("quant").loc["Q4_K_M", "size_bytes"]
     assert cell["mac-test · % of roofline"] == pytest.approx(cell["mac-test · decode tok/s p50"] / (400e9 / weights))
@@ -88,7 +89,7 @@ def test_matched_cells_only_and_one_column_group_per_host(gpu):
 
 
 def test_section_names_each_machine(gpu):
-    md = compare.section([gpu, _other_host(gpu)])
+    md = bundles_section.section([gpu, _other_host(gpu)])
     assert "NVIDIA H200 (vm-466798d233)" in md and "Apple M-test (mac-test)" in md
     matched_part = md.split("### Matched single-stream cells")[1].split("###")[0]
     assert matched_part.count("| llamacpp | server | Q4_K_M | 1024 | 128 |") == 1
@@ -113,7 +114,7 @@ def test_real_hosts_share_cells_when_several_bundles(bundles):
 def test_matched_has_one_row_per_shared_cell(gpu):
     twin = dataclasses.replace(gpu, host="twin", requests=gpu.requests.assign(host="twin"), path=None)
     m = compare.matched([gpu, twin])
-    assert len(m) == len(compare.single_stream(gpu))         # every cell once, no cross product of the keys
+    assert len(m) == len(compare.host_cells(gpu))         # every cell once, no cross product of the keys
     assert m[[f"{GPU_HOST} · decode tok/s p50", "twin · decode tok/s p50"]].notna().all().all()
     assert (m[f"{GPU_HOST} · decode tok/s p50"] == m["twin · decode tok/s p50"]).all()
 
@@ -122,5 +123,5 @@ def test_sweep_runs_do_not_join_single_stream_cells(gpu):
     r = gpu.requests
     sweep_runs = set(r.loc[r["phase"] == "load", "run_id"])
     assert sweep_runs and (r["run_id"].isin(sweep_runs) & (r["phase"] == "warm")).any()
-    cell = compare.single_stream(gpu).set_index(["runtime", "quant", "prompt_tokens"]).loc[("llamacpp", "Q4_K_M", 1024)]
+    cell = compare.host_cells(gpu).set_index(["runtime", "quant", "prompt_tokens"]).loc[("llamacpp", "Q4_K_M", 1024)]
     assert cell["n"] == 2          # the gpu profile's N=2, not + the sweep run's warm-up request

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localbench.compose import compose
+from localbench.config.compose import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,7 +13,7 @@ def test_committed_params_match_conf(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     compose([], output=tmp_path / "params.yaml")
     assert yaml.safe_load((tmp_path / "params.yaml").read_text()) == yaml.safe_load((ROOT / "params.yaml").read_text()), \
-        "params.yaml is stale: run `python -m localbench.compose` and commit it"
+        "params.yaml is stale: run `python -m localbench.config.compose` and commit it"
 
 
 @pytest.mark.parametrize("profile", ["default", "ci", "paper", "gpu"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from localbench.schema import REQUEST_SCHEMA
+from localbench.core.schema import REQUEST_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e

@@ -17,13 +17,14 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-
-from localbench import servers
-from localbench.harness import Measurement, ResultStore, load_runtime
-from localbench.integrity import record
-from localbench.runtimes.base import Artifact, Request
 from stage_project import ROOT, make_project, partial_rows, start_measure
 from test_harness import WL, ScriptedRuntime, plan
+
+from localbench.artifacts.integrity import record
+from localbench.core.types import Artifact
+from localbench.measure.session import Measurement, load_runtime
+from localbench.measure.store import ResultStore
+from localbench.transport import servers
 
 TESTS = Path(__file__).resolve().parent
 
@@ -79,7 +80,8 @@ def test_out_of_memory_in_a_memory_limited_child_is_an_oom_row(tmp_path):
         import json, resource, sys
         sys.path.insert(0, {str(TESTS)!r})
         from test_harness import ART, WL, ScriptedRuntime, plan
-        from localbench.harness import Measurement, ResultStore
+        from localbench.measure.session import Measurement
+        from localbench.measure.store import ResultStore
         import psutil
         vm = psutil.Process().memory_info().vms
         resource.setrlimit(resource.RLIMIT_AS, (vm + 512 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))

@@ -4,13 +4,16 @@ import threading
 import time
 
 import numpy as np
-
 import pyarrow as pa
 import pytest
 
-from localbench.harness import Cell, Measurement, ResultStore, run_request, stop_caller
-from localbench.runtimes.base import Artifact, Chunk, Probe, Request, Runtime, Sent, Session, Usage
-from localbench.schema import REQUEST_SCHEMA, to_table
+from localbench.core.schema import REQUEST_SCHEMA, to_table
+from localbench.core.types import Artifact, Chunk, Probe, Request, Sent, Usage
+from localbench.measure.executor import run_request, stop_caller
+from localbench.measure.plan import Cell
+from localbench.measure.session import Measurement
+from localbench.measure.store import ResultStore
+from localbench.runtimes.base import Runtime, Session
 
 ART = Artifact(model="m", format="fake", quant="q", path=__file__)   # any existing file
 
@@ -83,8 +86,8 @@ def test_inprocess_memory_is_the_runtimes_not_the_harness(tmp_path):
 
 def test_drift_probe_buffer_is_not_counted_as_the_runtimes_memory(tmp_path, monkeypatch):
     """The probe's matrix (kept between probes) exists before the first in-process baseline is taken."""
-    from localbench import drift
-    monkeypatch.setattr(drift, "_BUFFERS", {})
+    from localbench.core import hardware
+    monkeypatch.setattr(hardware, "_BUFFERS", {})
     store = ResultStore(tmp_path / "p.jsonl", "k")
     Measurement(ScriptedRuntime(gap_s=0.02), store, "host", {**WL, "drift_probe_mib": 192}).run(
         [ART], plan(n=1, trials=1))

@@ -1,19 +1,19 @@
 """llama.cpp on the real tiny model: GGUF convert + quantize, token-id parity, both transports, failures."""
 import json
 import os
-import signal
 import shutil
+import signal
 
 import pytest
 
-from localbench import llamacpp_build
-from localbench.converters import gguf
-from localbench.harness import run_request
-from localbench.runtimes.base import Artifact, Chunk, Request, Sent, Usage
-from localbench.runtimes.llamacpp import LlamaCppRuntime, buffer_sizes
-from localbench.schema import ARTIFACT_FIELDS
-from localbench.servers import ServerDied
-
+from localbench.artifacts.converters import gguf
+from localbench.builds import llamacpp as llamacpp_build
+from localbench.builds.llamacpp import buffer_sizes
+from localbench.core.schema import ARTIFACT_FIELDS
+from localbench.core.types import Artifact, Chunk, Request, Sent, Usage
+from localbench.measure.executor import run_request
+from localbench.runtimes.llamacpp import LlamaCppRuntime
+from localbench.transport.servers import ServerDied
 
 needs_build = pytest.mark.skipif(bool(llamacpp_build.missing()), reason=f"llama.cpp not built: {llamacpp_build.missing()}")
 SETTINGS = {"n_threads": 2, "n_ctx": 512, "n_batch": 512, "bench_repetitions": 1}
@@ -123,9 +123,9 @@ def test_missing_build_is_one_clear_line(monkeypatch, tmp_path):
                  lambda: gguf.convert(tmp_path, tmp_path / "x.gguf", "m", "Q4_K_M", {"base_f16": "f.gguf"})):
         with pytest.raises(llamacpp_build.LlamaCppMissing) as err:
             call()
-        assert "python -m localbench.llamacpp_build" in str(err.value) and "\n" not in str(err.value)
+        assert "python -m localbench.builds.llamacpp" in str(err.value) and "\n" not in str(err.value)
     probe = LlamaCppRuntime({}).probe()
-    assert not probe.available and "python -m localbench.llamacpp_build" in probe.reason
+    assert not probe.available and "python -m localbench.builds.llamacpp" in probe.reason
 
 
 def test_buffer_sizes_from_log():

@@ -1,16 +1,21 @@
 """Long context and caching: the theoretical KV formula, the claims' verdicts on hand-made rows, the reuse
 plan (reuse on/off pairs, slices, skipped cells), and reuse accounting on the real llama.cpp in-process runtime."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from localbench import claims, llamacpp_build, longctx
-from localbench.harness import Measurement, ResultStore, run_request
-from localbench.runtimes.base import Request
-from localbench.schema import empty_row
+from localbench.analysis import claims, longctx
+from localbench.builds import llamacpp as llamacpp_build
+from localbench.core.hardware import kv_bytes_per_token
+from localbench.core.schema import empty_row
+from localbench.core.types import Request
+from localbench.measure.executor import run_request
+from localbench.measure.plan import plan_of
+from localbench.measure.session import Measurement
+from localbench.measure.store import ResultStore
+from localbench.report.longctx import section as longctx_section
 
 ROOT = Path(__file__).resolve().parents[1]
 QWEN05 = {"num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "hidden_size": 896}
@@ -37,7 +42,7 @@ def verdict(fn, rows) -> str:
 # --- KV size -----------------------------------------------------------------------------------------------
 def test_kv_theoretical_formula():
     # 24 layers x 2 KV heads x 64 head dim x 2 (K, V) x 2 bytes = 12 KiB per token
-    assert longctx.kv_bytes_per_token(QWEN05, 2) == 24 * 2 * 64 * 2 * 2 == 12288
+    assert kv_bytes_per_token(QWEN05, 2) == 24 * 2 * 64 * 2 * 2 == 12288
     assert longctx.kv_theoretical(QWEN05, 32768, 2) == 384 * 2**20
     assert longctx.kv_theoretical({**QWEN05, "head_dim": 128}, 10, 4) == 24 * 2 * 128 * 2 * 4 * 10
 
@@ -127,23 +132,15 @@ def test_torch_oom_claim_says_what_was_seen():
 
 
 def test_section_renders_what_was_measured():
-    from localbench.report import table
     rows = frame([row(prompt_tokens=n, ttft_s=n / 1000, trial=t) for n in (1024, 4096) for t in (0, 1)]
                  + reuse_rows("llamacpp", 1.0, 0.25, 900)
                  + [row(prompt_tokens=32704, status="skipped", error="prompt longer than ... budget")])
-    md = longctx.section(rows, [], [Path("plots/figures/longctx_ttft_vs_context.png")], table, QWEN05)
+    md = longctx_section(rows, [], [Path("plots/figures/longctx_ttft_vs_context.png")], QWEN05)
     assert "## Long context and caching" in md and "12 KiB per token" in md
     assert "skipped" in md and "longctx_ttft_vs_context" in md
 
 
 # --- the plan: reuse on/off pairs, slices, skipped cells ---------------------------------------------------------
-def measure_stage():
-    spec = importlib.util.spec_from_file_location("measure_stage", ROOT / "stages/measure.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def prompts_frame() -> pd.DataFrame:
     rows = [{"workload": w, "prompt_id": f"{w}-{n}-{i}", "target_tokens": n, "ids": list(range(n // 100)),
              "text": "x", "chat": False, "messages": "null"}
@@ -152,12 +149,11 @@ def prompts_frame() -> pd.DataFrame:
 
 
 def test_plan_pairs_reuse_on_before_off_and_slices_narrow():
-    stage = measure_stage()
     wl = {"types": ["unique"], "lengths": [1000], "trials": 2, "max_tokens": 8, "cache_reuse": ["prefix"],
           "slices": [{"types": ["prefix"], "lengths": [4000], "trials": 1, "reuse_baseline": True},
                      {"types": ["unique"], "lengths": [4000], "runtimes": ["other"]},
                      {"types": ["unique"], "lengths": [1000, 4000], "trials": 1, "quants": ["Q4_K_M"]}]}
-    plan = stage.plan_of(prompts_frame(), wl, "llamacpp")
+    plan = plan_of(prompts_frame(), wl, "llamacpp")
     got = [(c.prompt_id, c.trial, c.request.reuse_cache) for c in plan]
     assert got[:2] == [("unique-1000-0", 0, False), ("unique-1000-0", 1, False)]
     assert got[2:6] == [("prefix-4000-0", 0, True), ("prefix-4000-1", 0, True),       # reuse on first (sibling
@@ -183,8 +179,8 @@ def test_cells_over_the_budget_become_skipped_rows(tmp_path):
 # --- llama.cpp in-process reuse, real runtime ---------------------------------------------------------------
 @pytest.mark.skipif(bool(llamacpp_build.missing()), reason=f"llama.cpp not built: {llamacpp_build.missing()}")
 def test_llamacpp_inprocess_prefix_reuse_is_counted(tiny_hf_dir, tiny_tokenizer, tmp_path):
-    from localbench.converters import gguf
-    from localbench.runtimes.base import Artifact
+    from localbench.artifacts.converters import gguf
+    from localbench.core.types import Artifact
     from localbench.runtimes.llamacpp import LlamaCppRuntime
 
     f16 = gguf.convert(tiny_hf_dir, tmp_path / "F16.gguf", "smollm2", "F16", {})

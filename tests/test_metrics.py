@@ -1,7 +1,7 @@
 """Metric formulas on synthetic timestamps with exact expected values."""
 import pytest
 
-from localbench import metrics
+from localbench.core import metrics
 
 MS = 1_000_000
 

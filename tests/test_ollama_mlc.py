@@ -3,13 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from localbench import loadgen
-from localbench.calibration import reference_server
+from localbench.core.types import Artifact, Request, RuntimeUnavailable
+from localbench.measure import loadgen
+from localbench.measure.calibration import reference_server
 from localbench.runtimes import registry
+from localbench.transport.servers import free_port
 
 REGISTRY = registry()
-from localbench.runtimes.base import Artifact, Request, RuntimeUnavailable
-from localbench.servers import free_port
 
 REQ = Request("p0", (1, 2, 3), "hello there", max_tokens=8)
 
@@ -19,7 +19,7 @@ def test_mlc_probe_and_converter():
     if probe.available:
         pytest.skip(f"mlc_llm is installed ({probe.version}); the real-engine test covers it")
     assert "`mlc_llm` not importable" in probe.reason and "https://mlc.ai/wheels" in probe.reason
-    from localbench.converters.mlc import convert
+    from localbench.artifacts.converters.mlc import convert
     with pytest.raises(RuntimeError, match="mlc_llm` not importable") as err:
         convert(Path("/nonexistent"), Path("/nonexistent/out"), "m", "q4f16_1", {})
     assert "\n" not in str(err.value)

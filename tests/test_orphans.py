@@ -6,9 +6,9 @@ import time
 
 import psutil
 import pytest
-
-from localbench import servers
 from stage_project import ROOT, make_project, start_measure
+
+from localbench.transport import servers
 
 
 def server_children(proc: subprocess.Popen, timeout_s: float = 60) -> list[psutil.Process]:
@@ -16,7 +16,7 @@ def server_children(proc: subprocess.Popen, timeout_s: float = 60) -> list[psuti
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         kids = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                if "localbench.reference_server" in " ".join(p.cmdline())]
+                if "localbench.transport.reference_server" in " ".join(p.cmdline())]
         if kids:
             return kids
         assert proc.poll() is None, proc.communicate()
@@ -47,8 +47,8 @@ def run_script(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
-START = ("import sys, pathlib; from localbench.servers import Server; "
-         "s = Server([sys.executable, '-m', 'localbench.reference_server', '--port', '{{port}}'], "
+START = ("import sys, pathlib; from localbench.transport.servers import Server; "
+         "s = Server([sys.executable, '-m', 'localbench.transport.reference_server', '--port', '{{port}}'], "
          "pathlib.Path({log!r})).start(); print(s.pid, flush=True)\n")
 
 
@@ -62,7 +62,7 @@ def test_server_stopped_at_exit_and_on_exception(ending, tmp_path):
 
 
 def test_stop_is_idempotent_and_deregisters(tmp_path):
-    server = servers.Server([sys.executable, "-m", "localbench.reference_server", "--port", "{port}"],
+    server = servers.Server([sys.executable, "-m", "localbench.transport.reference_server", "--port", "{port}"],
                             tmp_path / "log").start()
     assert server in servers.LIVE and server.alive()
     server.stop()

@@ -9,7 +9,6 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-
 from stage_project import ROOT, make_project
 
 
@@ -69,8 +68,10 @@ def test_prompt_text_never_reaches_the_logs(tmp_path, caplog):
     """The harness's log lines and the launched server's log hold counts and ids, never the prompt."""
     import logging
 
-    from localbench.harness import Cell, Measurement, ResultStore, load_runtime
-    from localbench.runtimes.base import Artifact, Request
+    from localbench.core.types import Artifact, Request
+    from localbench.measure.plan import Cell
+    from localbench.measure.session import Measurement, load_runtime
+    from localbench.measure.store import ResultStore
 
     caplog.set_level(logging.DEBUG)
     secret = "zebra-marmalade-7731"

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import termios
 
-from localbench.config import setup_logging
-from localbench.progress import summary
+from localbench.config.params import setup_logging
+from localbench.measure.progress import summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,8 +36,8 @@ def on_terminal(code: str) -> str:
 
 def test_bar_shows_done_over_planned_with_artifact_and_logs_above_it():
     out = on_terminal("import logging, time\n"
-                      "from localbench.config import setup_logging\n"
-                      "from localbench.progress import Progress\n"
+                      "from localbench.config.params import setup_logging\n"
+                      "from localbench.measure.progress import Progress\n"
                       "setup_logging()\n"
                       "p = Progress('measure@llamacpp', 4); p.at('gguf/Q4_K_M server')\n"
                       "p.advance(); logging.getLogger('x').info('a log line'); p.advance(3); p.close()\n")

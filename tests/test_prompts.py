@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from localbench.prompts import PromptError, build, encode
+from localbench.workload.prompts import PromptError, build, encode
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from localbench import llamacpp_build, quality
+from localbench.builds import llamacpp as llamacpp_build
+from localbench.quality import evaluate as quality
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = yaml.safe_load((ROOT / "conf/quality/default.yaml").read_text())
@@ -41,7 +42,7 @@ def cached(out: Path, make) -> dict:
 @pytest.fixture(scope="module")
 def artifacts(tiny_hf_dir) -> list[dict]:
     """HF fp32 (the downloaded folder read at fp32), GGUF F16 + Q8_0 and, where mlx_lm imports, MLX bf16."""
-    from localbench.converters import gguf
+    from localbench.artifacts.converters import gguf
 
     out = ROOT / ".cache" / "test-models" / "quality"
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,7 @@ def artifacts(tiny_hf_dir) -> list[dict]:
                 lambda p: gguf.convert(tiny_hf_dir, p, "smollm2", "Q8_0", {"base_f16": f16["path"]}))
     rows = [hf, f16, q8]
     try:
-        from localbench.converters import mlx as mlx_convert
+        from localbench.artifacts.converters import mlx as mlx_convert
         rows.append(cached(out / "mlx-bf16", lambda p: mlx_convert.convert(tiny_hf_dir, p, "smollm2", "bf16",
                                                                           {"group_size": 64})))
         mlx_convert.lift_rope_theta(Path(rows[-1]["path"]))   # the converter's own fix, also for a cached copy

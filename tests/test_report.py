@@ -4,10 +4,12 @@ import math
 
 import pandas as pd
 
-from localbench import claims, tables
-from localbench.cells import common, percentile, reference_cell
-from localbench.roofline import table as roofline_table
-from localbench.schema import empty_row
+from localbench.analysis import claims
+from localbench.analysis.cells import common, reference_cell
+from localbench.analysis.roofline import table as roofline_table
+from localbench.core.schema import empty_row
+from localbench.core.stats import percentile
+from localbench.report import tables
 
 
 def row(runtime, quant, decode, prefill, prompt_tokens=128, transport="inprocess", **kw):
@@ -104,13 +106,13 @@ def test_roofline_ceiling_and_impossible_ratios():
 
 
 def test_read_bandwidth_is_measured():
-    from localbench.roofline import memory_of, read_bandwidth
+    from localbench.core.hardware import memory_of, read_bandwidth
     assert 1e8 < read_bandwidth("cpu", size_mib=16, repeats=2) < 1e13
-    assert [memory_of(d) for d in ("cpu", "cuda:0", "mps", "Device(gpu, 0)")] == ["cpu", "cuda", "mps", "mps"]
+    assert [memory_of(d, {"cpu": 1, "mps": 1}) for d in ("cpu", "cuda:0", "mps", "Device(gpu, 0)")] == ["cpu", "cuda", "mps", "mps"]
 
 
 def test_capability_tables_show_declarations_of_unavailable_runtimes():
-    from localbench.report import capability_tables
+    from localbench.report.render import capability_tables
     extras = [{"runtime": "mlc", "probe": {"available": False, "reason": "not installed"}},
               {"runtime": "ollama", "skipped": "runtime.ollama is false"}]
     text = capability_tables(extras)

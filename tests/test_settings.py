@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localbench.compose import compose
-from localbench.settings_schema import all_errors, validate
+from localbench.config.compose import compose
+from localbench.config.schema import all_errors, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -72,7 +72,7 @@ def test_several_errors_are_counted_in_the_one_line():
     cfg = broken("workload.trials", "abc")
     cfg["load"]["seed"] = "x"
     line = validate(cfg)
-    assert "\n" not in line and line.endswith("(+1 more: python -m localbench.check)")
+    assert "\n" not in line and line.endswith("(+1 more: python -m localbench.config.check)")
     assert len(all_errors(cfg)) == 2
 
 
@@ -92,9 +92,9 @@ def test_first_stage_rejects_a_wrong_value_in_one_line_without_work(tmp_path):
 
 
 def test_check_command(tmp_path):
-    ok = run_in(tmp_path, ["-m", "localbench.check"], (ROOT / "params.yaml").read_text())
+    ok = run_in(tmp_path, ["-m", "localbench.config.check"], (ROOT / "params.yaml").read_text())
     assert ok.returncode == 0 and ok.stdout.strip() == "params.yaml: ok"
-    bad = run_in(tmp_path, ["-m", "localbench.check"], yaml.safe_dump(broken("load.slo.tpot", 1)))
+    bad = run_in(tmp_path, ["-m", "localbench.config.check"], yaml.safe_dump(broken("load.slo.tpot", 1)))
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "unknown key load.slo.tpot" in bad.stderr
 
 

@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from localbench import sources
+from localbench.artifacts import sources
 
 
 def fake_wheels(tmp_path, parts):

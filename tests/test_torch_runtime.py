@@ -1,8 +1,8 @@
 """The PyTorch runtime on the real tiny model: streamed, exact forced length, through the harness."""
 import pytest
 
-from localbench.harness import run_request
-from localbench.runtimes.base import Artifact, Chunk, Request, RuntimeUnavailable, Usage
+from localbench.core.types import Artifact, Chunk, Request, RuntimeUnavailable, Usage
+from localbench.measure.executor import run_request
 from localbench.runtimes.torch_runtime import TorchRuntime
 
 

@@ -1,12 +1,19 @@
-"""Runtime modules, one per runtime. `registry()` imports them all and returns name -> Runtime class."""
+"""Runtime modules, one per runtime (named in localbench.config.registry). Importing a module registers its
+Runtime class; its libraries load lazily."""
 import importlib
 
-MODULES = ("torch_runtime", "llamacpp", "mlx", "ollama", "mlc", "endpoint", "reference")
+from localbench.config.registry import RUNTIMES
+from localbench.runtimes.base import REGISTRY, Runtime
 
 
-def registry() -> dict:
-    """Every runtime class by name (importing a module registers it; its libraries load lazily)."""
-    from localbench.runtimes.base import REGISTRY
-    for module in MODULES:
-        importlib.import_module(f"localbench.runtimes.{module}")
-    return REGISTRY
+def runtime_class(name: str) -> type[Runtime]:
+    """The Runtime class of one runtime, importing only its module."""
+    if name not in RUNTIMES:
+        raise KeyError(f"unknown runtime {name!r}; known: {sorted(RUNTIMES)}")
+    importlib.import_module(f"localbench.runtimes.{RUNTIMES[name].module}")
+    return REGISTRY[name]
+
+
+def registry() -> dict[str, type[Runtime]]:
+    """Every runtime class by name."""
+    return {name: runtime_class(name) for name in RUNTIMES}

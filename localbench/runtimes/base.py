@@ -1,76 +1,17 @@
-"""The runtime contract (DESIGN.md): probe() -> load(artifact, settings) -> session.stream(request).
+"""The runtime contract (DESIGN.md): probe() -> load(artifact, transport) -> session.stream(request).
 
-A runtime module defines one subclass of `Runtime` and registers it with `@register`. Its session
-yields `Chunk`s (text plus how many tokens the chunk carries) and ends with one `Usage`; the harness,
-never the runtime, takes the timestamps.
+A runtime module defines one subclass of `Runtime` and registers it with `@register`. Its session yields
+(servers: one `Sent` first, then) `Chunk`s and ends with one `Usage` (localbench.core.types); the harness,
+never the runtime, takes the timestamps. Every optional hook is declared here with its default.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
-
-class RuntimeUnavailable(RuntimeError):
-    """Raised by load() (or reported by probe()) when a runtime cannot run here; the message says why."""
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What probe() found: installed or not (and why), version, device, declared capabilities."""
-    available: bool
-    reason: str = ""
-    version: str = ""
-    device: str = ""
-    memory: str = ""          # where the weights live (cpu | cuda | mps); "" = inferred from `device`
-    capabilities: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """One converted model file or folder (a row of data/artifacts.parquet)."""
-    model: str
-    format: str          # hf | gguf | mlx | mlc
-    quant: str           # bf16, fp32, Q4_K_M, 4bit, mixed_3_6, q4f16_1 ...
-    path: str
-    size_bytes: int = 0
-    tokenizer_path: str = ""   # HF folder with the tokenizer (for re-tokenization and chat templates)
-
-
-@dataclass(frozen=True)
-class Request:
-    """One generation request: exact prompt token ids (and their text), forced output length."""
-    prompt_id: str
-    prompt_ids: tuple[int, ...]
-    prompt_text: str
-    max_tokens: int
-    chat: bool = False          # send as chat (messages) rather than raw completion, where a server has both
-    messages: tuple[dict, ...] = ()   # the chat history behind prompt_ids (chat workloads)
-    reuse_cache: bool = False   # cache-reuse workloads keep the KV / prompt cache between requests
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A piece of streamed output as it reached the client: its text and how many tokens it carries.
-    `ns`: when its bytes came off the socket (perf_counter_ns; server clients that stamp their reads), else 0:
-    the harness stamps it when the stream yields it."""
-    tokens: int
-    text: str = ""
-    ns: int = 0
-
-
-@dataclass(frozen=True)
-class Sent:
-    """When a server request's body was written to the socket (perf_counter_ns): TTFT's start for servers.
-    In-process streams yield none: their boundary is the harness's stamp right before the generate call."""
-    ns: int
-
-
-@dataclass(frozen=True)
-class Usage:
-    """The runtime's own count of prompt and output tokens for one request, plus anything it reports."""
-    prompt_tokens: int
-    output_tokens: int
-    extra: dict[str, Any] = field(default_factory=dict)
+from localbench.config.registry import RUNTIMES
+from localbench.core.types import Artifact, Chunk, Probe, Request, Usage
+from localbench.transport.clients import Target
 
 
 class Session:
@@ -78,6 +19,8 @@ class Session:
 
     pid: int | None = None   # process whose tree holds the model (None: this process)
     external = False         # a server this pipeline did not start: its memory is not ours to report
+    target: Target | None = None   # a server the load generator can drive (None: no load sweeps)
+    hung: str | None = None  # set by the harness when a request hung past its timeout: why the session is unusable
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         raise NotImplementedError
@@ -95,7 +38,7 @@ class Runtime:
 
     name: str = ""
     transports: tuple[str, ...] = ("inprocess",)
-    formats: tuple[str, ...] = ()          # artifact formats it can load
+    formats: tuple[str, ...] = ()          # artifact formats it can load (from localbench.config.registry)
     # the paper's tables 1-5 as this module uses the runtime (keys: quantization, kv_cache, streaming, api,
     # deployment); shown even where the runtime is not installed, beside what probe() finds
     declared: dict[str, str] = {}
@@ -109,11 +52,21 @@ class Runtime:
     def load(self, artifact: Artifact, transport: str) -> Session:
         raise NotImplementedError
 
+    def window_references(self, artifact: Artifact, requests: list[Request]) -> list[dict]:
+        """Reference measurements run inside a measurement window on the same file and shapes (llama-bench)."""
+        return []
+
+    def extra_measurements(self, artifacts: list[Artifact], requests: list[Request], out_dir: Path) -> list[dict]:
+        """Records measured once per stage beside the per-request rows (e.g. MLX's prompt-cache files)."""
+        return []
+
 
 REGISTRY: dict[str, type[Runtime]] = {}
 
 
 def register(cls: type[Runtime]) -> type[Runtime]:
-    """Class decorator adding a runtime to the registry under its `name`."""
+    """Class decorator adding a runtime to the registry under its `name` (one of localbench.config.registry's),
+    with the artifact formats the registry names."""
+    cls.formats = RUNTIMES[cls.name].formats
     REGISTRY[cls.name] = cls
     return cls

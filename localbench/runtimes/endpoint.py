@@ -6,9 +6,16 @@ from typing import Any, Iterator
 
 import httpx
 
-from localbench.clients import session_client, stream_openai
-from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
-                                      Usage, register)
+from localbench.core.types import (
+    Artifact,
+    Chunk,
+    Probe,
+    Request,
+    RuntimeUnavailable,
+    Usage,
+)
+from localbench.runtimes.base import Runtime, Session, register
+from localbench.transport.clients import Target, session_client, stream_openai
 
 
 def served_models(base_url: str) -> list[str]:
@@ -28,7 +35,6 @@ class EndpointSession(Session):
     external = True
 
     def __init__(self, base_url: str, model: str, settings: dict[str, Any]):
-        from localbench.loadgen import Target
 
         self.base_url, self.model = base_url, model
         self.extra_body = dict(settings.get("extra_body") or {})
@@ -50,7 +56,6 @@ class Endpoint(Runtime):
 
     name = "endpoint"
     transports = ("server",)
-    formats = ()          # the model is whatever the server serves
     declared = {"streaming": "SSE (stream_options.include_usage)",
                 "api": "any OpenAI-compatible server the user runs (engine.endpoint.base_url)",
                 "deployment": "external: not launched by the pipeline"}

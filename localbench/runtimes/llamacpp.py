@@ -8,7 +8,7 @@ end-of-generation token and exactly max_tokens tokens are taken from Llama.gener
 since the last chunk (in-process: one per sampled token; server: `timings.predicted_n`).
 llama-bench runs on the same file and shapes inside each measurement window, right after the pipeline's
 own requests of that window (window_references), for the fidelity check.
-Install: `python -m localbench.llamacpp_build`.
+Install: `python -m localbench.builds.llamacpp`.
 """
 from __future__ import annotations
 
@@ -18,55 +18,42 @@ import ctypes
 import json
 import os
 import platform
-import re
 import subprocess
 from pathlib import Path
 from typing import Iterator
 
-from localbench import llamacpp_build
-from localbench.clients import ServerError, session_client, stream_openai
-from localbench.loadgen import Target
-from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
-                                      Usage, register)
-from localbench.servers import Server, ServerDied, log_tail
+from localbench.builds import llamacpp as llamacpp_build
+from localbench.core.types import (
+    Artifact,
+    Chunk,
+    Probe,
+    Request,
+    RuntimeUnavailable,
+    Usage,
+)
+from localbench.runtimes.base import Runtime, Session, register
+from localbench.transport.clients import (
+    ServerError,
+    Target,
+    session_client,
+    stream_openai,
+)
+from localbench.transport.servers import Server, ServerDied, log_tail
 
 DEFAULTS = {"n_threads": 0, "n_ctx": 4096, "n_batch": 2048, "n_ubatch": 512, "flash_attn": True,
             "n_gpu_layers": 99, "parallel": 4, "server_ready_timeout_s": 300, "request_timeout_s": 600,
             "bench_repetitions": 3, "bench_timeout_s": 600, "bench_max_prompt_tokens": None,
             "rope_scaling": None, "rope_scale": None, "yarn_orig_ctx": None, "log_dir": "data/raw/llamacpp"}
 ROPE_TYPES = {"none": 0, "linear": 1, "yarn": 2}     # llama_rope_scaling_type
-BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output|RS) buffer size\s*=\s*([\d.]+) MiB")
-BUFFER_KEYS = {"model": "model_buffer_bytes", "KV": "kv_buffer_bytes", "compute": "compute_buffer_bytes",
-               "output": "output_buffer_bytes", "RS": "recurrent_state_buffer_bytes"}
-
-
-def buffer_sizes(log: str) -> dict[str, int]:
-    """llama.cpp's own buffer sizes from its log ('CPU KV buffer size = 45.00 MiB', ...), summed per kind.
-
-    The last load in the log counts; device_mem_bytes is their total.
-    """
-    sizes: dict[str, int] = {}
-    for line in log.splitlines():
-        if "load_model: loading model" in line or "llama_model_loader: loaded meta data" in line:
-            sizes = {}   # a later load in the same log starts over
-        m = BUFFER_LINE.search(line)
-        if m:
-            key = BUFFER_KEYS[m.group(2)]
-            sizes[key] = sizes.get(key, 0) + int(float(m.group(3)) * 2**20)
-    if sizes:
-        sizes["device_mem_bytes"] = sum(sizes.values())
-    return sizes
-
-
 class InProcessSession(Session):
     """A llama_cpp.Llama; each request is one Llama.generate on the exact prompt ids."""
 
     def __init__(self, llm, load_log: str, rope: dict | None = None):
-        import numpy as np
         import llama_cpp
+        import numpy as np
 
         self.llm, self.rope = llm, rope or {}
-        self.buffers = buffer_sizes(load_log)
+        self.buffers = llamacpp_build.buffer_sizes(load_log)
         self.buffers["model_bytes"] = int(llama_cpp.llama_model_size(llm.model))
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self.eog = np.array([t for t in range(llama_cpp.llama_vocab_n_tokens(vocab))
@@ -134,7 +121,7 @@ class ServerSession(Session):
         self.client = session_client(timeout_s)
         self.target = Target(server.base_url, model, extra_body={"ignore_eos": True, "cache_prompt": False},
                              timeout_s=timeout_s)
-        self.buffers = buffer_sizes(server.log_path.read_text(errors="replace"))
+        self.buffers = llamacpp_build.buffer_sizes(server.log_path.read_text(errors="replace"))
 
     def exited(self) -> bool:
         """True once the server process has exited (waits a moment: a dropped stream comes before the exit)."""
@@ -220,7 +207,6 @@ def one_output_per_sequence():
 class LlamaCppRuntime(Runtime):
     name = "llamacpp"
     transports = ("inprocess", "server")
-    formats = ("gguf",)
     declared = {"quantization": "GGUF F16/BF16, Q8_0, k-quants (Q6_K..Q2_K), i-quants",
                 "kv_cache": "KV allocated for n_ctx at load (no paging); in-process Llama keeps the last prompt's KV "
                             "and reuses its longest common prefix (Llama.reset() for no-reuse requests); llama-server "

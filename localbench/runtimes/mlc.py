@@ -1,6 +1,6 @@
 """MLC-LLM: in-process through `mlc_llm.MLCEngine`, server through `mlc_llm serve` (OpenAI-compatible).
 
-Artifacts come from localbench.converters.mlc (weights + mlc-chat-config.json + a compiled model library).
+Artifacts come from localbench.artifacts.converters.mlc (weights + mlc-chat-config.json + a compiled model library).
 Length is forced with MLC's debug_config {"ignore_eos": true}; usage comes from stream_options.include_usage.
 """
 from __future__ import annotations
@@ -9,22 +9,20 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from localbench.clients import session_client, stream_openai
-from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
-                                      Usage, register)
+from localbench.builds.mlc import import_mlc
+from localbench.core.types import (
+    Artifact,
+    Chunk,
+    Probe,
+    Request,
+    RuntimeUnavailable,
+    Usage,
+)
+from localbench.runtimes.base import Runtime, Session, register
+from localbench.transport.clients import Target, session_client, stream_openai
+from localbench.transport.servers import Server
 
-INSTALL_HINT = ("install MLC's own wheels on macOS: python -m pip install --pre -U -f https://mlc.ai/wheels "
-                "mlc-llm-nightly-cpu mlc-ai-nightly-cpu (they are not on PyPI)")
 FORCE_LENGTH = {"debug_config": {"ignore_eos": True}}
-
-
-def import_mlc():
-    """The mlc_llm module, or RuntimeUnavailable saying it is not importable and how to install it."""
-    try:
-        import mlc_llm
-    except ImportError as exc:
-        raise RuntimeUnavailable(f"`mlc_llm` not importable ({exc}); {INSTALL_HINT}") from exc
-    return mlc_llm
 
 
 def model_lib(artifact: Artifact) -> str:
@@ -73,8 +71,6 @@ class ServerSession(Session):
     """`mlc_llm serve` on 127.0.0.1 (a free port), streamed through the OpenAI API."""
 
     def __init__(self, artifact: Artifact, settings: dict[str, Any]):
-        from localbench.loadgen import Target
-        from localbench.servers import Server
 
         import_mlc()
         argv = [sys.executable, "-m", "mlc_llm", "serve", artifact.path, "--model-lib", model_lib(artifact),
@@ -104,7 +100,6 @@ class MLC(Runtime):
 
     name = "mlc"
     transports = ("inprocess", "server")
-    formats = ("mlc",)
     declared = {"quantization": "q4f16_1, q4f16_awq, q0f16 ... (mlc_llm convert_weight + gen_config)",
                 "kv_cache": "paged KV cache with radix prefix caching (MLCEngine), left on: cold cells cannot hit it, "
                             "every no-reuse prompt starts with a token no other prompt starts with",

@@ -16,9 +16,17 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from localbench.clients import session_client, stream_openai
-from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
-                                      Usage, register)
+from localbench.core.types import (
+    Artifact,
+    Chunk,
+    Probe,
+    Request,
+    RuntimeUnavailable,
+    Usage,
+)
+from localbench.runtimes.base import Runtime, Session, register
+from localbench.transport.clients import Target, session_client, stream_openai
+from localbench.transport.servers import Server
 
 INSTALL_HINT = "pip install mlx-lm plus 'mlx[cpu]' (Linux), 'mlx' (macOS/Metal) or 'mlx[cuda]' (CUDA)"
 EOS_BIAS = -1e9   # logit_bias the server adds to every EOS id (JSON has no -inf)
@@ -79,7 +87,11 @@ class InprocessSession(Session):
 
     def _cache_for(self, prompt: list[int], reuse: bool) -> tuple[list, int]:
         """(KV cache, tokens of `prompt` it already holds): the kept cache trimmed to the common prefix."""
-        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+        from mlx_lm.models.cache import (
+            can_trim_prompt_cache,
+            make_prompt_cache,
+            trim_prompt_cache,
+        )
         from mlx_lm.utils import common_prefix_len
 
         if reuse and self._cache is not None and can_trim_prompt_cache(self._cache):
@@ -147,8 +159,6 @@ class ServerSession(Session):
     def __init__(self, artifact: Artifact, settings: dict[str, Any]):
         from mlx_lm.utils import load_tokenizer
 
-        from localbench.loadgen import Target
-        from localbench.servers import Server
 
         self.eos_ids = sorted(load_tokenizer(Path(artifact.path)).eos_token_ids)
         self.timeout_s = float(settings.get("request_timeout_s", 600))
@@ -200,7 +210,6 @@ class MLX(Runtime):
 
     name = "mlx"
     transports = ("inprocess", "server", "inprocess-rotating")
-    formats = ("mlx",)
     declared = {"quantization": "bf16/fp16, 8/6/5/4/3/2-bit affine with a group size, mixed-bit recipes (mixed_3_6 ...)",
                 "kv_cache": "prompt-cache objects in-process (the kept cache trimmed to the common prefix), "
                             "prompt-cache files (save/load_prompt_cache), rotating KV window (max_kv_size, in-process), "
@@ -243,7 +252,7 @@ class MLX(Runtime):
             raise RuntimeUnavailable(self.probe().reason)
         if artifact.format not in self.formats:
             raise RuntimeUnavailable(f"mlx loads format 'mlx', not {artifact.format!r}: convert it with "
-                                     "localbench.converters.mlx")
+                                     "localbench.artifacts.converters.mlx")
         if transport == "inprocess":
             return InprocessSession(artifact, self.settings)
         if transport == "inprocess-rotating":     # the same in-process session with a rotating KV window
@@ -297,7 +306,11 @@ def prompt_cache_effect(art: Artifact, requests: list[Request], settings: dict[s
     import mlx.core as mx
     from mlx_lm import load
     from mlx_lm.generate import generate_step
-    from mlx_lm.models.cache import load_prompt_cache, make_prompt_cache, save_prompt_cache
+    from mlx_lm.models.cache import (
+        load_prompt_cache,
+        make_prompt_cache,
+        save_prompt_cache,
+    )
     from mlx_lm.sample_utils import make_sampler
 
     n_prefix = int(settings.get("prompt_cache_prefix_tokens", 1024))

@@ -37,9 +37,25 @@ from typing import Any, Iterator
 
 import httpx
 
-from localbench import ollama_build
-from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
-                                      Usage, register)
+from localbench.builds import llamacpp as llamacpp_build
+from localbench.builds import ollama as ollama_build
+from localbench.core.types import (
+    Artifact,
+    Chunk,
+    Probe,
+    Request,
+    RuntimeUnavailable,
+    Usage,
+)
+from localbench.runtimes.base import Runtime, Session, register
+from localbench.transport.clients import (
+    ServerError,
+    Target,
+    session_client,
+    stream_ollama,
+    stream_openai,
+)
+from localbench.transport.servers import Server, ServerDied, log_tail
 
 ROOT = ollama_build.CACHE_DIR.parents[1]
 INSTALL_HINT = f"{ollama_build.FIX}; on macOS `brew install ollama`"
@@ -115,9 +131,6 @@ class OllamaSession(Session):
     """One artifact on an Ollama server (launched here, or the one at engine.ollama.host if launch is false)."""
 
     def __init__(self, artifact: Artifact, settings: dict[str, Any], exe: str, transport: str):
-        from localbench.clients import session_client
-        from localbench.loadgen import Target
-        from localbench.servers import Server
 
         s = settings
         self.transport, self.exe = transport, exe
@@ -182,7 +195,6 @@ class OllamaSession(Session):
         self.created.append(name)
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
-        from localbench.clients import ServerError, stream_ollama, stream_openai
 
         if self.server and not self.server.alive():
             raise self.died()
@@ -227,7 +239,6 @@ class OllamaSession(Session):
             "keep_alive": self.keep_alive, "options": {**self.options, "num_predict": 1}}).raise_for_status()
 
     def died(self):
-        from localbench.servers import ServerDied, log_tail
         return ServerDied(f"ollama serve exited with code {self.server.proc.returncode} mid-run; "
                           f"log {self.server.log_path}:\n{log_tail(self.server.log_path)}")
 
@@ -235,9 +246,8 @@ class OllamaSession(Session):
         """llama.cpp's buffer sizes from the runner's log (as for llama-server; read once, after the load),
         plus the model's size as /api/ps reports it."""
         if not hasattr(self, "buffers"):
-            from localbench.runtimes.llamacpp import buffer_sizes
 
-            self.buffers = buffer_sizes(self.log())
+            self.buffers = llamacpp_build.buffer_sizes(self.log())
             try:
                 for m in self.client.get(f"{self.host}/api/ps", timeout=5.0).json().get("models", []):
                     if m.get("name", "").split(":")[0] == self.model:
@@ -266,7 +276,6 @@ class Ollama(Runtime):
 
     name = "ollama"
     transports = ("server", "openai")
-    formats = ("gguf",)
     declared = {"quantization": "GGUF (the pipeline's own, imported with a Modelfile)",
                 "kv_cache": "llama.cpp's, num_ctx per slot x OLLAMA_NUM_PARALLEL slots; the longest cached prefix is "
                             "always reused (no switch): a 1-token flush after each no-reuse request and before one that "

@@ -6,18 +6,18 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from localbench.runtimes.base import Artifact, Chunk, Probe, Request, Runtime, Session, Usage, register
+from localbench.core.types import Artifact, Chunk, Probe, Request, Usage
+from localbench.runtimes.base import Runtime, Session, register
+from localbench.transport.clients import Target, session_client, stream
+from localbench.transport.servers import Server
 
 
 class ReferenceSession(Session):
-    """`python -m localbench.reference_server` on 127.0.0.1, streamed through the configured protocol."""
+    """`python -m localbench.transport.reference_server` on 127.0.0.1, streamed through the configured protocol."""
 
     def __init__(self, settings: dict[str, Any]):
-        from localbench.clients import session_client
-        from localbench.loadgen import Target
-        from localbench.servers import Server
 
-        argv = [sys.executable, "-m", "localbench.reference_server", "--port", "{port}",
+        argv = [sys.executable, "-m", "localbench.transport.reference_server", "--port", "{port}",
                 "--ttft-ms", str(settings.get("ttft_ms", 20.0)), "--itl-ms", str(settings.get("itl_ms", 5.0)),
                 "--tokens", str(settings.get("tokens", 64))]
         log = Path(settings.get("log_dir") or "logs/reference") / "reference_server.log"
@@ -30,7 +30,6 @@ class ReferenceSession(Session):
         self.client = session_client(self.timeout_s)
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
-        from localbench.clients import stream
 
         yield from stream(self.protocol, self.server.base_url, "reference", request, chat=request.chat,
                           timeout_s=self.timeout_s, client=self.client)
@@ -46,14 +45,13 @@ class Reference(Runtime):
 
     name = "reference"
     transports = ("server",)
-    formats = ()          # no artifact: the harness passes a placeholder
     declared = {"streaming": "programmed schedule (known TTFT and gaps), OpenAI SSE or Ollama NDJSON",
                 "api": "/v1/completions, /v1/chat/completions, /api/generate, /api/chat",
-                "deployment": "shipped with this project (localbench/reference_server.py)"}
+                "deployment": "shipped with this project (localbench/transport/reference_server.py)"}
 
     def probe(self) -> Probe:
         s = self.settings
-        return Probe(True, version="localbench.reference_server", device="cpu (programmed schedule, no model)",
+        return Probe(True, version="localbench.transport.reference_server", device="cpu (programmed schedule, no model)",
                      capabilities={"protocol": s.get("protocol", "openai"), "ttft_ms": s.get("ttft_ms", 20.0),
                                    "itl_ms": s.get("itl_ms", 5.0), "streaming": True, "usage_report": True})
 

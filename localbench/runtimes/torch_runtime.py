@@ -9,21 +9,16 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from localbench.runtimes.base import (Artifact, Chunk, Probe, Request, Runtime, RuntimeUnavailable, Session,
-                                      Usage, register)
-
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-def pick_device(wanted: str) -> str:
-    """'auto' -> cuda, else mps, else cpu; an explicit device must be available."""
-    import torch
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if wanted == "auto":
-        return "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
-    if not available.get(wanted):
-        raise RuntimeUnavailable(f"torch device {wanted!r} is not available here; set engine.torch.device=auto")
-    return wanted
+from localbench.core.hardware import FLOAT_DTYPES, torch_device
+from localbench.core.types import (
+    Artifact,
+    Chunk,
+    Probe,
+    Request,
+    RuntimeUnavailable,
+    Usage,
+)
+from localbench.runtimes.base import Runtime, Session, register
 
 
 def cache_bytes(cache) -> int:
@@ -81,7 +76,6 @@ class TorchSession(Session):
 class TorchRuntime(Runtime):
     name = "torch"
     transports = ("inprocess",)
-    formats = ("hf",)
     declared = {"quantization": "bf16/fp16/fp32 weights (int8/int4 need extra libraries)",
                 "kv_cache": "per-request DynamicCache (grows with the context, no paging); no cross-request "
                             "reuse (measured as none); YaRN via rope_scaling in the config",
@@ -96,7 +90,7 @@ class TorchRuntime(Runtime):
         except ImportError as exc:
             return Probe(False, f"{exc.name} is not installed: pip install -r requirements.lock")
         try:
-            device = pick_device(self.settings.get("device", "auto"))
+            device = torch_device(self.settings.get("device", "auto"))
         except RuntimeUnavailable as exc:
             return Probe(False, str(exc))
         return Probe(True, version=f"torch {torch.__version__} / transformers {transformers.__version__}",
@@ -111,10 +105,10 @@ class TorchRuntime(Runtime):
             raise RuntimeUnavailable(f"torch has no {transport} transport")
         if self.settings.get("threads"):
             torch.set_num_threads(int(self.settings["threads"]))
-        device = pick_device(self.settings.get("device", "auto"))
-        dtype = DTYPES.get(artifact.quant)
+        device = torch_device(self.settings.get("device", "auto"))
+        dtype = FLOAT_DTYPES.get(artifact.quant)
         if dtype is None:
-            raise RuntimeUnavailable(f"torch artifact quant {artifact.quant!r} is not one of {sorted(DTYPES)}")
+            raise RuntimeUnavailable(f"torch artifact quant {artifact.quant!r} is not one of {sorted(FLOAT_DTYPES)}")
         tokenizer = AutoTokenizer.from_pretrained(artifact.tokenizer_path or artifact.path)
         kwargs, rope = {}, self.settings.get("rope_scaling")
         if rope:       # e.g. YaRN past the trained context: {rope_type: yarn, factor: 4, original_max_...: 32768}

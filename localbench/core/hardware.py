@@ -1,0 +1,140 @@
+"""Hardware facts, each defined once: which memory a device reads its weights from, the KV-cache bytes a token
+adds, and the memory-bandwidth probe (decode's access pattern: matrix-vector products over a buffer far larger
+than the last-level cache, on all cores).
+
+The probe serves two callers: the roofline (`read_bandwidth`: the best of torch's and numpy's kernels, per device
+torch sees) and the drift probe around every measurement window (`probe`: numpy, median of a few products).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from localbench.core.types import RuntimeUnavailable
+
+DTYPE_BYTES = {"F16": 2, "f16": 2, "fp16": 2, "bf16": 2, "BF16": 2, "float16": 2, "bfloat16": 2,
+               "fp32": 4, "F32": 4, "float32": 4}
+FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}   # a float artifact's quant -> its dtype
+ACCELERATORS = ("cuda", "mps")
+
+
+def torch_device(wanted: str) -> str:
+    """'auto' -> cuda, else mps, else cpu; an explicit device must be available (else RuntimeUnavailable)."""
+    import torch
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if wanted == "auto":
+        return "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
+    if not available.get(wanted):
+        raise RuntimeUnavailable(f"torch device {wanted!r} is not available here; set engine.torch.device=auto")
+    return wanted
+
+
+def memory_of(device: str, bandwidth: dict[str, float] | None = None) -> str | None:
+    """Which memory (cpu | cuda | mps) a runtime's device string reads its weights from; None for no device.
+    A bare 'gpu' (llama.cpp's probe on CUDA and Metal builds alike) is the host's one accelerator memory: the
+    one measured in `bandwidth` when given, else Metal's on macOS and CUDA's elsewhere."""
+    d = str(device or "").lower()
+    if not d:
+        return None
+    if "cuda" in d:
+        return "cuda"
+    if "mps" in d or "metal" in d:
+        return "mps"
+    if "gpu" in d:
+        if bandwidth is not None:
+            return next((m for m in ACCELERATORS if m in bandwidth), None)
+        return "mps" if sys.platform == "darwin" else "cuda"
+    return "cpu"
+
+
+def kv_bytes_per_token(config: dict, bytes_per_value: float = 2) -> float:
+    """layers x KV heads x head dim x 2 (K and V) x bytes per value: the KV cache one token adds, from an HF
+    config (KV heads default to the attention heads, as in HF); NaN when the config lacks the sizes."""
+    try:
+        heads = int(config["num_attention_heads"])
+        head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
+        kv_heads = int(config.get("num_key_value_heads") or heads)
+        layers = int(config["num_hidden_layers"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return math.nan
+    return float(layers * kv_heads * head_dim * 2 * bytes_per_value)
+
+
+_BUFFERS: dict[int, np.ndarray] = {}
+
+
+def buffer(size_mib: int) -> np.ndarray:
+    """The probe's matrix of `size_mib` MiB, allocated once per size and kept. The harness allocates it before
+    it takes an in-process session's memory baseline, so the probe's memory never counts as the runtime's."""
+    if size_mib not in _BUFFERS:
+        _BUFFERS[size_mib] = np.ones((size_mib * 2**20 // (4 * 4096), 4096), dtype=np.float32)
+    return _BUFFERS[size_mib]
+
+
+def probe(size_mib: int = 256, repeats: int = 5, best: bool = False) -> float:
+    """GB/s read by the median (or, with `best`, the fastest) of `repeats` float32 matrix-vector products
+    over the `size_mib` MiB buffer() (a probe costs ~repeats x size / bandwidth)."""
+    matrix = buffer(size_mib)
+    vector = np.ones(4096, dtype=np.float32)
+    matrix @ vector
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        matrix @ vector
+        times.append(time.perf_counter_ns() - t0)
+    return matrix.nbytes / (float(min(times) if best else np.median(times)) * 1e-9) / 1e9
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def read_bandwidth(device: str, size_mib: int = 512, repeats: int = 5) -> float:
+    """Bytes per second read by the best of `repeats` matrix-vector products over a `size_mib` MiB matrix
+    (on the CPU: all cores, the better of torch's and numpy's kernels: a slow kernel under-measures, and a
+    ceiling must never be too low)."""
+    import torch
+
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+        best_numpy = probe(size_mib, repeats, best=True) * 1e9
+    else:
+        best_numpy = 0.0
+    matrix = torch.ones(size_mib * 2**20 // (4 * 4096), 4096, dtype=torch.float32, device=device)
+    vector, out = torch.ones(4096, device=device), torch.empty(matrix.shape[0], device=device)
+    torch.mv(matrix, vector, out=out)
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        torch.mv(matrix, vector, out=out)
+        _sync(device)
+        best = min(best, (time.perf_counter_ns() - t0) * 1e-9)
+    return max(matrix.numel() * matrix.element_size() / best, best_numpy)
+
+
+def devices() -> list[str]:
+    """The memories to measure: the host's, plus the accelerator torch can reach (MLX's Metal GPU shares the
+    mps figure, one unified memory)."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def measure_bandwidth(size_mib: int = 512, repeats: int = 5) -> dict[str, float]:
+    """{memory: GB/s} for every device torch sees."""
+    return {d: read_bandwidth(d, size_mib, repeats) / 1e9 for d in devices()}

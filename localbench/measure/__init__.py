@@ -1,0 +1,2 @@
+"""Layer 5: running requests: prompts, plan, executor, measurement windows, load generator, result store,
+drift and memory probes, environment, calibration."""

@@ -1,0 +1,77 @@
+"""The measure stage of one runtime: its artifacts and plan, the measurement, the outputs (data/raw/<runtime>/).
+
+Rows accumulate in data/partial/<runtime>.jsonl while the stage runs (not a DVC out, so an interrupted run keeps
+them); a rerun with the same configuration resumes, and the finished stage writes Parquet.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from localbench.artifacts import catalog
+from localbench.core import environment
+from localbench.core.schema import REQUEST_SCHEMA, to_table
+from localbench.core.types import Artifact
+from localbench.measure.plan import plan_of, request_of
+from localbench.measure.session import Measurement, load_runtime
+from localbench.measure.store import ResultStore, config_key
+
+log = logging.getLogger("measure")
+
+
+def measure_runtime(name: str, cfg: dict, out: Path) -> None:
+    """data/raw/<name>/ (requests.parquet, extra.json, logs) for one runtime; rows accumulate in
+    data/partial/<name>.jsonl while it runs, so an interrupted run resumes."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    extra: dict = {"runtime": name}
+    rows: list[dict] = []
+    if not cfg["runtime"].get(name):
+        extra["skipped"] = f"runtime.{name} is false in this profile (select it with -S runtime=...)"
+    else:
+        settings = {**(cfg["engine"].get(name) or {}), "log_dir": str(out / "logs")}
+        runtime = load_runtime(name, settings)
+        # engine.<runtime>.workload / .load: per-runtime narrowing (e.g. fewer lengths for a slow backend)
+        wl = {**cfg["workload"], **(settings.get("workload") or {})}
+        load = {**cfg["load"], **(settings.get("load") or {})}
+        ok, failed = catalog.artifacts(runtime.formats, cfg["convert"])
+        if settings.get("quants"):     # engine.<runtime>.quants: measure only these of the converted artifacts
+            ok = [a for a in ok if a.quant in settings["quants"]]
+        if not runtime.formats:
+            ok = [Artifact(model=settings.get("model", cfg["model"]["name"]), format="server", quant="n/a",
+                           path=settings.get("base_url", ""))]
+        prompts = pd.read_parquet("data/prompts.parquet")
+        plan = plan_of(prompts, wl, name)
+        warmups = {int(p.target_tokens): request_of(p, wl)
+                   for p in prompts[prompts["workload"] == "warmup"].itertuples()}
+        if not plan:
+            raise SystemExit(f"measure@{name}: no prompts match lengths {wl['lengths']} and types {wl['types']}; "
+                             f"engine.{name}.workload must pick among workload.lengths/types")
+        key = config_key(settings, wl, load, [vars(a) for a in ok], failed,
+                         [(c.prompt_id, c.request.reuse_cache, c.quants, c.transports) for c in plan])
+        partial = Path("data/partial") / f"{name}.jsonl"
+        store = ResultStore(partial, key)
+        run = Measurement(runtime, store, environment.fingerprint(), wl, load, warmups)
+        for row in failed:
+            art = Artifact(row["model"], row["format"], row["quant"], row["path"] or "")
+            for transport in settings.get("transports", runtime.transports):
+                run.fail_all(art, transport, plan, "unavailable", f"conversion failed: {row['error']}")
+        run.run(ok, plan)
+        extra["probe"] = vars(run.probe)
+        extra["records"] = run.load_summaries
+        if run.probe.available and ok:
+            try:
+                extra["records"] += runtime.extra_measurements(ok, [c.request for c in plan], out)
+            except Exception as exc:  # noqa: BLE001 - the per-request rows stay valid
+                log.error("extra measurements failed: %s", exc)
+                extra["records_error"] = f"{type(exc).__name__}: {exc}"
+        rows = store.rows_with_drift()
+        extra["windows"] = store.windows
+    pq.write_table(to_table(rows, REQUEST_SCHEMA), out / "requests.parquet")
+    (out / "extra.json").write_text(json.dumps(extra, indent=2, default=str))
+    (Path("data/partial") / f"{name}.jsonl").unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Layer 8: the report: one module per section, figures, writers (Markdown, HTML)."""

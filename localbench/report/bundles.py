@@ -1,0 +1,60 @@
+"""The report's "Several machines" section: hosts, matched cells side by side, each host's roofline and serving.
+
+The data come from localbench.analysis.bundles; this module only lays them out.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from localbench.analysis.bundles import (
+    Bundle,
+    host_cells,
+    hosts_table,
+    matched,
+    serving,
+)
+from localbench.analysis.roofline import share
+from localbench.core.markdown import table
+
+SHOWN = ["runtime", "transport", "quant", "prompt_tokens", "max_tokens"]   # of the host cell key, what varies here
+
+
+def roofline_rows(bundle: Bundle) -> pd.DataFrame:
+    """One host's single-stream decode beside its roofline, one row per cell, for the report."""
+    s = host_cells(bundle)
+    if s.empty:
+        return s
+    return pd.DataFrame({
+        "runtime": s["runtime"], "transport": s["transport"], "quant": s["quant"], "prompt": s["prompt_tokens"],
+        "n": s["n"], "decode tok/s p50": s["decode_tps_p50"], "TTFT p50 (s)": s["ttft_p50_s"],
+        "memory": s["memory"], "ceiling tok/s (weights)": s["ceiling_tps"],
+        "% of ceiling": s["of_ceiling"].map(share),
+        "ceiling tok/s (weights + KV)": s["ceiling_kv_tps"], "% (weights + KV)": s["of_ceiling_kv"].map(share)})
+
+
+def section(bundles: list[Bundle]) -> str:
+    """The report's multi-host section (Markdown)."""
+    out = ["## Several machines: matched cells side by side\n"]
+    if not bundles:
+        return out[0] + "\n_No result bundles (results/<host>/) and no local rows._\n"
+    out += ["Each machine's numbers come from its own result bundle (`results/<host>/`, see README) or, for "
+            "this machine, from this run; its roofline is its own measured bandwidth over each artifact's bytes "
+            "(and, beside it, over weights plus the KV cache read at mid-answer).\n", table(hosts_table(bundles))]
+    m = matched(bundles)
+    out += ["### Matched single-stream cells (identical model, runtime, transport, quant, workload, prompt and "
+            "output length, cache reuse, concurrency 1)\n",
+            table(m[SHOWN + [c for c in m.columns if " · " in c]]
+                  .apply(lambda col: col.map(share) if col.name.endswith("% of roofline") else col))
+            if not m.empty
+            else "_No cell was measured on two or more hosts._\n"]
+    for b in bundles:
+        rows = roofline_rows(b)
+        out += [f"### {b.label}: decode beside its roofline\n", table(rows)]
+        sv = serving(b)
+        if not sv.empty:
+            out += [f"### {b.label}: closed-loop serving (output tok/s by concurrency)\n",
+                    table(sv.pivot_table(index=["runtime", "transport", "quant"], columns="concurrency",
+                                         values="output_throughput", aggfunc="first").reset_index()
+                          .rename(columns=lambda c: f"c={c}" if isinstance(c, (int, np.integer)) else c))]
+    return "\n".join(out)
