@@ -22,6 +22,11 @@ calibrate, measure@<runtime> on params.gpu.yaml, measure@llamacpp and @mlx again
 A step finished is marked done; a measure step cut by the budget resumes from its partial rows. Every call
 ends by packing the results bundle (results/<host>/: requests, summary, artifacts, calibration, roofline,
 manifest, extras, report) into $OUT/bundle.tar.gz, complete or not.
+
+What runs there besides the stages is code of its own, run from the unpacked code folder: the build
+(benchmarks/gpu/build_llamacpp.py, over localbench.builds.llamacpp), the copy-bandwidth check
+(`python -m localbench.core.hardware check`) and the bundle (benchmarks/gpu/bundle.py, over
+localbench.analysis.bundles.export_found).
 """
 from __future__ import annotations
 
@@ -109,32 +114,6 @@ def pack() -> None:
 
 
 # --------------------------------------------------------------------------------------------- device (there)
-BUILD_SCRIPT = """
-# llama.cpp tools + shared libraries (CMAKE_ARGS from the caller: CUDA, sm_90), then the in-process bindings:
-# pip-installed from the sdist without compiling llama.cpp again (offline: no build isolation), else the
-# sdist's llama_cpp package copied into site/ with the libraries in its lib/.
-import os, shutil, subprocess, sys, time
-from pathlib import Path
-from localbench.builds import llamacpp as b
-t0 = time.time()
-b.fetch_sdist()
-print("tools in", b.build_tools(), f"({time.time() - t0:.0f}s)", flush=True)
-env = {**os.environ, "CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"}
-r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-build-isolation",
-                    "--no-cache-dir", str(b.source_dir())], env=env)
-if r.returncode == 0 and b.installed_package():
-    print("bindings installed:", b.install_package())
-else:
-    pkg = Path(sys.argv[1]) / "llama_cpp"
-    shutil.copytree(b.source_dir() / "llama_cpp", pkg, dirs_exist_ok=True)
-    (pkg / "lib").mkdir(exist_ok=True)
-    for lib in b.package_libs(b.build_dir() / "bin"):
-        shutil.copy2(lib, pkg / "lib" / lib.name, follow_symlinks=False)
-    print("bindings: pip failed, the sdist's llama_cpp copied to", pkg)
-print(f"build done in {time.time() - t0:.0f}s")
-"""
-
-
 class Device:
     def __init__(self, budget_s: float, out: Path):
         self.t0 = time.monotonic()
@@ -255,7 +234,7 @@ class Device:
         if not (src / SDIST / "vendor" / "llama.cpp" / "CMakeLists.txt").exists():
             src.mkdir(parents=True, exist_ok=True)
             sh("tar", "xJf", wheels / "llama-src.tar.xz", "-C", src)
-            (src / f"{SDIST}.tar.gz").touch()     # llamacpp_build.fetch_sdist: present, so nothing is downloaded
+            (src / f"{SDIST}.tar.gz").touch()     # builds.llamacpp.fetch_sdist: present, so nothing is downloaded
         if not self.done("convert-mlx-4bit"):      # ran before the MLX artifacts existed: run again
             for f in ("measure-mlx", "artifacts"):
                 (self.done_dir / f).unlink(missing_ok=True)
@@ -273,8 +252,7 @@ class Device:
             return
         nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else "")
         cmake_args = CUDA_ARGS + (f" -DCMAKE_CUDA_COMPILER={nvcc}" if nvcc else "")
-        script = self.keep / "build_llamacpp.py"
-        script.write_text(BUILD_SCRIPT)
+        script = self.code / "benchmarks" / "gpu" / "build_llamacpp.py"
         log = open(self.keep / "build.log", "a")
         proc = subprocess.Popen(["bash", "-c", f'CMAKE_ARGS="{cmake_args}" {sys.executable} {script} {self.site}; '
                                  f'echo $? > {self.keep}/build.rc'],
@@ -311,28 +289,8 @@ class Device:
         """The device-to-device copy bandwidth (read + written bytes) and the roofline probe, side by side."""
         if self.done("bandwidth"):
             return
-        code = r"""
-import json, sys, torch
-from localbench.core import hardware
-n = 4 * 2**30 // 4
-a = torch.rand(n, device="cuda"); b = torch.empty_like(a)
-for _ in range(3): b.copy_(a)
-torch.cuda.synchronize()
-times = []
-for _ in range(20):
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record(); b.copy_(a); e.record(); e.synchronize(); times.append(s.elapsed_time(e) * 1e-3)
-times.sort()
-copy = {"bytes_moved": 2 * a.numel() * 4, "median_s": times[10], "best_s": times[0],
-        "gbps_median": 2 * a.numel() * 4 / times[10] / 1e9, "gbps_best": 2 * a.numel() * 4 / times[0] / 1e9}
-del a, b; torch.cuda.empty_cache()
-probe = {f"{mib}MiB": hardware.read_bandwidth("cuda", mib, 10) / 1e9 for mib in (512, 4096)}
-out = {"device": torch.cuda.get_device_name(0), "copy": copy, "probe_cuda_gbps": probe,
-       "probe_vs_copy": probe["4096MiB"] / copy["gbps_median"]}
-print(json.dumps(out, indent=1)); open(sys.argv[1], "w").write(json.dumps(out, indent=1))
-"""
         target = self.work / "bandwidth_check.json"
-        self.run("bandwidth", [sys.executable, "-c", code, target], check=False)
+        self.run("bandwidth", [sys.executable, "-m", "localbench.core.hardware", "check", target], check=False)
 
     def smi(self) -> None:
         q = "name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit,pstate,temperature.gpu"
@@ -401,44 +359,8 @@ print(json.dumps(out, indent=1)); open(sys.argv[1], "w").write(json.dumps(out, i
             subprocess.run([py, "stages/artifacts.py"], cwd=self.code, env=self.env, capture_output=True)
         if raw.exists():
             subprocess.run([py, "stages/aggregate.py"], cwd=self.code, env=self.env, capture_output=True)
-        code = r"""
-import json, sys, shutil, subprocess, glob, os
-from pathlib import Path
-import pandas as pd
-from localbench.core import environment
-work, keep = Path(sys.argv[1]), Path(sys.argv[2])
-def _version(name):
-    import importlib.metadata
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-m = environment.manifest()
-host = environment.fingerprint(m)
-dest = Path("bundle") / "results" / host
-shutil.rmtree("bundle", ignore_errors=True); dest.mkdir(parents=True)
-for src, name in (("data/requests.parquet", "requests.parquet"), ("data/summary.parquet", "summary.parquet"),
-                  ("data/artifacts.parquet", "artifacts.parquet"), ("data/calibration.parquet", "calibration.parquet"),
-                  ("data/roofline.json", "roofline_probe.json"), ("metrics/summary.json", "metrics_summary.json"),
-                  ("report/report.md", "report.md")):
-    if Path(src).exists(): shutil.copy2(src, dest / name)
-roof = json.loads(Path("data/roofline.json").read_text()) if Path("data/roofline.json").exists() else {}
-bw = work / "bandwidth_check.json"
-if bw.exists(): roof["check"] = json.loads(bw.read_text())
-(dest / "roofline.json").write_text(json.dumps(roof, indent=1))
-extras = [json.loads(p.read_text()) | {"folder": p.parent.name} for p in sorted(Path("data/raw").glob("*/extra.json"))]
-(dest / "extras.json").write_text(json.dumps(extras, indent=1, default=str))
-cfg = json.loads(Path("models/source/config.json").read_text()) if Path("models/source/config.json").exists() else {}
-m.update(host=host, commit=(keep / "ctl" / "commit").read_text().strip(), model_config=cfg,
-         nvidia_smi=(work / "nvidia_smi.csv").read_text() if (work / "nvidia_smi.csv").exists() else "",
-         wheel_sizes=json.loads((keep / "ctl" / "wheel_sizes.json").read_text()),
-         steps={p.name: p.read_text() for p in sorted((work / "done").iterdir())},
-         profiles=["gpu", "gpu-load"], extra_packages={n: v for n in ("llama_cpp_python", "mlx-cuda-13", "mlx", "mlx-lm", "omegaconf") if (v := _version(n))})
-(dest / "manifest.json").write_text(json.dumps(m, indent=1, default=str))
-print(host)
-"""
-        r = subprocess.run([py, "-c", code, self.work, self.keep], cwd=self.code, env=self.env, capture_output=True,
-                           text=True)
+        r = subprocess.run([py, "benchmarks/gpu/bundle.py", self.work, self.keep], cwd=self.code, env=self.env,
+                           capture_output=True, text=True)
         self.say(f"bundle: {r.stdout.strip()} {r.stderr.strip()[-800:]}")
         b = self.code / "bundle"
         if b.exists():

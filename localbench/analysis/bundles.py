@@ -11,6 +11,7 @@ A result bundle is one machine's results in a folder `results/<host>/` (the `hos
     extras.json          optional: each measure stage's extra.json (probes, llama-bench, load-sweep summaries)
 
 `python -m localbench.analysis.bundles export [DEST]` writes this machine's bundle from data/ (default results/);
+`export_found` writes one from whatever a run cut short has written (benchmarks/gpu/bundle.py, the lent GPU's);
 the report stage reads every bundle under results/ and shows, beside this machine's own data, the cells two
 or more hosts measured identically (model, runtime, transport, format, quant, workload, prompt tokens,
 max tokens, cache reuse, phase, concurrency): never an average over different populations.
@@ -198,17 +199,51 @@ def hosts_table(bundles: list[Bundle]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _extras(data: Path) -> list[dict]:
+    """Each measure stage's extra.json under data/raw/, with its folder's name."""
+    return [json.loads(p.read_text()) | {"folder": p.parent.name} for p in sorted((data / "raw").glob("*/extra.json"))]
+
+
 def export(dest: Path = RESULTS) -> Path:
     """This machine's bundle from the pipeline's outputs (data/, models/source/config.json)."""
     data = Path("data")
     requests = pd.read_parquet(data / "requests.parquet")
     roof = _read_json(data / "roofline.json", {})
-    extras = [json.loads(p.read_text()) | {"folder": p.parent.name} for p in sorted((data / "raw").glob("*/extra.json"))]
+    extras = _extras(data)
     calib = pd.read_parquet(data / "calibration.parquet") if (data / "calibration.parquet").exists() else None
     config = _read_json(Path("models/source/config.json"), None)
     bundle = local_bundle(requests, pd.read_parquet(data / "artifacts.parquet"), roof.get("memory_bandwidth_gbps", {}),
                           environment.manifest(), extras, calib, config)
     return write_bundle(bundle, dest)
+
+
+FOUND = (("data/requests.parquet", "requests.parquet"), ("data/summary.parquet", "summary.parquet"),
+         ("data/artifacts.parquet", "artifacts.parquet"), ("data/calibration.parquet", "calibration.parquet"),
+         ("data/roofline.json", "roofline_probe.json"), ("metrics/summary.json", "metrics_summary.json"),
+         ("report/report.md", "report.md"))
+
+
+def export_found(dest: Path = RESULTS, check: dict | None = None, manifest: dict | None = None) -> Path:
+    """This machine's bundle, dest/<fingerprint>/ (replaced whole), from whatever the pipeline has written so
+    far (a run cut short: the files in FOUND copied as they are when present), with roofline.json (the probe's
+    plus `check`, a copy bandwidth), extras.json, and manifest.json (the environment manifest, host,
+    model_config, then `manifest`'s keys)."""
+    m = environment.manifest()
+    host = environment.fingerprint(m)
+    out = Path(dest) / host
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for src, name in FOUND:
+        if Path(src).exists():
+            shutil.copy2(src, out / name)
+    roof = _read_json(Path("data/roofline.json"), {})
+    if check:
+        roof["check"] = check
+    (out / "roofline.json").write_text(json.dumps(roof, indent=1))
+    (out / "extras.json").write_text(json.dumps(_extras(Path("data")), indent=1, default=str))
+    m.update(host=host, model_config=_read_json(Path("models/source/config.json"), {}), **(manifest or {}))
+    (out / "manifest.json").write_text(json.dumps(m, indent=1, default=str))
+    return out
 
 
 if __name__ == "__main__":

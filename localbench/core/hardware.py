@@ -4,6 +4,8 @@ than the last-level cache, on all cores).
 
 The probe serves two callers: the roofline (`read_bandwidth`: the best of torch's and numpy's kernels, per device
 torch sees) and the drift probe around every measurement window (`probe`: numpy, median of a few products).
+On a CUDA host `python -m localbench.core.hardware check [OUT.json]` puts a device-to-device copy beside the
+probe (`copy_check`: the two should agree; benchmarks/gpu_run.py keeps it in the bundle's roofline.json).
 """
 from __future__ import annotations
 
@@ -138,3 +140,53 @@ def devices() -> list[str]:
 def measure_bandwidth(size_mib: int = 512, repeats: int = 5) -> dict[str, float]:
     """{memory: GB/s} for every device torch sees."""
     return {d: read_bandwidth(d, size_mib, repeats) / 1e9 for d in devices()}
+
+
+def copy_bandwidth(size_mib: int = 4096, repeats: int = 20) -> dict[str, float]:
+    """A CUDA device-to-device copy of `size_mib` MiB timed by CUDA events over `repeats` copies (after 3
+    warm-ups): bytes moved (read + written), median and best seconds, and their GB/s."""
+    import torch
+
+    a = torch.rand(size_mib * 2**20 // 4, device="cuda")
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        b.copy_(a)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3)
+    times.sort()
+    moved = 2 * a.numel() * a.element_size()
+    del a, b
+    torch.cuda.empty_cache()
+    median = times[len(times) // 2]
+    return {"bytes_moved": moved, "median_s": median, "best_s": times[0], "gbps_median": moved / median / 1e9,
+            "gbps_best": moved / times[0] / 1e9}
+
+
+def copy_check(copy_mib: int = 4096, probe_mib: tuple[int, ...] = (512, 4096), repeats: int = 10) -> dict:
+    """The CUDA copy bandwidth beside read_bandwidth's probe at each size (GB/s) and the ratio of the largest
+    probe to the copy's median (the copy's buffers are freed before the probe runs)."""
+    import torch
+
+    copy = copy_bandwidth(copy_mib)
+    probe_gbps = {f"{mib}MiB": read_bandwidth("cuda", mib, repeats) / 1e9 for mib in probe_mib}
+    return {"device": torch.cuda.get_device_name(0), "copy": copy, "probe_cuda_gbps": probe_gbps,
+            "probe_vs_copy": probe_gbps[f"{max(probe_mib)}MiB"] / copy["gbps_median"]}
+
+
+if __name__ == "__main__":
+    import json
+
+    if len(sys.argv) < 2 or sys.argv[1] != "check":
+        sys.exit("usage: python -m localbench.core.hardware check [OUT.json]   (CUDA: copy bandwidth beside the probe)")
+    result = json.dumps(copy_check(), indent=1)
+    print(result)
+    if len(sys.argv) > 2:
+        with open(sys.argv[2], "w") as f:
+            f.write(result)
