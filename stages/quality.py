@@ -2,47 +2,30 @@
 `quality-frontier` (beside size and decode speed: data/quality_frontier.parquet, plots/quality/)."""
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-import pandas as pd
-
 from localbench.config.params import params, setup_logging
-from localbench.quality import evaluate as quality
+from localbench.quality import evaluate as evaluation
+from localbench.quality import frontier as quality_frontier
+from localbench.report import quality_figure
 
 
 def evaluate() -> None:
     cfg = params("quality")["quality"]
-    provenance = Path("models/source/provenance.json")
-    source = json.loads(provenance.read_text()).get("source", "") if provenance.exists() else ""
-    artifacts = pd.read_parquet("data/artifacts.parquet").to_dict("records")
-    Path(".cache").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="quality-", dir=".cache") as work:   # the base file: ~150 MB a window
-        rows = quality.evaluate(artifacts, cfg, Path("models/source"), Path(work), source)
-    frame = quality.to_frame(rows)
+    frame, summary = evaluation.evaluate_artifacts(cfg, Path("data/artifacts.parquet"), Path("models/source"),
+                                                   Path(".cache"))   # the scratch base file: ~150 MB a window
     Path("data").mkdir(exist_ok=True)
     Path("metrics").mkdir(exist_ok=True)
     frame.to_parquet("data/quality.parquet", index=False)
-    summary = quality.metrics(frame) | ({"skipped": quality.SYNTHETIC_REASON} if source == "synthetic" else {})
     Path("metrics/quality.json").write_text(json.dumps(summary, indent=1))
 
 
 def frontier() -> None:
     cfg = params("quality")["quality"]
-    requests = Path("data/requests.parquet")
-    frame = quality.frontier(pd.read_parquet("data/quality.parquet"), pd.read_parquet("data/artifacts.parquet"),
-                             pd.read_parquet(requests) if requests.exists() else None, cfg)
+    frame = quality_frontier.frontier_table(cfg, Path("data/quality.parquet"), Path("data/artifacts.parquet"),
+                                            Path("data/requests.parquet"))
     frame.to_parquet("data/quality_frontier.parquet", index=False)
-    out = Path("plots/quality")
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*"):
-        old.unlink()
-    cols = ["runtime", "format", "quant", "size_mib", "bits_per_weight", "ppl", "delta_ppl", "kld_mean", "kld_p99",
-            "top1", "decode_tps", "pareto"]
-    ok = frame[frame["status"] == "ok"]
-    ok.assign(artifact=ok["runtime"] + "/" + ok["quant"])[["artifact", *cols]].to_csv(out / "frontier.csv",
-                                                                                      index=False)
-    quality.figure(frame, out / "frontier.png", dpi=int((cfg.get("figure") or {}).get("dpi", 120)))
+    quality_figure.write(frame, Path("plots/quality"), cfg)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pandas as pd
 from localbench.analysis import bundles as compare
 from localbench.config.params import params
 from localbench.core import environment
-from localbench.quality import evaluate as quality
+from localbench.report import quality
 from localbench.report.render import render
 
 if __name__ == "__main__":

@@ -11,8 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from localbench.analysis import claims
 from localbench.builds import llamacpp as llamacpp_build
-from localbench.quality import evaluate as quality
+from localbench.quality import backends, frontier
+from localbench.quality import evaluate as evaluation
+from localbench.quality.logits import BaseFile, Scores, encode_logprobs
+from localbench.report import quality as quality_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = yaml.safe_load((ROOT / "conf/quality/default.yaml").read_text())
@@ -66,8 +70,8 @@ def artifacts(tiny_hf_dir) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def evaluated(artifacts, tiny_hf_dir, tmp_path_factory) -> pd.DataFrame:
-    rows = quality.evaluate(artifacts, TINY, tiny_hf_dir, tmp_path_factory.mktemp("work"))
-    return quality.to_frame(rows).set_index(["runtime", "format", "quant"])
+    rows = evaluation.evaluate(artifacts, TINY, tiny_hf_dir, tmp_path_factory.mktemp("work"))
+    return evaluation.to_frame(rows).set_index(["runtime", "format", "quant"])
 
 
 @needs_build
@@ -95,7 +99,7 @@ def test_cross_runtime_hf_and_gguf_f16_agree(evaluated):
     f16 = evaluated.loc[("llamacpp", "gguf", "F16")]
     assert abs(f16["ppl"] / f16["ppl_ref"] - 1) < CFG["cross_runtime_tolerance"]
     assert f16["kld_mean"] < 2e-3 and f16["top1"] > 0.97
-    check = quality.cross_runtime(evaluated.reset_index(), CFG["cross_runtime_tolerance"])
+    check = frontier.cross_runtime(evaluated.reset_index(), CFG["cross_runtime_tolerance"])
     assert len(check) and (check["verdict"] == "agree").all()
 
 
@@ -114,17 +118,18 @@ def test_mlx_bf16_agrees_with_the_reference(evaluated):
 @needs_build
 def test_gguf_reference_written_by_llama_perplexity(artifacts, tiny_hf_dir, tmp_path):
     ggufs = [a for a in artifacts if a["format"] == "gguf"]
-    frame = quality.to_frame(quality.evaluate(ggufs, {**TINY, "reference": ["gguf/F16"]}, tiny_hf_dir, tmp_path))
+    frame = evaluation.to_frame(evaluation.evaluate(ggufs, {**TINY, "reference": ["gguf/F16"]}, tiny_hf_dir,
+                                                    tmp_path))
     f16, q8 = (frame[(frame["runtime"] == "llamacpp") & (frame["quant"] == q)].iloc[0] for q in ("F16", "Q8_0"))
     assert f16["reason"] == "reference" and f16["kld_mean"] == 0
     assert 0 < q8["kld_mean"] < 0.05 and abs(q8["ppl"] / f16["ppl"] - 1) < 0.03
 
 
 def test_synthetic_source_gives_no_rows(tmp_path):
-    rows = quality.evaluate([{"format": "gguf", "quant": "F16", "status": "ok", "path": "x"}], TINY, tmp_path,
-                            tmp_path, source="synthetic")
+    rows = evaluation.evaluate([{"format": "gguf", "quant": "F16", "status": "ok", "path": "x"}], TINY, tmp_path,
+                               tmp_path, source="synthetic")
     assert rows == []
-    assert "synthetic" in quality.section(quality.to_frame(rows), {**CFG, "source": "synthetic"})
+    assert "synthetic" in quality_report.section(evaluation.to_frame(rows), {**CFG, "source": "synthetic"})
 
 
 def test_base_file_round_trip_matches_llamacpp_semantics(tmp_path):
@@ -132,19 +137,19 @@ def test_base_file_round_trip_matches_llamacpp_semantics(tmp_path):
     logits = rng.normal(0, 3, size=(6, 101)).astype(np.float32)
     logits[0, 5] = 40.0                                    # a peaked row: most entries fall below the floor
     path = tmp_path / "base.kld"
-    quality.BaseFile.write(path, 14, 101, list(range(28)), [quality.encode_logprobs(logits)])
-    base = quality.BaseFile(path)
+    BaseFile.write(path, 14, 101, list(range(28)), [encode_logprobs(logits)])
+    base = BaseFile(path)
     assert (base.n_ctx, base.n_vocab, base.n_chunk, base.per_window) == (14, 101, 1, 6)
     assert base.tokens == list(range(14))
     exact = logits - np.log(np.exp(logits.astype(np.float64)).sum(axis=1, keepdims=True))
     got = base.window(0)
     kept = exact > exact.max(axis=1, keepdims=True) - 16
     assert np.abs(got - exact)[kept].max() < 1e-3          # 16 nats over 65535 steps
-    scores = quality.Scores([], [], [])
+    scores = Scores([], [], [])
     scores.add(logits, np.arange(6), got)                  # the reference against itself
     s = scores.summary()
     assert s["kld_mean"] < 1e-5 and s["top1"] == 1.0       # quantization noise only
-    shifted = quality.Scores([], [], [])
+    shifted = Scores([], [], [])
     shifted.add(logits * 0.5, np.arange(6), got)
     assert shifted.summary()["kld_mean"] > 0.01
 
@@ -172,23 +177,28 @@ def frame(**overrides) -> pd.DataFrame:
 
 def test_pareto_front():
     f = frame(Q8_0={"decode_tps": 9.0})                     # Q8_0 now slower and worse than F16: dominated
-    assert f.assign(p=quality.pareto(f["decode_tps"], f["kld_mean"])).set_index("quant")["p"].to_dict() == \
+    assert f.assign(p=frontier.pareto(f["decode_tps"], f["kld_mean"])).set_index("quant")["p"].to_dict() == \
         {"fp32": True, "F16": True, "Q8_0": False, "Q4_K_M": True}
 
 
+def claim_rows(quality: pd.DataFrame, cfg: dict) -> list[dict]:
+    """The quality claim's rows as the registry judges them (localbench.analysis.claims)."""
+    return claims.check_all(None, quality=quality, cfg=cfg).to_dict("records")
+
+
 def test_claim_verdicts_follow_thresholds():
-    verdicts = {r["claim"].split("/")[-1]: r["verdict"] for r in quality.claim_rows(frame(), CFG)}
+    verdicts = {r["claim"].split("/")[-1]: r["verdict"] for r in claim_rows(frame(), CFG)}
     assert verdicts == {"Q8_0": "supported", "Q4_K_M": "contradicted"}     # ΔPPL 6 %, top-1 88 %
-    slower = {r["claim"].split("/")[-1]: r["verdict"] for r in quality.claim_rows(frame(Q8_0={"decode_tps": 1.0}), CFG)}
+    slower = {r["claim"].split("/")[-1]: r["verdict"] for r in claim_rows(frame(Q8_0={"decode_tps": 1.0}), CFG)}
     assert slower["Q8_0"] == "contradicted"                 # no loss, but no efficiency gain either
-    assert quality.claim_rows(frame().iloc[:2], CFG)[0]["verdict"] == "not testable here"
+    assert claim_rows(frame().iloc[:2], CFG)[0]["verdict"] == "not testable here"
 
 
 def test_cross_runtime_flags_a_disagreement():
-    bad = quality.cross_runtime(frame(F16={"ppl": 10.5}), 0.01)
+    bad = frontier.cross_runtime(frame(F16={"ppl": 10.5}), 0.01)
     assert bad.set_index("check").loc["llamacpp gguf/F16 vs hf/fp32", "verdict"] == "DISAGREE"
-    md = quality.section(frame(F16={"ppl": 10.5}).assign(text_sha256="ab" * 32, text_pinned=True, windows=4,
-                                                         n_ctx=512, tokens_scored=1020, ids_match=True), CFG)
+    md = quality_report.section(frame(F16={"ppl": 10.5}).assign(text_sha256="ab" * 32, text_pinned=True, windows=4,
+                                                                n_ctx=512, tokens_scored=1020, ids_match=True), CFG)
     assert "DISAGREE" in md and "Disagreement" in md and "Q4_K_M" in md and "contradicted" in md
 
 
@@ -201,9 +211,9 @@ Maximum KLD:   1.500000
 99.9%   KLD:   0.900000
 99.0%   KLD:   0.250000
 Same top p: 95.123 ± 0.456 %"""
-    got = quality.parse_kld(out)
+    got = backends.parse_kld(out)
     assert got == {"ppl": 12.345678, "ppl_base": 12.3, "kld_mean": 0.012345, "kld_max": 1.5, "kld_p99": 0.25,
                    "top1": pytest.approx(0.95123)}
     with pytest.raises(RuntimeError, match="no 'ppl'"):
-        quality.parse_kld("nothing")
-    assert math.isclose(quality.parse_final_ppl("Final estimate: PPL = 9.8765 +/- 0.1"), 9.8765)
+        backends.parse_kld("nothing")
+    assert math.isclose(backends.parse_final_ppl("Final estimate: PPL = 9.8765 +/- 0.1"), 9.8765)

@@ -3,6 +3,11 @@
 A claim function gets the request rows and returns (verdict, evidence) with verdict "supported" or
 "contradicted", or raises NotTestable. A comparative claim is judged only on matched cells that at least
 two runtimes measured (localbench.analysis.cells.common); missing or NaN data is "not testable here", never a verdict.
+
+A claim judged on another stage's frame instead of the request rows is registered with `@frame_claim(text,
+threshold, data)`: its function gets that frame and the config block holding its thresholds and returns one
+{claim, verdict, evidence} row per unit it judges (e.g. per quantized artifact); `check_all(rows, quality=frame,
+cfg=...)` judges it when its frame is given.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import pandas as pd
 
 from localbench.analysis.cells import MATCH, cold_unique, common, single_stream
 from localbench.analysis.longctx import extra_of, kv_columns
+from localbench.quality.frontier import FULL_PRECISION, full_precision
 from localbench.workload.prompts import can_hit
 
 
@@ -36,6 +42,27 @@ def claim(text: str, threshold: str):
     """Register a claim function under the study's wording and its stated threshold."""
     def register(fn):
         CLAIMS.append(Claim(text, threshold, fn))
+        return fn
+    return register
+
+
+@dataclass(frozen=True)
+class FrameClaim:
+    """A claim judged on another stage's frame (`data`: the check_all keyword that carries it), one row per unit:
+    judge(frame, cfg) returns [{claim, verdict, evidence}] or raises NotTestable."""
+    text: str
+    threshold: str
+    data: str
+    judge: Callable[[pd.DataFrame, dict], list[dict]]
+
+
+FRAME_CLAIMS: list[FrameClaim] = []
+
+
+def frame_claim(text: str, threshold: str, data: str):
+    """Register a claim judged on the frame passed to check_all as `data` (e.g. "quality")."""
+    def register(fn):
+        FRAME_CLAIMS.append(FrameClaim(text, threshold, data, fn))
         return fn
     return register
 
@@ -272,10 +299,53 @@ def torch_ooms(rows):
                             f"{top['peak_rss_bytes'] / 2**30:.1f} GiB (the paper's cap is MPS's 4 GB per tensor)")
 
 
-def check_all(rows: pd.DataFrame, extra: list[Claim] = ()) -> pd.DataFrame:
-    """Every registered claim (plus `extra`) judged on `rows`: claim, threshold, verdict, evidence."""
+QUALITY_CLAIM = "Quantization improves efficiency without noticeable accuracy loss"
+
+
+@frame_claim(QUALITY_CLAIM,
+             "per quantized artifact, against the reference: ΔPPL < quality.claim.max_delta_ppl and top-1 agreement "
+             "> quality.claim.min_top1 (no noticeable loss); fewer bits per weight and, where decode was measured "
+             "for both in one runtime, faster decode than its format's full precision (efficiency)", "quality")
+def quantization_keeps_accuracy(frame: pd.DataFrame, cfg: dict) -> list[dict]:
+    """`frame`: the quality frontier (data/quality_frontier.parquet); `cfg`: the quality params block, whose
+    `claim` holds the thresholds (defaults: ΔPPL < 2 %, top-1 > 90 %)."""
+    thr = cfg.get("claim") or {}
+    max_dppl, min_top1 = float(thr.get("max_delta_ppl", 0.02)), float(thr.get("min_top1", 0.90))
+    ok = frame[frame["status"] == "ok"] if len(frame) else frame
+    quants = ok[~full_precision(ok)] if len(ok) else ok
+    if quants.empty:
+        raise NotTestable("no quantized artifact with quality numbers (synthetic weights or none converted)")
+    ref = ok[ok["reason"] == "reference"]
+    ref_bpw = float(ref["bits_per_weight"].iloc[0]) if len(ref) and "bits_per_weight" in ref else float("nan")
     out = []
-    for c in [*CLAIMS, *extra]:
+    for r in quants.itertuples():
+        full = ok[(ok["format"] == r.format) & ok["quant"].isin(FULL_PRECISION.get(r.format, ()))]
+        base_tps = full["decode_tps"].max() if "decode_tps" in full and len(full) else float("nan")
+        loss_ok = r.delta_ppl < max_dppl and r.top1 > min_top1
+        smaller = bool(r.bits_per_weight < ref_bpw) if not math.isnan(ref_bpw) else None
+        faster = bool(r.decode_tps > base_tps) if not (pd.isna(r.decode_tps) or pd.isna(base_tps)) else None
+        evidence = (f"ΔPPL {r.delta_ppl:+.2%} (threshold < {max_dppl:.0%}), top-1 {r.top1:.1%} (> {min_top1:.0%}), "
+                    f"KLD {r.kld_mean:.4f}; {r.bits_per_weight:.2f} vs {ref_bpw:.2f} bits/weight"
+                    + (f"; decode {r.decode_tps:.1f} vs {base_tps:.1f} tok/s ({r.format} full precision)"
+                       if faster is not None else "; decode not measured in a shared cell"))
+        if not loss_ok or smaller is False or faster is False:
+            verdict = "contradicted"
+        elif smaller is None:
+            verdict = "not testable here"
+        else:
+            verdict = "supported"
+        out.append({"claim": f"{QUALITY_CLAIM}: {r.runtime} {r.format}/{r.quant}", "verdict": verdict,
+                    "evidence": evidence})
+    return out
+
+
+def check_all(rows: pd.DataFrame | None, extra: list[Claim] = (), *, quality: pd.DataFrame | None = None,
+              cfg: dict | None = None) -> pd.DataFrame:
+    """Every registered claim judged: claim, threshold, verdict, evidence. The request-row claims (plus `extra`)
+    on `rows` (skipped when None); each frame claim on its frame when given (`quality`: the quality frontier,
+    with `cfg` the quality params block), one row per unit it judges."""
+    out = []
+    for c in [*CLAIMS, *extra] if rows is not None else []:
         try:
             verdict, evidence = c.judge(rows)
         except NotTestable as exc:
@@ -283,4 +353,17 @@ def check_all(rows: pd.DataFrame, extra: list[Claim] = ()) -> pd.DataFrame:
         except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
             verdict, evidence = "not testable here", f"not enough data ({type(exc).__name__}: {exc})"
         out.append({"claim": c.text, "threshold": c.threshold, "verdict": verdict, "evidence": evidence})
-    return pd.DataFrame(out)
+    frames = {"quality": quality}
+    for fc in FRAME_CLAIMS:
+        if frames.get(fc.data) is None:
+            continue
+        try:
+            units = fc.judge(frames[fc.data], cfg or {})
+        except NotTestable as exc:
+            units = [{"claim": fc.text, "verdict": "not testable here", "evidence": str(exc)}]
+        except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
+            units = [{"claim": fc.text, "verdict": "not testable here",
+                      "evidence": f"not enough data ({type(exc).__name__}: {exc})"}]
+        out += [{"claim": u["claim"], "threshold": fc.threshold, "verdict": u["verdict"], "evidence": u["evidence"]}
+                for u in units]
+    return pd.DataFrame(out, columns=["claim", "threshold", "verdict", "evidence"])

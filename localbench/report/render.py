@@ -141,7 +141,7 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         table(tables.drift_table(extras, cfg["drift_tolerance"])),
         "## Extra measurements\n", extra_tables(extras),
         longctx.section(rows, extras, figures),
-        cfg.get("quality") or "",                    # quality.section(): stages/report.py passes the Markdown
+        cfg.get("quality") or "",        # localbench.report.quality.section(): stages/report.py passes it
         "## Claims of the paper, checked on this machine\n", table(claims.check_all(rows)),
         "## Harness self-calibration\n", calibration_section(calib),
         "## Failed, unavailable, unsupported and flagged requests\n", table(tables.failures(rows)),
