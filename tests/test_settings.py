@@ -102,3 +102,47 @@ def test_malformed_yaml_is_one_line(tmp_path):
     done = run_in(tmp_path, [str(ROOT / "stages/download.py")], "workload: [unclosed\n")
     assert done.returncode == 1 and done.stderr.startswith("params.yaml: cannot be read:")
     assert done.stderr.count("\n") <= 1 and "Traceback" not in done.stderr
+
+
+def test_engine_models_hold_every_default_and_the_conf_agrees():
+    """Each runtime's settings model (named in the registry) builds with no arguments; its defaults are what
+    conf/engine/<runtime>.yaml gives, except `transports` (default: every one the runtime offers; a profile picks)
+    and the endpoint's extra_body (none unless given)."""
+    from localbench.config.registry import RUNTIMES
+    from localbench.runtimes import registry
+
+    classes = registry()
+    for name, entry in RUNTIMES.items():
+        defaults = entry.settings().model_dump()
+        conf = yaml.safe_load((ROOT / "conf/engine" / f"{name}.yaml").read_text())
+        assert {k: v for k, v in conf.items() if defaults[k] != v and k not in ("transports", "extra_body")} == {}
+        assert classes[name].transports == entry.transports == tuple(defaults["transports"])
+        assert set(conf["transports"]) <= set(entry.transports), name
+        assert classes[name].settings_model is entry.settings
+
+
+def test_runtimes_receive_typed_settings():
+    """A runtime gets its typed model: from a dict of some keys (the rest defaults) or one validated already."""
+    from localbench.config.engines import LlamacppEngine
+    from localbench.config.params import engine_settings
+    from localbench.runtimes import runtime_class
+
+    llamacpp = runtime_class("llamacpp")
+    runtime = llamacpp({"n_ctx": 512})
+    assert isinstance(runtime.settings, LlamacppEngine)
+    assert (runtime.settings.n_ctx, runtime.settings.n_batch, runtime.settings.transports) == \
+        (512, 2048, ["inprocess", "server"])
+    settings = engine_settings("llamacpp", PARAMS)
+    assert llamacpp(settings).settings is settings and settings.n_ctx == PARAMS["engine"]["llamacpp"]["n_ctx"]
+    assert engine_settings("mlx", PARAMS).workload_over(PARAMS["workload"]) == \
+        {**PARAMS["workload"], **(PARAMS["engine"]["mlx"].get("workload") or {})}
+
+
+def test_engine_settings_error_is_one_line():
+    from localbench.config.params import engine_settings
+
+    with pytest.raises(SystemExit) as err:
+        engine_settings("llamacpp", broken("engine.llamacpp.n_ctx", "big"))
+    assert str(err.value) == \
+        "params.yaml: engine.llamacpp.n_ctx = 'big' is not allowed: a whole number (conf/engine/)"
+    assert str(err.value) == validate(broken("engine.llamacpp.n_ctx", "big"))

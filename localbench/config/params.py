@@ -2,14 +2,19 @@
 
 Importing this module sets the pipeline's private environment (localbench.config.privacy). `params()` validates
 the whole file against localbench.config.schema before returning any of it, so a wrong value stops the
-first stage that starts, in one line.
+first stage that starts, in one line. `engine_settings(name, cfg)` gives one runtime's engine.<name> as the typed
+settings model its runtime receives (localbench.config.engines).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from localbench.config import privacy
+
+if TYPE_CHECKING:
+    from localbench.config.engines import Engine
 
 privacy.apply()
 
@@ -49,6 +54,13 @@ def params(*keys: str) -> dict:
     if missing:
         raise SystemExit(f"params.yaml has no {missing}; recompose it from conf/ (`dvc exp run`)")
     return {k: cfg[k] for k in keys}
+
+
+def engine_settings(name: str, cfg: dict) -> Engine:
+    """engine.<name> of `cfg` (params.yaml's sections) as runtime <name>'s typed settings, every default filled
+    in; SystemExit with one line when it breaks the schema."""
+    from localbench.config.schema import engine
+    return engine(name, (cfg.get("engine") or {}).get(name))
 
 
 def setup_logging() -> None:

@@ -3,7 +3,8 @@
 `validate(cfg)` returns None or ONE line naming the key, the value and what is allowed, e.g.
 `params.yaml: workload.trials = 'abc' is not allowed: a whole number (conf/workload/)`. Unknown keys are
 errors (a typo in an SLO name would otherwise be ignored). The quality and report groups, whose stages
-are still growing keys, accept extra keys; every other group is closed.
+are still growing keys, accept extra keys; every other group is closed. The engine.<runtime> models live in
+localbench.config.engines (`engine(name, section)` returns one as the runtime receives it).
 """
 from __future__ import annotations
 
@@ -18,12 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from localbench.config.engines import Closed, Device, Engine, Transport, WorkloadType
 from localbench.config.registry import RUNTIMES
-
-
-class Closed(BaseModel):
-    """A conf group (or part of one) whose keys are exactly these."""
-    model_config = ConfigDict(extra="forbid")
 
 
 class Open(BaseModel):
@@ -77,148 +74,15 @@ class Model(Closed):
 
 # --- runtime / engine ---------------------------------------------------------------------------------------
 Runtimes = create_model("Runtimes", __base__=Closed, **{name: (bool, ...) for name in RUNTIMES})   # runtime.<name>
-
-
-class WorkloadNarrowing(Closed):
-    """engine.<runtime>.workload: a subset of the workload for one runtime."""
-    types: Optional[list[Literal["unique", "prefix", "code", "chat"]]] = None
-    lengths: Optional[list[int]] = None
-    trials: Optional[int] = Field(default=None, gt=0)
-    warmup: Optional[int] = Field(default=None, ge=0)
-    max_tokens: Optional[int] = Field(default=None, gt=0)
-    timeout_s: Optional[float] = Field(default=None, gt=0)
-    max_prompt_tokens: Optional[int] = Field(default=None, gt=0)
-    window_warmup_max_tokens: Optional[int] = Field(default=None, ge=0)
-    warmup_max_tokens: Optional[int] = Field(default=None, gt=0)   # the session warm-up's output tokens
-
-
-class LoadNarrowing(Closed):
-    """engine.<runtime>.load: a lighter load sweep for one runtime."""
-    enabled: Optional[bool] = None
-    quants: Optional[list[str]] = None
-    concurrency: Optional[list[int]] = None
-    closed_requests: Optional[int] = Field(default=None, gt=0)
-    rates: Optional[list[float]] = None
-    open_requests: Optional[int] = Field(default=None, gt=0)
-    duration_s: Optional[float] = Field(default=None, gt=0)
-    warmup: Optional[int] = Field(default=None, ge=0)
-    max_tokens: Optional[int] = Field(default=None, gt=0)
-
-
-Transport = Literal["inprocess", "server", "openai", "inprocess-rotating"]
-Device = Literal["auto", "cuda", "mps", "cpu", "metal", "vulkan"]
-
-
-class Engine(Closed):
-    quants: list[str] = []
-    transports: list[Transport] = Field(min_length=1)
-    transport_quants: dict[Transport, list[str]] = {}    # a transport measured on these quants only
-    workload: Optional[WorkloadNarrowing] = None
-    load: Optional[LoadNarrowing] = None
-
-
-class TorchEngine(Engine):
-    device: Device = "auto"
-    threads: int = Field(default=0, ge=0)
-    rope_scaling: Optional[dict[str, Any]] = None     # e.g. {rope_type: yarn, factor: 4, original_max_position_embeddings: 32768}
-
-
-class LlamacppEngine(Engine):
-    n_threads: int = Field(ge=0)
-    n_ctx: int = Field(gt=0)
-    n_batch: int = Field(gt=0)
-    n_ubatch: int = Field(gt=0)
-    flash_attn: bool
-    n_gpu_layers: int = Field(ge=0)
-    parallel: int = Field(gt=0)
-    server_ready_timeout_s: float = Field(gt=0)
-    request_timeout_s: float = Field(gt=0)
-    bench_repetitions: int = Field(ge=0)
-    bench_timeout_s: float = Field(gt=0)
-    bench_max_prompt_tokens: Optional[int] = Field(default=None, ge=0)
-    rope_scaling: Optional[Literal["none", "linear", "yarn"]] = None
-    rope_scale: Optional[float] = Field(default=None, gt=0)
-    yarn_orig_ctx: Optional[int] = Field(default=None, gt=0)
-    log_dir: str
-
-
-class MlxEngine(Engine):
-    group_size: int = Field(gt=0)
-    max_kv_size: Optional[int] = Field(default=None, gt=0)
-    rotating_kv_size: int = Field(default=4096, gt=0)    # the window of the `inprocess-rotating` transport
-    prefill_step_size: int = Field(gt=0)
-    decode_concurrency: int = Field(gt=0)
-    prompt_concurrency: int = Field(gt=0)
-    server_prompt_cache_size: int = Field(ge=0)
-    server_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-    server_args: list[str] = []
-    ready_timeout_s: float = Field(gt=0)
-    request_timeout_s: float = Field(gt=0)
-    log_dir: str
-    hf_hub_cache: Optional[str] = None
-    prompt_cache_dir: Optional[str] = None
-    prompt_cache_quants: list[str] = []
-    prompt_cache_keep: bool = False
-    prompt_cache_prefix_tokens: int = Field(gt=0)
-    prompt_cache_suffix_tokens: int = Field(gt=0)
-    prompt_cache_trials: int = Field(gt=0)
-    prompt_cache_max_tokens: int = Field(gt=0)
-
-
-class OllamaEngine(Engine):
-    binary: str = ""
-    launch: bool = True
-    host: str
-    models_dir: str
-    keep_models: bool = False
-    keep_alive: str
-    num_ctx: int = Field(gt=0)
-    num_parallel: int = Field(gt=0)
-    num_thread: int = Field(ge=0)
-    num_batch: int = Field(gt=0)
-    flash_attention: bool
-    debug: bool = True
-    request_timeout_s: float = Field(gt=0)
-    ready_timeout_s: float = Field(gt=0)
-
-
-class MlcEngine(Engine):
-    device: Device = "auto"
-    mode: Literal["local", "interactive", "server"] = "local"
-    request_timeout_s: float = Field(gt=0)
-    ready_timeout_s: float = Field(gt=0)
-
-
-class EndpointEngine(Engine):
-    base_url: str = ""
-    model: str = ""
-    extra_body: Optional[dict[str, Any]] = None
-    request_timeout_s: float = Field(gt=0)
-
-
-class ReferenceEngine(Engine):
-    protocol: Literal["openai", "ollama"] = "openai"
-    ttft_ms: float = Field(ge=0)
-    itl_ms: float = Field(ge=0)
-    tokens: int = Field(gt=0)
-    request_timeout_s: float = Field(gt=0)
-
-
-class Engines(Closed):
-    torch: TorchEngine
-    llamacpp: LlamacppEngine
-    mlx: MlxEngine
-    ollama: OllamaEngine
-    mlc: MlcEngine
-    endpoint: EndpointEngine
-    reference: ReferenceEngine
+# engine.<name>: each runtime's settings model (localbench.config.engines), as the registry names it
+Engines = create_model("Engines", __base__=Closed, **{name: (e.settings, ...) for name, e in RUNTIMES.items()})
 
 
 # --- workload / load / calibration -------------------------------------------------------------------------
 class Slice(Closed):
     """workload.slices[]: extra cells beside the main plan (types x lengths), optionally for some runtimes,
     quants and transports only (e.g. the default profile's small long-context slice)."""
-    types: list[Literal["unique", "prefix", "code", "chat"]] = Field(min_length=1)
+    types: list[WorkloadType] = Field(min_length=1)
     lengths: list[int] = Field(min_length=1)
     trials: Optional[int] = Field(default=None, gt=0)
     runtimes: list[str] = []
@@ -228,7 +92,7 @@ class Slice(Closed):
 
 
 class Workload(Closed):
-    types: list[Literal["unique", "prefix", "code", "chat"]] = Field(min_length=1)
+    types: list[WorkloadType] = Field(min_length=1)
     lengths: list[int] = Field(min_length=1)
     per_length: int = Field(gt=0)
     chat_turns: int = Field(gt=0)
@@ -238,7 +102,7 @@ class Workload(Closed):
     trials: int = Field(gt=0)
     warmup: int = Field(ge=0)
     timeout_s: float = Field(gt=0)
-    cache_reuse: list[Literal["unique", "prefix", "code", "chat"]] = []
+    cache_reuse: list[WorkloadType] = []
     prefix_prompts: int = Field(default=2, gt=0)   # prefix-heavy prompts sharing one prefix, per length
     reuse_baseline: bool = False          # also run every cache-reuse cell with reuse off (its matched baseline)
     slices: list[Slice] = []
@@ -430,3 +294,15 @@ def all_errors(cfg: dict) -> list[str]:
     except ValidationError as exc:
         return [_line(e) for e in exc.errors()]
     return []
+
+
+def engine(name: str, section: dict | None) -> Engine:
+    """engine.<name> (a dict from params.yaml) as its runtime's typed settings; SystemExit with one line (as
+    `validate` words it) when it breaks the schema."""
+    try:
+        return RUNTIMES[name].settings.model_validate(section or {})
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (+{len(errors) - 1} more: python -m localbench.config.check)" if len(errors) > 1 else ""
+        first = {**errors[0], "loc": ("engine", name, *errors[0]["loc"])}
+        raise SystemExit(_line(first) + more) from None

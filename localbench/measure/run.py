@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from localbench.artifacts import catalog
+from localbench.config.params import engine_settings
 from localbench.core import environment
 from localbench.core.schema import REQUEST_SCHEMA, to_table
 from localbench.core.types import Artifact
@@ -34,17 +35,17 @@ def measure_runtime(name: str, cfg: dict, out: Path) -> None:
     if not cfg["runtime"].get(name):
         extra["skipped"] = f"runtime.{name} is false in this profile (select it with -S runtime=...)"
     else:
-        settings = {**(cfg["engine"].get(name) or {}), "log_dir": str(out / "logs")}
+        settings = engine_settings(name, cfg).model_copy(update={"log_dir": str(out / "logs")})
         runtime = load_runtime(name, settings)
         # engine.<runtime>.workload / .load: per-runtime narrowing (e.g. fewer lengths for a slow backend)
-        wl = {**cfg["workload"], **(settings.get("workload") or {})}
-        load = {**cfg["load"], **(settings.get("load") or {})}
+        wl = settings.workload_over(cfg["workload"])
+        load = settings.load_over(cfg["load"])
         ok, failed = catalog.artifacts(runtime.formats, cfg["convert"])
-        if settings.get("quants"):     # engine.<runtime>.quants: measure only these of the converted artifacts
-            ok = [a for a in ok if a.quant in settings["quants"]]
-        if not runtime.formats:
-            ok = [Artifact(model=settings.get("model", cfg["model"]["name"]), format="server", quant="n/a",
-                           path=settings.get("base_url", ""))]
+        if settings.quants:     # engine.<runtime>.quants: measure only these of the converted artifacts
+            ok = [a for a in ok if a.quant in settings.quants]
+        if not runtime.formats:     # a server without artifacts: the endpoint's model and URL (else the model's name)
+            ok = [Artifact(model=getattr(settings, "model", cfg["model"]["name"]), format="server", quant="n/a",
+                           path=getattr(settings, "base_url", ""))]
         prompts = pd.read_parquet("data/prompts.parquet")
         plan = plan_of(prompts, wl, name)
         warmups = {int(p.target_tokens): request_of(p, wl)
@@ -52,14 +53,14 @@ def measure_runtime(name: str, cfg: dict, out: Path) -> None:
         if not plan:
             raise SystemExit(f"measure@{name}: no prompts match lengths {wl['lengths']} and types {wl['types']}; "
                              f"engine.{name}.workload must pick among workload.lengths/types")
-        key = config_key(settings, wl, load, [vars(a) for a in ok], failed,
+        key = config_key(settings.model_dump(mode="json"), wl, load, [vars(a) for a in ok], failed,
                          [(c.prompt_id, c.request.reuse_cache, c.quants, c.transports) for c in plan])
         partial = Path("data/partial") / f"{name}.jsonl"
         store = ResultStore(partial, key)
         run = Measurement(runtime, store, environment.fingerprint(), wl, load, warmups)
         for row in failed:
             art = Artifact(row["model"], row["format"], row["quant"], row["path"] or "")
-            for transport in settings.get("transports", runtime.transports):
+            for transport in settings.transports:
                 run.fail_all(art, transport, plan, "unavailable", f"conversion failed: {row['error']}")
         run.run(ok, plan)
         extra["probe"] = vars(run.probe)

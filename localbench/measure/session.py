@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Iterable
 
 from localbench.artifacts import integrity
+from localbench.config.engines import Engine
 from localbench.core import hardware
 from localbench.core.schema import empty_row
 from localbench.core.types import Artifact, Request
@@ -78,8 +79,8 @@ class Measurement:
                 self.progress.advance()
 
     def run(self, artifacts: list[Artifact], cells: list[Cell]) -> None:
-        transports = [t for t in self.runtime.settings.get("transports", self.runtime.transports)]
-        only = self.runtime.settings.get("transport_quants") or {}     # engine.<runtime>.transport_quants
+        transports = list(self.runtime.settings.transports)
+        only = self.runtime.settings.transport_quants     # engine.<runtime>.transport_quants
         done = self.store.done()
         sessions = [(artifact, transport, [c for c in cells if c.runs_on(artifact.quant, transport)
                                            and ResultStore.cell_key(
@@ -245,5 +246,7 @@ class Measurement:
                                   "probes_gbps": probes, "references": []})
 
 
-def load_runtime(name: str, settings: dict) -> Runtime:
+def load_runtime(name: str, settings: Engine | dict) -> Runtime:
+    """Runtime `name` with its settings: engine.<name> validated (localbench.config.params.engine_settings) or a
+    dict of some of its keys (the rest take the schema's defaults)."""
     return runtime_class(name)(settings)

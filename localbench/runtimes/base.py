@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
+from localbench.config.engines import Engine
 from localbench.config.registry import RUNTIMES
 from localbench.core.types import Artifact, Chunk, Probe, Request, Usage
 from localbench.transport.clients import Target
@@ -34,17 +35,20 @@ class Session:
 
 
 class Runtime:
-    """A runtime module's entry: name, transports it offers, probe and load."""
+    """A runtime module's entry: name, transports it offers, probe and load; `settings` is its typed engine.<name>."""
 
     name: str = ""
-    transports: tuple[str, ...] = ("inprocess",)
+    transports: tuple[str, ...] = ("inprocess",)   # transports it offers (from localbench.config.registry)
     formats: tuple[str, ...] = ()          # artifact formats it can load (from localbench.config.registry)
+    settings_model: type[Engine] = Engine  # the model of its settings (from localbench.config.registry)
     # the paper's tables 1-5 as this module uses the runtime (keys: quantization, kv_cache, streaming, api,
     # deployment); shown even where the runtime is not installed, beside what probe() finds
     declared: dict[str, str] = {}
 
-    def __init__(self, settings: dict[str, Any] | None = None):
-        self.settings = dict(settings or {})
+    def __init__(self, settings: Engine | dict[str, Any] | None = None):
+        """`settings`: engine.<name> validated already (localbench.config.params.engine_settings), or a dict of
+        some of its keys (the rest take the schema's defaults)."""
+        self.settings = self.settings_model.model_validate(settings or {})
 
     def probe(self) -> Probe:
         raise NotImplementedError
@@ -66,7 +70,8 @@ REGISTRY: dict[str, type[Runtime]] = {}
 
 def register(cls: type[Runtime]) -> type[Runtime]:
     """Class decorator adding a runtime to the registry under its `name` (one of localbench.config.registry's),
-    with the artifact formats the registry names."""
-    cls.formats = RUNTIMES[cls.name].formats
+    with the artifact formats, transports and settings model the registry names."""
+    entry = RUNTIMES[cls.name]
+    cls.formats, cls.transports, cls.settings_model = entry.formats, entry.transports, entry.settings
     REGISTRY[cls.name] = cls
     return cls

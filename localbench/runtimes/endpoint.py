@@ -2,10 +2,11 @@
 engine.endpoint, measured from this machine's client side. Off unless runtime.endpoint is true."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 import httpx
 
+from localbench.config.engines import EndpointEngine
 from localbench.core.types import (
     Artifact,
     Chunk,
@@ -34,11 +35,10 @@ class EndpointSession(Session):
 
     external = True
 
-    def __init__(self, base_url: str, model: str, settings: dict[str, Any]):
-
+    def __init__(self, base_url: str, model: str, settings: EndpointEngine):
         self.base_url, self.model = base_url, model
-        self.extra_body = dict(settings.get("extra_body") or {})
-        self.timeout_s = float(settings.get("request_timeout_s", 600))
+        self.extra_body = dict(settings.extra_body or {})
+        self.timeout_s = settings.request_timeout_s
         self.target = Target(base_url, model, extra_body=self.extra_body, timeout_s=self.timeout_s)
         self.client = session_client(self.timeout_s)
 
@@ -55,18 +55,18 @@ class Endpoint(Runtime):
     """Any OpenAI-compatible endpoint (vLLM, SGLang, llama-server, LM Studio ...) given by URL."""
 
     name = "endpoint"
-    transports = ("server",)
+    settings: EndpointEngine
     declared = {"streaming": "SSE (stream_options.include_usage)",
                 "api": "any OpenAI-compatible server the user runs (engine.endpoint.base_url)",
                 "deployment": "external: not launched by the pipeline"}
 
     def _resolve(self) -> tuple[str, str]:
-        base_url = str(self.settings.get("base_url") or "").rstrip("/")
+        base_url = self.settings.base_url.rstrip("/")
         if not base_url:
             raise RuntimeUnavailable("engine.endpoint.base_url is empty: set it to your server, "
                                      "e.g. -S engine.endpoint.base_url=http://gpu-box:8000")
         models = served_models(base_url)
-        model = str(self.settings.get("model") or "") or (models[0] if models else "")
+        model = self.settings.model or (models[0] if models else "")
         if model not in models:
             raise RuntimeUnavailable(f"{base_url} does not serve {model!r} (it serves {models}); "
                                      "fix engine.endpoint.model")
@@ -79,7 +79,7 @@ class Endpoint(Runtime):
             return Probe(False, reason=str(exc))
         return Probe(True, version=f"OpenAI-compatible server at {base_url}", device=f"remote ({base_url})",
                      capabilities={"model": model, "streaming": True, "usage_report": True,
-                                   "extra_body": self.settings.get("extra_body") or {}})
+                                   "extra_body": self.settings.extra_body or {}})
 
     def load(self, artifact: Artifact, transport: str) -> Session:
         base_url, model = self._resolve()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from localbench.builds import llamacpp as llamacpp_build
+from localbench.config.engines import LlamacppEngine
 from localbench.core.types import (
     Artifact,
     Chunk,
@@ -40,11 +41,9 @@ from localbench.transport.clients import (
 )
 from localbench.transport.servers import Server, ServerDied, log_tail
 
-DEFAULTS = {"n_threads": 0, "n_ctx": 4096, "n_batch": 2048, "n_ubatch": 512, "flash_attn": True,
-            "n_gpu_layers": 99, "parallel": 4, "server_ready_timeout_s": 300, "request_timeout_s": 600,
-            "bench_repetitions": 3, "bench_timeout_s": 600, "bench_max_prompt_tokens": None,
-            "rope_scaling": None, "rope_scale": None, "yarn_orig_ctx": None, "log_dir": "data/raw/llamacpp"}
 ROPE_TYPES = {"none": 0, "linear": 1, "yarn": 2}     # llama_rope_scaling_type
+
+
 class InProcessSession(Session):
     """A llama_cpp.Llama; each request is one Llama.generate on the exact prompt ids."""
 
@@ -206,7 +205,7 @@ def one_output_per_sequence():
 @register
 class LlamaCppRuntime(Runtime):
     name = "llamacpp"
-    transports = ("inprocess", "server")
+    settings: LlamacppEngine
     declared = {"quantization": "GGUF F16/BF16, Q8_0, k-quants (Q6_K..Q2_K), i-quants",
                 "kv_cache": "KV allocated for n_ctx at load (no paging); in-process Llama keeps the last prompt's KV "
                             "and reuses its longest common prefix (Llama.reset() for no-reuse requests); llama-server "
@@ -217,16 +216,13 @@ class LlamaCppRuntime(Runtime):
                 "api": "OpenAI-compatible llama-server (/v1/completions, /v1/chat/completions)",
                 "deployment": "C/C++ library and binaries (CPU, Metal, CUDA, Vulkan); Python bindings built from source"}
 
-    def __init__(self, settings: dict | None = None):
-        super().__init__({**DEFAULTS, **(settings or {})})
-
     @property
     def threads(self) -> int:
-        return int(self.settings.get("n_threads") or os.cpu_count() or 1)
+        return self.settings.n_threads or os.cpu_count() or 1
 
     @property
     def flash_attn(self) -> bool:
-        return bool(self.settings["flash_attn"])
+        return self.settings.flash_attn
 
     def probe(self) -> Probe:
         try:
@@ -261,72 +257,70 @@ class LlamaCppRuntime(Runtime):
             raise RuntimeUnavailable(f"llama_cpp cannot be imported ({exc}): {llamacpp_build.FIX}") from exc
         s = self.settings
         rope = {}
-        if s.get("rope_scaling"):
-            rope = {"rope_scaling_type": ROPE_TYPES[s["rope_scaling"]]}
-            if s.get("rope_scale"):
-                rope["rope_freq_scale"] = 1.0 / float(s["rope_scale"])
-            if s.get("yarn_orig_ctx"):
-                rope["yarn_orig_ctx"] = int(s["yarn_orig_ctx"])
+        if s.rope_scaling:
+            rope = {"rope_scaling_type": ROPE_TYPES[s.rope_scaling]}
+            if s.rope_scale:
+                rope["rope_freq_scale"] = 1.0 / s.rope_scale
+            if s.yarn_orig_ctx:
+                rope["yarn_orig_ctx"] = s.yarn_orig_ctx
         with one_output_per_sequence():
             llm, log = _capture_load(lambda: llama_cpp.Llama(
-                model_path=artifact.path, n_ctx=int(s["n_ctx"]), n_batch=int(s["n_batch"]),
-                n_ubatch=int(s["n_ubatch"]), n_threads=self.threads, n_threads_batch=self.threads,
-                n_gpu_layers=int(s["n_gpu_layers"]), flash_attn=self.flash_attn, verbose=False, **rope))
+                model_path=artifact.path, n_ctx=s.n_ctx, n_batch=s.n_batch,
+                n_ubatch=s.n_ubatch, n_threads=self.threads, n_threads_batch=self.threads,
+                n_gpu_layers=s.n_gpu_layers, flash_attn=self.flash_attn, verbose=False, **rope))
         return InProcessSession(llm, log, self.rope_record())
 
     def rope_record(self) -> dict:
         """The rope scaling in force, for the rows' extra (empty: the model's own)."""
         s = self.settings
-        if not s.get("rope_scaling"):
+        if not s.rope_scaling:
             return {}
-        return {"rope_scaling": s["rope_scaling"], "rope_scale": s.get("rope_scale"),
-                "yarn_orig_ctx": s.get("yarn_orig_ctx")}
+        return {"rope_scaling": s.rope_scaling, "rope_scale": s.rope_scale, "yarn_orig_ctx": s.yarn_orig_ctx}
 
     def rope_argv(self) -> list[str]:
         s = self.settings
-        if not s.get("rope_scaling"):
+        if not s.rope_scaling:
             return []
-        argv = ["--rope-scaling", str(s["rope_scaling"])]
-        if s.get("rope_scale"):
-            argv += ["--rope-scale", str(s["rope_scale"])]
-        if s.get("yarn_orig_ctx"):
-            argv += ["--yarn-orig-ctx", str(s["yarn_orig_ctx"])]
+        argv = ["--rope-scaling", s.rope_scaling]
+        if s.rope_scale:
+            argv += ["--rope-scale", str(s.rope_scale).removesuffix(".0")]    # 4, as written in the conf
+        if s.yarn_orig_ctx:
+            argv += ["--yarn-orig-ctx", str(s.yarn_orig_ctx)]
         return argv
 
     def server_argv(self, artifact: Artifact) -> list[str]:
         s = self.settings
         return [str(llamacpp_build.tool("llama-server")), "-m", artifact.path, "--host", "127.0.0.1",
                 "--port", "{port}", "--alias", self.name, "-t", str(self.threads), "-tb", str(self.threads),
-                "-c", str(s["n_ctx"]), "-b", str(s["n_batch"]),
-                "-ub", str(s["n_ubatch"]), "-fa", "on" if self.flash_attn else "off",
-                "-ngl", str(s["n_gpu_layers"]), "--parallel", str(s["parallel"]),
+                "-c", str(s.n_ctx), "-b", str(s.n_batch),
+                "-ub", str(s.n_ubatch), "-fa", "on" if self.flash_attn else "off",
+                "-ngl", str(s.n_gpu_layers), "--parallel", str(s.parallel),
                 "--kv-unified",   # one KV pool for all slots: a request may use all of n_ctx, not n_ctx/parallel
                 *self.rope_argv(),
                 "-lv", "4"]   # verbosity 4 logs the model/KV/compute buffer sizes
 
     def _load_server(self, artifact: Artifact) -> Session:
-        log_dir = Path(self.settings["log_dir"])
-        log_path = log_dir / f"llama-server-{Path(artifact.path).stem}.log"
+        s = self.settings
+        log_path = Path(s.log_dir) / f"llama-server-{Path(artifact.path).stem}.log"
         server = Server(self.server_argv(artifact), log_path, ready_path="/health",
-                        ready_timeout_s=float(self.settings["server_ready_timeout_s"]))
+                        ready_timeout_s=s.server_ready_timeout_s)
         server.start()
-        return ServerSession(server, self.name, float(self.settings["request_timeout_s"]), self.rope_record(),
-                             int(self.settings["n_ctx"]))
+        return ServerSession(server, self.name, s.request_timeout_s, self.rope_record(), s.n_ctx)
 
     def bench(self, artifact: Artifact, prompt_tokens: int, n_gen: int) -> dict:
         """llama-bench on a GGUF file with the session's settings: prefill tok/s of a prompt_tokens prompt
         (-p) and decode tok/s of n_gen tokens after a prompt_tokens context (-n with -d), as the pipeline does."""
         s = self.settings
-        reps = int(s["bench_repetitions"])
+        reps = s.bench_repetitions
         row = {"kind": "llama-bench fidelity", "model": artifact.model, "quant": artifact.quant,
                "path": artifact.path, "prompt_tokens": prompt_tokens, "n_gen": n_gen, "threads": self.threads,
                "repetitions": reps}
         base = [str(llamacpp_build.tool("llama-bench")), "-m", artifact.path, "-t", str(self.threads),
-                "-r", str(reps), "-b", str(s["n_batch"]), "-ub", str(s["n_ubatch"]),
-                "-fa", "on" if self.flash_attn else "off", "-ngl", str(s["n_gpu_layers"]), "-o", "json"]
+                "-r", str(reps), "-b", str(s.n_batch), "-ub", str(s.n_ubatch),
+                "-fa", "on" if self.flash_attn else "off", "-ngl", str(s.n_gpu_layers), "-o", "json"]
         for kind, shape in (("prefill", ["-p", str(prompt_tokens), "-n", "0"]),
                             ("decode", ["-p", "0", "-n", str(n_gen), "-d", str(prompt_tokens)])):
-            proc = subprocess.run(base + shape, capture_output=True, text=True, timeout=float(s["bench_timeout_s"]))
+            proc = subprocess.run(base + shape, capture_output=True, text=True, timeout=s.bench_timeout_s)
             if proc.returncode != 0:
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
                 return {**row, "flag": f"llama-bench {kind} failed (exit {proc.returncode}): {tail[0]}"}
@@ -338,10 +332,10 @@ class LlamaCppRuntime(Runtime):
 
     def window_references(self, artifact: Artifact, requests: list[Request]) -> list[dict]:
         """llama-bench on the window's GGUF at each cold (prompt length, output length) shape of its requests."""
-        limit = self.settings.get("bench_max_prompt_tokens")    # long prompts: llama-bench would double the window
+        limit = self.settings.bench_max_prompt_tokens    # long prompts: llama-bench would double the window
         shapes = sorted({(len(r.prompt_ids), r.max_tokens) for r in requests
                          if r.prompt_ids and not r.chat and not r.reuse_cache
-                         and (limit is None or len(r.prompt_ids) <= int(limit))})
+                         and (limit is None or len(r.prompt_ids) <= limit)})
         rows = []
         for prompt_tokens, n_gen in shapes:
             try:

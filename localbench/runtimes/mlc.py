@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from localbench.builds.mlc import import_mlc
+from localbench.config.engines import MlcEngine
 from localbench.core.types import (
     Artifact,
     Chunk,
@@ -36,11 +37,11 @@ def model_lib(artifact: Artifact) -> str:
 class InprocessSession(Session):
     """MLCEngine in this process (MLC's synchronous engine, one request at a time)."""
 
-    def __init__(self, artifact: Artifact, settings: dict[str, Any]):
+    def __init__(self, artifact: Artifact, settings: MlcEngine):
         mlc_llm = import_mlc()
         self.model = artifact.path
         self.engine = mlc_llm.MLCEngine(model=artifact.path, model_lib=model_lib(artifact),
-                                        device=settings.get("device", "auto"), mode=settings.get("mode", "local"))
+                                        device=settings.device, mode=settings.mode)
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         common = dict(model=self.model, max_tokens=request.max_tokens, temperature=0.0, stream=True,
@@ -70,18 +71,15 @@ class InprocessSession(Session):
 class ServerSession(Session):
     """`mlc_llm serve` on 127.0.0.1 (a free port), streamed through the OpenAI API."""
 
-    def __init__(self, artifact: Artifact, settings: dict[str, Any]):
-
+    def __init__(self, artifact: Artifact, settings: MlcEngine):
         import_mlc()
         argv = [sys.executable, "-m", "mlc_llm", "serve", artifact.path, "--model-lib", model_lib(artifact),
-                "--device", str(settings.get("device", "auto")), "--mode", str(settings.get("mode", "server")),
-                "--host", "127.0.0.1", "--port", "{port}"]
-        log = Path(settings.get("log_dir") or "logs/mlc") / f"mlc_serve_{artifact.quant}.log"
-        self.server = Server(argv, log, ready_path="/v1/models",
-                             ready_timeout_s=float(settings.get("ready_timeout_s", 300))).start()
+                "--device", settings.device, "--mode", settings.mode, "--host", "127.0.0.1", "--port", "{port}"]
+        log = Path(settings.log_dir) / f"mlc_serve_{artifact.quant}.log"
+        self.server = Server(argv, log, ready_path="/v1/models", ready_timeout_s=settings.ready_timeout_s).start()
         self.pid = self.server.pid
         self.model = artifact.path
-        self.timeout_s = float(settings.get("request_timeout_s", 600))
+        self.timeout_s = settings.request_timeout_s
         self.target = Target(self.server.base_url, self.model, extra_body=FORCE_LENGTH, timeout_s=self.timeout_s)
         self.client = session_client(self.timeout_s)
 
@@ -99,7 +97,7 @@ class MLC(Runtime):
     """MLC-LLM on the host's device (Metal on Apple Silicon, CUDA/Vulkan elsewhere)."""
 
     name = "mlc"
-    transports = ("inprocess", "server")
+    settings: MlcEngine
     declared = {"quantization": "q4f16_1, q4f16_awq, q0f16 ... (mlc_llm convert_weight + gen_config)",
                 "kv_cache": "paged KV cache with radix prefix caching (MLCEngine), left on: cold cells cannot hit it, "
                             "every no-reuse prompt starts with a token no other prompt starts with",
@@ -113,7 +111,7 @@ class MLC(Runtime):
         except RuntimeUnavailable as exc:
             return Probe(False, reason=str(exc))
         return Probe(True, version=f"mlc_llm {getattr(mlc_llm, '__version__', 'unknown')}",
-                     device=str(self.settings.get("device", "auto")),
+                     device=self.settings.device,
                      capabilities={"force_length": "debug_config.ignore_eos"})
 
     def load(self, artifact: Artifact, transport: str) -> Session:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from localbench.config.engines import MlxEngine
 from localbench.core.types import (
     Artifact,
     Chunk,
@@ -71,7 +72,7 @@ def prompt_tokens(tokenizer, request: Request) -> list[int]:
 class InprocessSession(Session):
     """The model loaded in this process; greedy decoding of exactly max_tokens tokens."""
 
-    def __init__(self, artifact: Artifact, settings: dict[str, Any]):
+    def __init__(self, artifact: Artifact, settings: MlxEngine):
         import mlx.core as mx
         from mlx_lm import load
         from mlx_lm.sample_utils import make_sampler
@@ -80,8 +81,8 @@ class InprocessSession(Session):
         self.model, self.tokenizer = load(artifact.path)
         self.sampler = make_sampler(temp=0.0)
         self.no_eos = no_eos_processor(list(self.tokenizer.eos_token_ids))
-        self.max_kv_size = settings.get("max_kv_size")
-        self.prefill_step_size = int(settings.get("prefill_step_size", 2048))
+        self.max_kv_size = settings.max_kv_size
+        self.prefill_step_size = settings.prefill_step_size
         self._cache: list | None = None        # kept between requests with reuse_cache
         self._cache_tokens: list[int] = []
 
@@ -127,9 +128,9 @@ class InprocessSession(Session):
                                  "kv_cache_tokens": int(cache[0].offset) if cache else 0,
                                  "kv_dtype_bytes": kv_dtype_bytes(cache)}
         if self.max_kv_size:
-            extra |= {"max_kv_size": int(self.max_kv_size),
-                      "prompt_exceeds_kv_window": len(prompt) > int(self.max_kv_size),
-                      "kv_rotated": len(prompt) + request.max_tokens > int(self.max_kv_size)}
+            extra |= {"max_kv_size": self.max_kv_size,
+                      "prompt_exceeds_kv_window": len(prompt) > self.max_kv_size,
+                      "kv_rotated": len(prompt) + request.max_tokens > self.max_kv_size}
         yield Usage(prompt_tokens=len(prompt), output_tokens=last.generation_tokens, extra=extra)
 
     def _keep_cache(self, cache: list, tokens: list[int], reuse: bool) -> None:
@@ -156,26 +157,26 @@ class InprocessSession(Session):
 class ServerSession(Session):
     """`python -m mlx_lm server` on 127.0.0.1 (a free port), streamed through the OpenAI API."""
 
-    def __init__(self, artifact: Artifact, settings: dict[str, Any]):
+    def __init__(self, artifact: Artifact, settings: MlxEngine):
         from mlx_lm.utils import load_tokenizer
 
-
+        s = settings
         self.eos_ids = sorted(load_tokenizer(Path(artifact.path)).eos_token_ids)
-        self.timeout_s = float(settings.get("request_timeout_s", 600))
-        log_dir = Path(settings.get("log_dir") or "logs/mlx")
-        hub = Path(settings.get("hf_hub_cache") or log_dir / "hf_hub_cache")
+        self.timeout_s = s.request_timeout_s
+        log_dir = Path(s.log_dir)
+        hub = Path(s.hf_hub_cache or log_dir / "hf_hub_cache")
         hub.mkdir(parents=True, exist_ok=True)    # /v1/models scans HF_HUB_CACHE and fails if it is missing
         argv = [sys.executable, "-m", "mlx_lm", "server", "--model", artifact.path,
                 "--host", "127.0.0.1", "--port", "{port}",
-                "--prompt-cache-size", str(settings.get("server_prompt_cache_size", 0)),
-                "--decode-concurrency", str(settings.get("decode_concurrency", 32)),
-                "--prompt-concurrency", str(settings.get("prompt_concurrency", 8)),
-                "--prefill-step-size", str(settings.get("prefill_step_size", 2048)),
-                "--log-level", str(settings.get("server_log_level", "INFO")),
-                *[str(a) for a in settings.get("server_args") or []]]
+                "--prompt-cache-size", str(s.server_prompt_cache_size),
+                "--decode-concurrency", str(s.decode_concurrency),
+                "--prompt-concurrency", str(s.prompt_concurrency),
+                "--prefill-step-size", str(s.prefill_step_size),
+                "--log-level", s.server_log_level,
+                *s.server_args]
         name = f"{Path(artifact.path).name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
         self.server = Server(argv, log_dir / name, ready_path="/v1/models", env={"HF_HUB_CACHE": str(hub)},
-                             ready_timeout_s=float(settings.get("ready_timeout_s", 300))).start()
+                             ready_timeout_s=s.ready_timeout_s).start()
         self.pid = self.server.pid
         self.cold_start_s = self.server.cold_start_s
         self.log_path = self.server.log_path
@@ -209,7 +210,7 @@ class MLX(Runtime):
     """mlx-lm on MLX's default device (Metal on Apple Silicon, CPU or CUDA elsewhere)."""
 
     name = "mlx"
-    transports = ("inprocess", "server", "inprocess-rotating")
+    settings: MlxEngine
     declared = {"quantization": "bf16/fp16, 8/6/5/4/3/2-bit affine with a group size, mixed-bit recipes (mixed_3_6 ...)",
                 "kv_cache": "prompt-cache objects in-process (the kept cache trimmed to the common prefix), "
                             "prompt-cache files (save/load_prompt_cache), rotating KV window (max_kv_size, in-process), "
@@ -230,16 +231,16 @@ class MLX(Runtime):
                      capabilities={
                          "transports": "inprocess, server",
                          "quants": "bf16, fp16, fp32, 8/6/5/4/3/2bit, mixed_2_6/3_4/3_6/4_6 (affine)",
-                         "group_size": int(s.get("group_size", 64)),
+                         "group_size": s.group_size,
                          "force_length": "inprocess: EOS masked by a logits processor; server: logit_bias "
                                          f"{EOS_BIAS:g} on EOS ids (mlx_lm.server has no ignore_eos)",
                          "server_batching": "continuous batching (BatchGenerator): decode "
-                                            f"{s.get('decode_concurrency', 32)}, prefill "
-                                            f"{s.get('prompt_concurrency', 8)} requests at once; "
+                                            f"{s.decode_concurrency}, prefill "
+                                            f"{s.prompt_concurrency} requests at once; "
                                             "off (sequential) with --kv-bits, a seed or a draft model",
-                         "server_prefix_cache": f"LRU KV prefix cache, {s.get('server_prompt_cache_size', 0)} "
+                         "server_prefix_cache": f"LRU KV prefix cache, {s.server_prompt_cache_size} "
                                                 "entries (--prompt-cache-size)",
-                         "rotating_kv_cache": f"inprocess only, max_kv_size={s.get('max_kv_size')} "
+                         "rotating_kv_cache": f"inprocess only, max_kv_size={s.max_kv_size} "
                                               "(mlx_lm.server has no --max-kv-size)",
                          "prompt_cache_files": "make/save/load_prompt_cache (safetensors)",
                          "server_prompt_input": "text only (token-id prompts are not accepted)",
@@ -256,15 +257,15 @@ class MLX(Runtime):
         if transport == "inprocess":
             return InprocessSession(artifact, self.settings)
         if transport == "inprocess-rotating":     # the same in-process session with a rotating KV window
-            return InprocessSession(artifact, {**self.settings,
-                                               "max_kv_size": int(self.settings.get("rotating_kv_size") or 4096)})
+            return InprocessSession(artifact, self.settings.model_copy(
+                update={"max_kv_size": self.settings.rotating_kv_size}))
         if transport == "server":
             return ServerSession(artifact, self.settings)
         raise RuntimeUnavailable(f"mlx has no transport {transport!r}: use one of {', '.join(self.transports)}")
 
     def extra_measurements(self, artifacts: list[Artifact], requests: list[Request], out_dir: Path) -> list[dict]:
         """Prompt-cache files: TTFT of prefix+suffix requests cold vs. with the saved prefix cache loaded."""
-        rows, quants = [], self.settings.get("prompt_cache_quants") or []
+        rows, quants = [], self.settings.prompt_cache_quants
         for art in artifacts:
             if art.format not in self.formats or (quants and art.quant not in quants):
                 continue
@@ -297,11 +298,11 @@ def first_token_s(model, tokenizer, prompt: list[int], cache: list | None, max_t
     return ttft, first
 
 
-def prompt_cache_effect(art: Artifact, requests: list[Request], settings: dict[str, Any]) -> dict:
+def prompt_cache_effect(art: Artifact, requests: list[Request], settings: MlxEngine) -> dict:
     """Save a long shared prefix once to a prompt-cache file, then time requests with and without it.
 
-    The file is written mode 0600 in a fresh 0700 folder under settings['prompt_cache_dir'] and deleted
-    afterwards unless settings['prompt_cache_keep']; the cached TTFT includes loading the file.
+    The file is written mode 0600 in a fresh 0700 folder under settings.prompt_cache_dir and deleted
+    afterwards unless settings.prompt_cache_keep; the cached TTFT includes loading the file.
     """
     import mlx.core as mx
     from mlx_lm import load
@@ -313,12 +314,9 @@ def prompt_cache_effect(art: Artifact, requests: list[Request], settings: dict[s
     )
     from mlx_lm.sample_utils import make_sampler
 
-    n_prefix = int(settings.get("prompt_cache_prefix_tokens", 1024))
-    n_suffix = int(settings.get("prompt_cache_suffix_tokens", 32))
-    trials = int(settings.get("prompt_cache_trials", 3))
-    max_tokens = int(settings.get("prompt_cache_max_tokens", 8))
-    keep = bool(settings.get("prompt_cache_keep", False))
-    base = settings.get("prompt_cache_dir")
+    n_prefix, n_suffix = settings.prompt_cache_prefix_tokens, settings.prompt_cache_suffix_tokens
+    trials, max_tokens = settings.prompt_cache_trials, settings.prompt_cache_max_tokens
+    keep, base = settings.prompt_cache_keep, settings.prompt_cache_dir
     if base:
         Path(base).mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="mlx-prompt-cache-", dir=base))   # mode 0700

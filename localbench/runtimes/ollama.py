@@ -39,6 +39,7 @@ import httpx
 
 from localbench.builds import llamacpp as llamacpp_build
 from localbench.builds import ollama as ollama_build
+from localbench.config.engines import OllamaEngine
 from localbench.core.types import (
     Artifact,
     Chunk,
@@ -59,19 +60,15 @@ from localbench.transport.servers import Server, ServerDied, log_tail
 
 ROOT = ollama_build.CACHE_DIR.parents[1]
 INSTALL_HINT = f"{ollama_build.FIX}; on macOS `brew install ollama`"
-DEFAULTS = {"binary": "", "launch": True, "host": "http://127.0.0.1:11434", "models_dir": ".cache/ollama/models",
-            "keep_models": False, "keep_alive": "30m", "num_ctx": 4096, "num_parallel": 4, "num_thread": 0,
-            "num_batch": 512, "flash_attention": True, "request_timeout_s": 600, "ready_timeout_s": 120,
-            "debug": True, "log_dir": "data/raw/ollama/logs"}
 CACHE_SLOT = re.compile(r'msg="loading cache slot" .*?\bused=(\d+)')    # the runner's debug line per request
 FLUSH_PROMPT = "\u2042"   # one rare symbol no plan prompt starts with: overwrites the slot's cached prefix
 RAW_TEMPLATE = "{{ .Prompt }}"
 
 
-def binary(settings: dict[str, Any]) -> str | None:
+def binary(settings: OllamaEngine) -> str | None:
     """engine.ollama.binary, else the binary `make install` built, else `ollama` on PATH."""
-    if settings.get("binary"):
-        return str(settings["binary"])
+    if settings.binary:
+        return settings.binary
     if ollama_build.built():
         return str(ollama_build.BINARY)
     return shutil.which("ollama")
@@ -130,35 +127,34 @@ def modelfile(gguf: Path, params: dict[str, Any], template: str | None = None) -
 class OllamaSession(Session):
     """One artifact on an Ollama server (launched here, or the one at engine.ollama.host if launch is false)."""
 
-    def __init__(self, artifact: Artifact, settings: dict[str, Any], exe: str, transport: str):
-
+    def __init__(self, artifact: Artifact, settings: OllamaEngine, exe: str, transport: str):
         s = settings
         self.transport, self.exe = transport, exe
-        self.timeout_s = float(s["request_timeout_s"])
-        self.keep_alive, self.keep_models = s["keep_alive"], bool(s["keep_models"])
-        self.log_dir, self.debug = Path(s["log_dir"]), bool(s["debug"])
+        self.timeout_s = s.request_timeout_s
+        self.keep_alive, self.keep_models = s.keep_alive, s.keep_models
+        self.log_dir, self.debug = Path(s.log_dir), s.debug
         self.server, self.created = None, []
         self.timings: dict[str, float] = {}
         name = re.sub(r"[^a-z0-9._-]+", "-", f"localbench-{artifact.model}-{artifact.quant}".lower())
         self.model, self.raw_model = name, f"{name}-raw"
         try:
-            if s["launch"]:
-                models = Path(s["models_dir"])
+            if s.launch:
+                models = Path(s.models_dir)
                 models = models if models.is_absolute() else ROOT / models
                 self.server = Server([exe, "serve"], self.log_dir / f"ollama-{name}-{transport}.log",
-                                     ready_path="/api/version", ready_timeout_s=float(s["ready_timeout_s"]))
+                                     ready_path="/api/version", ready_timeout_s=s.ready_timeout_s)
                 self.server.env.update(OLLAMA_HOST=f"127.0.0.1:{self.server.port}", OLLAMA_MODELS=str(models),
-                                       OLLAMA_NUM_PARALLEL=str(s["num_parallel"]), OLLAMA_KEEP_ALIVE=str(s["keep_alive"]),
-                                       OLLAMA_FLASH_ATTENTION="1" if s["flash_attention"] else "0",
-                                       OLLAMA_NOHISTORY="1", OLLAMA_NO_CLOUD="1", OLLAMA_DEBUG="1" if s["debug"] else "0")
+                                       OLLAMA_NUM_PARALLEL=str(s.num_parallel), OLLAMA_KEEP_ALIVE=s.keep_alive,
+                                       OLLAMA_FLASH_ATTENTION="1" if s.flash_attention else "0",
+                                       OLLAMA_NOHISTORY="1", OLLAMA_NO_CLOUD="1", OLLAMA_DEBUG="1" if s.debug else "0")
                 self.server.start()
                 self.host, self.pid = self.server.base_url, self.server.pid
                 self.timings["serve_s"] = self.server.cold_start_s
             else:
-                self.host, self.external = str(s["host"]).rstrip("/"), True
+                self.host, self.external = s.host.rstrip("/"), True
             self.client = session_client(self.timeout_s)
-            params = {"num_ctx": int(s["num_ctx"]), "num_thread": int(s["num_thread"]) or os.cpu_count() or 1,
-                      "num_batch": int(s["num_batch"])}
+            params = {"num_ctx": s.num_ctx, "num_thread": s.num_thread or os.cpu_count() or 1,
+                      "num_batch": s.num_batch}
             template = go_template(artifact.tokenizer_path)     # cached per tokenizer folder
             t0 = time.perf_counter()
             self.create(self.model, modelfile(Path(artifact.path), params, template))
@@ -275,7 +271,7 @@ class Ollama(Runtime):
     """Ollama serving the pipeline's GGUF: native API and its OpenAI-compatible /v1."""
 
     name = "ollama"
-    transports = ("server", "openai")
+    settings: OllamaEngine
     declared = {"quantization": "GGUF (the pipeline's own, imported with a Modelfile)",
                 "kv_cache": "llama.cpp's, num_ctx per slot x OLLAMA_NUM_PARALLEL slots; the longest cached prefix is "
                             "always reused (no switch): a 1-token flush after each no-reuse request and before one that "
@@ -289,16 +285,13 @@ class Ollama(Runtime):
                 "forced_length": "no ignore_eos: num_predict with stop sequences cleared, raw prompts; an early "
                                  "end-of-generation token makes the row `short`"}
 
-    def __init__(self, settings: dict | None = None):
-        super().__init__({**DEFAULTS, **(settings or {})})
-
     def probe(self) -> Probe:
         s = self.settings
         exe = binary(s)
-        if not s["launch"]:
-            version = server_version(str(s["host"]))
+        if not s.launch:
+            version = server_version(s.host)
             if version is None:
-                return Probe(False, reason=f"no Ollama server reachable at {s['host']} and engine.ollama.launch is "
+                return Probe(False, reason=f"no Ollama server reachable at {s.host} and engine.ollama.launch is "
                                            "false; start one with `ollama serve`")
             if exe is None:
                 return Probe(False, reason=f"no `ollama` binary (needed for `ollama create`); {INSTALL_HINT}")
@@ -311,8 +304,8 @@ class Ollama(Runtime):
             found = re.search(r"client version is (\S+)", text) or re.search(r"version is (\S+)", text)
             version = found.group(1) if found else "unknown"
         stamp = ollama_build.built() if exe == str(ollama_build.BINARY) else None
-        caps = {"force_length": False, "num_ctx": s["num_ctx"], "num_parallel": s["num_parallel"],
-                "binary": exe, "launch": s["launch"]}
+        caps = {"force_length": False, "num_ctx": s.num_ctx, "num_parallel": s.num_parallel,
+                "binary": exe, "launch": s.launch}
         if stamp:
             caps.update(build={k: stamp[k] for k in ("module", "go", "cgo_cflags", "build_s", "built_at", "cpu")})
         return Probe(True, version=f"ollama {version}", device="cpu (ollama's llama.cpp runner)", capabilities=caps)

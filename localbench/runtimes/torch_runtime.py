@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from localbench.config.engines import TorchEngine
 from localbench.core.hardware import FLOAT_DTYPES, torch_device
 from localbench.core.types import (
     Artifact,
@@ -75,7 +76,7 @@ class TorchSession(Session):
 @register
 class TorchRuntime(Runtime):
     name = "torch"
-    transports = ("inprocess",)
+    settings: TorchEngine
     declared = {"quantization": "bf16/fp16/fp32 weights (int8/int4 need extra libraries)",
                 "kv_cache": "per-request DynamicCache (grows with the context, no paging); no cross-request "
                             "reuse (measured as none); YaRN via rope_scaling in the config",
@@ -90,7 +91,7 @@ class TorchRuntime(Runtime):
         except ImportError as exc:
             return Probe(False, f"{exc.name} is not installed: pip install -r requirements.lock")
         try:
-            device = torch_device(self.settings.get("device", "auto"))
+            device = torch_device(self.settings.device)
         except RuntimeUnavailable as exc:
             return Probe(False, str(exc))
         return Probe(True, version=f"torch {torch.__version__} / transformers {transformers.__version__}",
@@ -103,14 +104,14 @@ class TorchRuntime(Runtime):
 
         if transport != "inprocess":
             raise RuntimeUnavailable(f"torch has no {transport} transport")
-        if self.settings.get("threads"):
-            torch.set_num_threads(int(self.settings["threads"]))
-        device = torch_device(self.settings.get("device", "auto"))
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        device = torch_device(self.settings.device)
         dtype = FLOAT_DTYPES.get(artifact.quant)
         if dtype is None:
             raise RuntimeUnavailable(f"torch artifact quant {artifact.quant!r} is not one of {sorted(FLOAT_DTYPES)}")
         tokenizer = AutoTokenizer.from_pretrained(artifact.tokenizer_path or artifact.path)
-        kwargs, rope = {}, self.settings.get("rope_scaling")
+        kwargs, rope = {}, self.settings.rope_scaling
         if rope:       # e.g. YaRN past the trained context: {rope_type: yarn, factor: 4, original_max_...: 32768}
             from transformers import AutoConfig
             config = AutoConfig.from_pretrained(artifact.path)
