@@ -29,7 +29,7 @@ def main() -> None:
     cfg.update(concurrency=a.concurrency, requests_per_level=a.requests, tokens=a.tokens, ttft_ms=a.ttft_ms,
                itl_ms=a.itl_ms, protocols=a.protocols, single_stream_requests=a.single_stream_requests)
     with tempfile.TemporaryDirectory() as logs:
-        summary = calibration.table(calibration.measure(cfg, Path(logs)))
+        summary = calibration.error_table(calibration.measure(cfg, Path(logs)))
     cols = ["path", "protocol", "concurrency", "requests", "errors"] + [c for c in summary.columns if c.endswith("_ms")]
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

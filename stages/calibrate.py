@@ -21,12 +21,12 @@ def main() -> None:
         df = calibration.measure(cfg, Path(logs))
     Path("data").mkdir(exist_ok=True)
     df.to_parquet("data/calibration.parquet", index=False)
-    summary = calibration.table(df)
+    summary = calibration.error_table(df)
     bandwidth = hardware.measure_bandwidth(int(cfg["bandwidth_mib"]), int(cfg["bandwidth_repeats"]))
     Path("data/roofline.json").write_text(json.dumps({"memory_bandwidth_gbps": bandwidth}, indent=2))
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/calibration.json").write_text(json.dumps(
-        {**calibration.headline(calibration.metrics_json(summary)), "memory_bandwidth_gbps": bandwidth}, indent=2))
+        {**calibration.headline_errors(calibration.metrics_json(summary)), "memory_bandwidth_gbps": bandwidth}, indent=2))
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 import localbench  # noqa: F401 - first: the private environment (localbench.config.privacy) before transformers
 from localbench.config.params import params, setup_logging
-from localbench.workload.prompts import PromptError, build
+from localbench.workload.prompts import PromptError, build_prompts
 
 SOURCE = Path("models/source")
 
@@ -23,7 +23,7 @@ def main() -> None:
     types = list(dict.fromkeys([*wl["types"], *(t for part in slices for t in part["types"])]))
     lengths = sorted({*wl["lengths"], *(n for part in slices for n in part["lengths"])})
     try:
-        prompts = build(tok, types, lengths, wl["per_length"], wl["seed"], wl["prefix_fraction"],
+        prompts = build_prompts(tok, types, lengths, wl["per_length"], wl["seed"], wl["prefix_fraction"],
                         wl["chat_turns"], max_context=context - wl["max_tokens"],
                         prefix_prompts=int(wl.get("prefix_prompts") or 2),
                         window_warmup_max_tokens=int(wl.get("window_warmup_max_tokens") or 0))

@@ -10,7 +10,7 @@ def test_calibration_error_computed(tmp_path):
            "warmup": 1, "protocols": ["openai", "ollama"], "single_stream_requests": 6}
     df = calibration.measure(cfg, tmp_path)
     assert (df.status == "ok").all() and len(df) == 32 + 12
-    summary = calibration.table(df)
+    summary = calibration.error_table(df)
     assert len(summary) == 6 and set(summary["path"]) == {"single-stream", "load generator"}
     for row in summary.to_dict("records"):
         for key in ("ttft_err_p50_ms", "ttft_err_p99_ms", "itl_err_p50_ms", "itl_err_p99_ms"):

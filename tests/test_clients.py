@@ -5,14 +5,7 @@ import pytest
 
 from localbench.core.types import Chunk, Request, Sent, Usage
 from localbench.measure.calibration import reference_server
-from localbench.transport.clients import (
-    OpenAIStream,
-    ServerError,
-    session_client,
-    stream,
-    stream_ollama,
-    stream_openai,
-)
+from localbench.transport.clients import OpenAIStream, ServerError, session_client, stream, stream_ollama, stream_openai
 from localbench.transport.servers import Server
 
 REQ = Request("p0", tuple(range(10)), "one two three four", max_tokens=7)

@@ -75,7 +75,7 @@ def _other_host(gpu, factor=0.5):
 
 def test_matched_cells_only_and_one_column_group_per_host(gpu):
     other = _other_host(gpu)
-    m = compare.matched([gpu, other])
+    m = compare.matched_hosts([gpu, other])
     assert len(m) == 1, m[bundles_section.SHOWN]
     cell = m.iloc[0]
     assert (cell["runtime"], cell["transport"], cell["quant"], cell["prompt_tokens"], cell["max_tokens"]) == \
@@ -85,7 +85,7 @@ def test_matched_cells_only_and_one_column_group_per_host(gpu):
     weights = gpu.artifacts.set_index("quant").loc["Q4_K_M", "size_bytes"]
     assert cell["mac-test · % of roofline"] == pytest.approx(cell["mac-test · decode tok/s p50"] / (400e9 / weights))
     assert [c.split(" · ")[0] for c in m.columns if " · " in c] == [GPU_HOST] * 4 + ["mac-test"] * 4
-    assert compare.matched([gpu]).empty
+    assert compare.matched_hosts([gpu]).empty
 
 
 def test_section_names_each_machine(gpu):
@@ -106,14 +106,14 @@ def test_bundle_round_trip(gpu, tmp_path):
 def test_real_hosts_share_cells_when_several_bundles(bundles):
     if len(bundles) < 2:
         pytest.skip("one result bundle only")
-    m = compare.matched(bundles)
+    m = compare.matched_hosts(bundles)
     assert not m.empty
     assert np.isfinite(m[[c for c in m.columns if c.endswith("decode tok/s p50")]].to_numpy(dtype=float)).all()
 
 
 def test_matched_has_one_row_per_shared_cell(gpu):
     twin = dataclasses.replace(gpu, host="twin", requests=gpu.requests.assign(host="twin"), path=None)
-    m = compare.matched([gpu, twin])
+    m = compare.matched_hosts([gpu, twin])
     assert len(m) == len(compare.host_cells(gpu))         # every cell once, no cross product of the keys
     assert m[[f"{GPU_HOST} · decode tok/s p50", "twin · decode tok/s p50"]].notna().all().all()
     assert (m[f"{GPU_HOST} · decode tok/s p50"] == m["twin · decode tok/s p50"]).all()

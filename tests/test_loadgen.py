@@ -22,22 +22,22 @@ def server(tmp_path_factory):
 @pytest.mark.parametrize("protocol", ["openai", "ollama"])
 def test_closed_loop_counts_exact(server, protocol):
     target = Target(server.base_url, "reference", protocol=protocol)
-    res = loadgen.run(loadgen.closed_loop(target, REQS, 4, num_requests=12, warmup=2))
+    res = loadgen.run_loop(loadgen.closed_loop(target, REQS, 4, num_requests=12, warmup=2))
     assert [r.index for r in res.records] == list(range(12))
     for r in res.records:
         assert r.status == "ok", r.error
         assert sum(r.tokens_in_chunk) == r.usage.output_tokens == 6 == len(r.arrivals_ns)
         assert r.issued_ns <= r.sent_ns < r.arrivals_ns[0] <= r.arrivals_ns[-1] <= r.end_ns
-    s = loadgen.summarize(res, {"ttft_s": 10.0, "tpot_s": 10.0})
+    s = loadgen.summarize_level(res, {"ttft_s": 10.0, "tpot_s": 10.0})
     assert s["ok"] == 12 and s["errors"] == 0 and 1.0 < s["achieved_concurrency"] <= 4.01
     assert s["goodput"] == pytest.approx(s["request_throughput"])
     assert s["output_throughput"] == pytest.approx(6 * s["request_throughput"])
-    assert loadgen.summarize(res, {"ttft_s": 1e-6})["goodput"] == 0
+    assert loadgen.summarize_level(res, {"ttft_s": 1e-6})["goodput"] == 0
 
 
 def test_open_loop_and_rows(server):
     target = Target(server.base_url, "reference")
-    res = loadgen.run(loadgen.open_loop(target, REQS, 200.0, num_requests=10, burstiness=0.5))
+    res = loadgen.run_loop(loadgen.open_loop(target, REQS, 200.0, num_requests=10, burstiness=0.5))
     assert len(res.records) == 10 and all(r.status == "ok" for r in res.records)
     rows = [{**empty_row(), **loadgen.record_fields(r, res)} for r in res.records]
     table = to_table(rows, REQUEST_SCHEMA)
@@ -60,17 +60,17 @@ def test_errors_become_records(server, protocol):
                                 ("stall", "timeout", "")]:
         target = Target(server.base_url, "reference", protocol=protocol, timeout_s=0.3,
                                 extra_body={"reference_fault": fault})
-        res = loadgen.run(loadgen.closed_loop(target, REQS, 2, num_requests=3))
+        res = loadgen.run_loop(loadgen.closed_loop(target, REQS, 2, num_requests=3))
         assert [r.status for r in res.records] == [status] * 3, res.records[0].error
         assert all(text in r.error for r in res.records)
         fields = loadgen.record_fields(res.records[0], res)
         assert fields["status"] == status and fields["concurrency"] == 2
-        assert loadgen.summarize(res)["errors"] == 3
+        assert loadgen.summarize_level(res)["errors"] == 3
 
 
 def test_duration_bound(server):
     target = Target(server.base_url, "reference")
-    res = loadgen.run(loadgen.closed_loop(target, REQS, 1, num_requests=10_000, duration_s=0.1))
+    res = loadgen.run_loop(loadgen.closed_loop(target, REQS, 1, num_requests=10_000, duration_s=0.1))
     assert 1 <= len(res.records) < 50
 
 

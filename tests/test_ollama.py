@@ -73,7 +73,7 @@ def test_build_skips_without_go(monkeypatch, tmp_path, capsys):
                        ("BINARY", tmp_path / "bin" / "ollama")):
         monkeypatch.setattr(ollama_build, name, path)
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert ollama_build.build() is None
+    assert ollama_build.build_ollama() is None
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "skipped, no `go` on PATH" in out[0]
     probe = Ollama({}).probe()

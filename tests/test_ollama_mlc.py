@@ -37,7 +37,7 @@ def test_endpoint_against_reference(tmp_path):
         assert runtime.probe().available
         session = runtime.load(Artifact("m", "server", "n/a", srv.base_url), "server")
         assert list(session.stream(REQ))[-1].output_tokens == 8
-        res = loadgen.run(loadgen.closed_loop(session.target, [REQ], 2, num_requests=4))
+        res = loadgen.run_loop(loadgen.closed_loop(session.target, [REQ], 2, num_requests=4))
         assert all(r.status == "ok" for r in res.records)
 
 
@@ -48,7 +48,7 @@ def test_reference_runtime(tmp_path, protocol):
     session = runtime.load(Artifact("reference", "server", "n/a", ""), "server")
     try:
         assert session.pid and list(session.stream(REQ))[-1].output_tokens == 8
-        res = loadgen.run(loadgen.closed_loop(session.target, [REQ], 2, num_requests=4))
+        res = loadgen.run_loop(loadgen.closed_loop(session.target, [REQ], 2, num_requests=4))
         assert all(r.status == "ok" and sum(r.tokens_in_chunk) == 8 for r in res.records)
     finally:
         session.close()

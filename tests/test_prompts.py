@@ -3,12 +3,12 @@ import logging
 
 import pytest
 
-from localbench.workload.prompts import PromptError, build, encode
+from localbench.workload.prompts import PromptError, build_prompts, encode
 
 
 @pytest.fixture(scope="module")
 def prompt_set(tiny_tokenizer):
-    return build(tiny_tokenizer, ["unique", "prefix", "code", "chat"], [64, 200], per_length=2, seed=1,
+    return build_prompts(tiny_tokenizer, ["unique", "prefix", "code", "chat"], [64, 200], per_length=2, seed=1,
                  prefix_fraction=0.75, chat_turns=3, max_context=8000)
 
 
@@ -20,7 +20,7 @@ def test_exact_lengths_and_round_trip(prompt_set, tiny_tokenizer):
 
 
 def test_deterministic(prompt_set, tiny_tokenizer):
-    again = build(tiny_tokenizer, ["unique", "prefix", "code", "chat"], [64, 200], per_length=2, seed=1,
+    again = build_prompts(tiny_tokenizer, ["unique", "prefix", "code", "chat"], [64, 200], per_length=2, seed=1,
                   prefix_fraction=0.75, chat_turns=3, max_context=8000)
     assert [p.ids for p in again] == [p.ids for p in prompt_set]
 
@@ -50,14 +50,14 @@ def test_chat_context_grows_turn_by_turn(prompt_set):
 
 def test_lengths_clipped_to_context(tiny_tokenizer, caplog):
     with caplog.at_level(logging.WARNING):
-        ps = build(tiny_tokenizer, ["unique"], [64, 5000], 1, 0, 0.5, 1, max_context=1000)
+        ps = build_prompts(tiny_tokenizer, ["unique"], [64, 5000], 1, 0, 0.5, 1, max_context=1000)
     assert [(p.workload, p.target_tokens) for p in ps] == [("unique", 64), ("warmup", 64)]
     assert "exceeds the model's usable context" in caplog.text
 
 
 def test_bad_type_is_one_clear_error(tiny_tokenizer):
     with pytest.raises(PromptError, match="workload.types"):
-        build(tiny_tokenizer, ["poetry"], [64], 1, 0, 0.5, 1, max_context=1000)
+        build_prompts(tiny_tokenizer, ["poetry"], [64], 1, 0, 0.5, 1, max_context=1000)
 
 
 def test_no_reuse_prompts_share_no_first_token(prompt_set):

@@ -26,7 +26,7 @@ TINY = {**CFG, "n_ctx": 256, "windows": 2, "threads": 2}     # 2 windows x 127 s
 def build_missing() -> str:
     try:
         llamacpp_build.tool("llama-perplexity")
-        llamacpp_build.converter()
+        llamacpp_build.gguf_converter()
     except llamacpp_build.LlamaCppMissing as exc:
         return str(exc)
     return ""

@@ -6,7 +6,7 @@ import pandas as pd
 
 from localbench.analysis import claims
 from localbench.analysis.cells import common, reference_cell
-from localbench.analysis.roofline import table as roofline_table
+from localbench.analysis.roofline import roofline_table
 from localbench.core.schema import empty_row
 from localbench.core.stats import percentile
 from localbench.report import tables

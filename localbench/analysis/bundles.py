@@ -158,7 +158,7 @@ def serving(bundle: Bundle) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------- matching
-def matched(bundles: list[Bundle]) -> pd.DataFrame:
+def matched_hosts(bundles: list[Bundle]) -> pd.DataFrame:
     """Single-stream cells measured by two or more hosts, one column group per host (decode p50, % of its
     own roofline, TTFT p50, n); cells one host lacks are not shown, nothing is averaged across cells."""
     frames = [host_cells(b) for b in bundles]

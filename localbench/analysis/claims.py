@@ -67,7 +67,7 @@ def frame_claim(text: str, threshold: str, data: str):
     return register
 
 
-def matched(rows: pd.DataFrame, runtimes: list[str] | None = None) -> pd.DataFrame:
+def matched_runtimes(rows: pd.DataFrame, runtimes: list[str] | None = None) -> pd.DataFrame:
     """Single-stream rows on cells every included runtime measured; NotTestable unless >= 2 runtimes share one."""
     warm = single_stream(rows)
     if runtimes is not None:
@@ -88,7 +88,7 @@ def finite(value: float, what: str) -> float:
 @claim("MLX achieves the highest sustained decode throughput",
        "MLX's mean decode tok/s over matched cells is the highest of all runtimes")
 def mlx_highest_decode(rows):
-    both = matched(rows)
+    both = matched_runtimes(rows)
     if "mlx" not in set(both["runtime"]):
         raise NotTestable("MLX shares no matched cell with another runtime")
     means = both.groupby("runtime")["decode_tps"].mean()
@@ -101,7 +101,7 @@ def mlx_highest_decode(rows):
 @claim("MLC-LLM has lower TTFT than MLX on moderate prompts (≤16k)",
        "median TTFT of MLC below MLX's on matched cells of ≤16k tokens")
 def mlc_ttft_below_mlx(rows):
-    both = matched(rows[rows["prompt_tokens"] <= 16384], ["mlc", "mlx"])
+    both = matched_runtimes(rows[rows["prompt_tokens"] <= 16384], ["mlc", "mlx"])
     m = both.groupby("runtime")["ttft_s"].median()
     return ("supported" if m["mlc"] < m["mlx"] else "contradicted",
             f"median TTFT: mlc {m['mlc']:.3f} s, mlx {m['mlx']:.3f} s")
@@ -158,7 +158,7 @@ def quantization_speeds_decode(rows):
 @claim("MLX has the most stable inter-token latency",
        "lowest ITL p99/p50 over matched cells, each runtime with ≥ 100 gaps")
 def mlx_most_stable_itl(rows):
-    both = matched(rows)
+    both = matched_runtimes(rows)
     spread = {}
     for rt, g in both.groupby("runtime"):
         gaps = np.array([x for lst in g["itl_s"] for x in lst])

@@ -29,7 +29,7 @@ def share(ratio: float | None) -> str:
                                              f"bytes miscounted), not a result"
 
 
-def table(rows, artifacts, bandwidth: dict[str, float]) -> pd.DataFrame:
+def roofline_table(rows, artifacts, bandwidth: dict[str, float]) -> pd.DataFrame:
     """Warm decode tok/s (median over cold-cache single-stream cells) beside the ceiling bandwidth / weight
     bytes, per runtime/transport/quant and the memory its weights live in. The CPU's bandwidth is the highest
     reading of the calibrate stage's probe and of the drift probes taken around every measurement window (each

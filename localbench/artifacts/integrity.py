@@ -1,4 +1,4 @@
-"""Artifacts checked before a runtime loads them: present, and (single-file artifacts such as GGUF) the same
+"""Artifacts on disk: their size, and checked before a runtime loads them: present, and (single-file artifacts such as GGUF) the same
 bytes the convert stage wrote, by the sha256 it recorded in the artifact's artifact.json.
 
 Folders (HF, MLX, MLC) are checked for presence only: hashing gigabytes of shards before every load would
@@ -35,3 +35,9 @@ def problem(artifact: Artifact) -> str | None:
         return (f"corrupt artifact: sha256 of {path} differs from the one recorded at conversion "
                 f"({expected[:12]}...); rerun `dvc repro convert-{artifact.format}` (or `dvc checkout`)")
     return None
+
+
+def dir_size(path: Path) -> int:
+    """Bytes on disk of a file or of every file under a folder."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

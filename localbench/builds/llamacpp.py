@@ -67,14 +67,14 @@ def missing() -> str:
     """Why llama.cpp cannot run here (tools, converter or Python package missing), or "" when it can."""
     try:
         tool("llama-server")
-        converter()
+        gguf_converter()
         import llama_cpp  # noqa: F401
     except (LlamaCppMissing, ImportError, OSError, RuntimeError) as exc:
         return str(exc)
     return ""
 
 
-def converter() -> tuple[Path, dict[str, str]]:
+def gguf_converter() -> tuple[Path, dict[str, str]]:
     """convert_hf_to_gguf.py and the environment that puts its vendored gguf-py first on PYTHONPATH."""
     llama = source_dir() / "vendor" / "llama.cpp"
     script = llama / "convert_hf_to_gguf.py"

@@ -95,7 +95,7 @@ def copy_source(module_dir: Path, dst: Path) -> None:
     shutil.copytree(vendor, dst / "llama" / "llama.cpp" / "vendor", copy_function=shutil.copyfile)
 
 
-def build() -> dict | None:
+def build_ollama() -> dict | None:
     """Build the pinned Ollama unless done; the stamp, or None when skipped (one line printed)."""
     stamp = built()
     if stamp:
@@ -138,4 +138,4 @@ def build() -> dict | None:
 
 
 if __name__ == "__main__":
-    build()
+    build_ollama()

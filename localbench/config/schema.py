@@ -10,14 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from localbench.config.engines import Closed, Device, Engine, Transport, WorkloadType
 from localbench.config.registry import RUNTIMES

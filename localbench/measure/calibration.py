@@ -61,7 +61,7 @@ def request_errors(rec: loadgen.Record, protocol: str, ttft_ms: float, itl_ms: f
     }
 
 
-def single_stream(cfg: dict, protocol: str, requests: list[Request], log_dir: Path) -> list[dict]:
+def single_stream_rows(cfg: dict, protocol: str, requests: list[Request], log_dir: Path) -> list[dict]:
     """Rows of requests sent one at a time through a reference runtime session and the harness's run_request."""
 
     ttft, itl = float(cfg["ttft_ms"]), float(cfg["itl_ms"])
@@ -90,12 +90,12 @@ def measure(cfg: dict, log_dir: Path) -> pd.DataFrame:
     """One row per measured request: path, protocol, concurrency, status, and its errors (ms)."""
     ttft, itl, tokens = float(cfg["ttft_ms"]), float(cfg["itl_ms"]), int(cfg["tokens"])
     requests = [Request(f"cal{i}", tuple(range(1, 17)), "calibration prompt", tokens) for i in range(8)]
-    rows = [row for protocol in cfg["protocols"] for row in single_stream(cfg, protocol, requests, log_dir)]
+    rows = [row for protocol in cfg["protocols"] for row in single_stream_rows(cfg, protocol, requests, log_dir)]
     with reference_server(ttft, itl, tokens, log_dir / "reference_server.log") as server:
         for protocol in cfg["protocols"]:
             target = Target(server.base_url, "reference", protocol=protocol, chat=False, timeout_s=60)
             for n in cfg["concurrency"]:
-                result = loadgen.run(loadgen.closed_loop(
+                result = loadgen.run_loop(loadgen.closed_loop(
                     target, requests, int(n), num_requests=max(int(cfg["requests_per_level"]), int(n)),
                     warmup=int(cfg.get("warmup", n))))
                 for rec in result.records:
@@ -107,7 +107,7 @@ def measure(cfg: dict, log_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table(df: pd.DataFrame) -> pd.DataFrame:
+def error_table(df: pd.DataFrame) -> pd.DataFrame:
     """p50/p99 of each error (ms) per path, protocol and concurrency; ITL and the splits pool every gap
     (the single-stream path has the server's lateness only: run_request keeps no raw stamps to split the rest)."""
     out = []
@@ -136,7 +136,7 @@ def metrics_json(summary: pd.DataFrame) -> dict:
     return out
 
 
-def headline(errors: dict) -> dict:
+def headline_errors(errors: dict) -> dict:
     """For `dvc exp show`: p50 TTFT/ITL errors at the lowest and highest concurrency only (the rest, p99
     included, stays in data/calibration.parquet and the report)."""
     out: dict = {}

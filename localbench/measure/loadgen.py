@@ -146,7 +146,7 @@ async def open_loop(target: Target, requests: Sequence[Request], rate: float, *,
     return LoadResult("open", None, float(rate), float(burstiness), records, start, time.perf_counter_ns())
 
 
-def run(coro):
+def run_loop(coro):
     """Run a load coroutine on the precise event loop, with the cyclic GC paused (its pauses would show
     up as client-side latency; the run's garbage is collected afterwards)."""
     gc.collect()
@@ -161,7 +161,7 @@ def run(coro):
 def concurrency_sweep(target: Target, requests: Sequence[Request], levels: Sequence[int], *, num_requests: int,
                       duration_s: float | None = None, warmup: int = 0) -> list[LoadResult]:
     """A closed loop at each concurrency level in turn; num_requests is per level."""
-    return [run(closed_loop(target, requests, int(n), num_requests=num_requests, duration_s=duration_s,
+    return [run_loop(closed_loop(target, requests, int(n), num_requests=num_requests, duration_s=duration_s,
                             warmup=warmup)) for n in levels]
 
 
@@ -169,7 +169,7 @@ def rate_sweep(target: Target, requests: Sequence[Request], rates: Sequence[floa
                duration_s: float | None = None, burstiness: float = 1.0, warmup: int = 0,
                seed: int = 0) -> list[LoadResult]:
     """An open loop at each arrival rate in turn (req/s; "inf" sends all at once)."""
-    return [run(open_loop(target, requests, float(r), num_requests=num_requests, duration_s=duration_s,
+    return [run_loop(open_loop(target, requests, float(r), num_requests=num_requests, duration_s=duration_s,
                           burstiness=burstiness, warmup=warmup, seed=seed)) for r in rates]
 
 
@@ -205,7 +205,7 @@ def record_fields(rec: Record, result: LoadResult) -> dict:
     return fields
 
 
-def summarize(result: LoadResult, slo: dict[str, float] | None = None) -> dict[str, Any]:
+def summarize_level(result: LoadResult, slo: dict[str, float] | None = None) -> dict[str, Any]:
     """Requests/s, output tok/s, achieved concurrency, goodput (ok requests meeting every SLO given:
     ttft_s, tpot_s, e2e_s) per second, TTFT/TPOT/ITL/e2e percentiles over the measured window, and the
     open loop's send lag (p99 of issued - scheduled: large values mean the generator itself fell behind)."""

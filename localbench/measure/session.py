@@ -234,7 +234,7 @@ class Measurement:
         for result in results:
             self.load_summaries.append({"kind": "load sweep", "runtime": self.runtime.name, "transport": transport,
                                         "quant": artifact.quant,
-                                        **loadgen.summarize(result, self.load.get("slo"))})
+                                        **loadgen.summarize_level(result, self.load.get("slo"))})
             for rec in result.records:
                 cell = Cell("load", rec.prompt_id, by_id[rec.prompt_id], rec.index)
                 self.store.append({**self.base_row(artifact, transport, cell, "load"),

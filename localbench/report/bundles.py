@@ -7,13 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from localbench.analysis.bundles import (
-    Bundle,
-    host_cells,
-    hosts_table,
-    matched,
-    serving,
-)
+from localbench.analysis.bundles import Bundle, host_cells, hosts_table, matched_hosts, serving
 from localbench.analysis.roofline import share
 from localbench.core.markdown import table
 
@@ -41,7 +35,7 @@ def section(bundles: list[Bundle]) -> str:
     out += ["Each machine's numbers come from its own result bundle (`results/<host>/`, see README) or, for "
             "this machine, from this run; its roofline is its own measured bandwidth over each artifact's bytes "
             "(and, beside it, over weights plus the KV cache read at mid-answer).\n", table(hosts_table(bundles))]
-    m = matched(bundles)
+    m = matched_hosts(bundles)
     out += ["### Matched single-stream cells (identical model, runtime, transport, quant, workload, prompt and "
             "output length, cache reuse, concurrency 1)\n",
             table(m[SHOWN + [c for c in m.columns if " · " in c]]

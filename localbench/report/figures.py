@@ -44,7 +44,7 @@ def save(fig, path: Path, fmt: str, dpi: int) -> None:
     plt.close(fig)
 
 
-def per_length(data: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, fmt: str, dpi: int) -> None:
+def versus_length(data: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, fmt: str, dpi: int) -> None:
     """Mean +- std against prompt length, one line per cell, one panel per workload."""
     data = data[data["workload"] != "chat"]
     grid = sns.relplot(data=data, x="prompt_tokens", y=value, hue="cell", col="workload", kind="line",
@@ -147,8 +147,8 @@ def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png"
              "fig1_throughput"),
             (bar, ref, "peak_rss_mib", "peak RSS (MiB)", f"Fig. 3: peak memory ({where}; servers: process tree, "
              "in-process: above the pre-load baseline)", "fig3_peak_memory"),
-            (per_length, ok, "ttft_s", "TTFT (s)", "TTFT vs prompt length", "fig4_ttft_vs_length"),
-            (per_length, ok, "decode_tps", "decode tokens/s", "Throughput vs prompt length",
+            (versus_length, ok, "ttft_s", "TTFT (s)", "TTFT vs prompt length", "fig4_ttft_vs_length"),
+            (versus_length, ok, "decode_tps", "decode tokens/s", "Throughput vs prompt length",
              "fig5_throughput_vs_length"),
         ]
         for fn, data, value, label, title, name in specs:

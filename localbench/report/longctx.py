@@ -6,14 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench.analysis.longctx import (
-    bounded,
-    load_config,
-    not_run,
-    per_length,
-    reuse,
-    turns,
-)
+from localbench.analysis.longctx import bounded, load_config, not_run, per_length, reuse, turns
 from localbench.core.hardware import kv_bytes_per_token
 from localbench.core.markdown import table
 

@@ -13,7 +13,7 @@ import pandas as pd
 from localbench.analysis import claims, roofline
 from localbench.core import metrics
 from localbench.core.markdown import table
-from localbench.measure.calibration import table as calibration_table
+from localbench.measure.calibration import error_table
 from localbench.report import bundles, longctx, tables
 from localbench.runtimes import registry
 
@@ -99,7 +99,7 @@ def calibration_section(calib: pd.DataFrame | None) -> str:
             "streaming on a known schedule, through both client paths: `single-stream` (a runtime session's "
             "persistent client, as every single-stream server row is measured) and `load generator`; target: "
             "< 1 ms at p50 and < 3 ms at p99.\n\n"
-            + table(calibration_table(calib)))
+            + table(error_table(calib)))
 
 
 def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], manifest: dict, figures: list[Path],
@@ -129,7 +129,7 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         "Decoding a token reads every weight once, so no runtime decodes faster than the memory bandwidth "
         "(measured here: the best of large matrix-vector products on all cores, decode's access pattern) divided "
         "by the artifact's size; the KV cache read is left out.\n\n",
-        table(roofline.table(rows, artifacts, bandwidth or {})),
+        table(roofline.roofline_table(rows, artifacts, bandwidth or {})),
         bundles.section(cfg.get("bundles") or []),   # several machines: stages/report.py passes result bundles
         "## Figures\n", "".join(f"![{p.stem}](../{p.as_posix()})\n\n" for p in figures),
         "## Artifacts (conversion and quantization)\n", table(arts),

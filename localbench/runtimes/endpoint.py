@@ -7,14 +7,7 @@ from typing import Iterator
 import httpx
 
 from localbench.config.engines import EndpointEngine
-from localbench.core.types import (
-    Artifact,
-    Chunk,
-    Probe,
-    Request,
-    RuntimeUnavailable,
-    Usage,
-)
+from localbench.core.types import Artifact, Chunk, Probe, Request, RuntimeUnavailable, Usage
 from localbench.runtimes.base import Runtime, Session, register
 from localbench.transport.clients import Target, session_client, stream_openai
 

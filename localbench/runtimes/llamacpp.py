@@ -24,21 +24,9 @@ from typing import Iterator
 
 from localbench.builds import llamacpp as llamacpp_build
 from localbench.config.engines import LlamacppEngine
-from localbench.core.types import (
-    Artifact,
-    Chunk,
-    Probe,
-    Request,
-    RuntimeUnavailable,
-    Usage,
-)
+from localbench.core.types import Artifact, Chunk, Probe, Request, RuntimeUnavailable, Usage
 from localbench.runtimes.base import Runtime, Session, register
-from localbench.transport.clients import (
-    ServerError,
-    Target,
-    session_client,
-    stream_openai,
-)
+from localbench.transport.clients import ServerError, Target, session_client, stream_openai
 from localbench.transport.servers import Server, ServerDied, log_tail
 
 ROPE_TYPES = {"none": 0, "linear": 1, "yarn": 2}     # llama_rope_scaling_type

@@ -11,14 +11,7 @@ from typing import Iterator
 
 from localbench.builds.mlc import import_mlc
 from localbench.config.engines import MlcEngine
-from localbench.core.types import (
-    Artifact,
-    Chunk,
-    Probe,
-    Request,
-    RuntimeUnavailable,
-    Usage,
-)
+from localbench.core.types import Artifact, Chunk, Probe, Request, RuntimeUnavailable, Usage
 from localbench.runtimes.base import Runtime, Session, register
 from localbench.transport.clients import Target, session_client, stream_openai
 from localbench.transport.servers import Server

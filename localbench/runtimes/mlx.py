@@ -17,14 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from localbench.config.engines import MlxEngine
-from localbench.core.types import (
-    Artifact,
-    Chunk,
-    Probe,
-    Request,
-    RuntimeUnavailable,
-    Usage,
-)
+from localbench.core.types import Artifact, Chunk, Probe, Request, RuntimeUnavailable, Usage
 from localbench.runtimes.base import Runtime, Session, register
 from localbench.transport.clients import Target, session_client, stream_openai
 from localbench.transport.servers import Server
@@ -64,7 +57,7 @@ def kv_dtype_bytes(cache: list) -> int | None:
     return int(keys.dtype.size) if keys is not None and hasattr(keys, "dtype") else None
 
 
-def prompt_tokens(tokenizer, request: Request) -> list[int]:
+def prompt_ids_of(tokenizer, request: Request) -> list[int]:
     """The exact prompt ids every runtime runs (chat prompts arrive already rendered with the template)."""
     return list(request.prompt_ids) if request.prompt_ids else tokenizer.encode(request.prompt_text)
 
@@ -88,11 +81,7 @@ class InprocessSession(Session):
 
     def _cache_for(self, prompt: list[int], reuse: bool) -> tuple[list, int]:
         """(KV cache, tokens of `prompt` it already holds): the kept cache trimmed to the common prefix."""
-        from mlx_lm.models.cache import (
-            can_trim_prompt_cache,
-            make_prompt_cache,
-            trim_prompt_cache,
-        )
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
         from mlx_lm.utils import common_prefix_len
 
         if reuse and self._cache is not None and can_trim_prompt_cache(self._cache):
@@ -104,7 +93,7 @@ class InprocessSession(Session):
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         from mlx_lm import stream_generate
 
-        prompt = prompt_tokens(self.tokenizer, request)
+        prompt = prompt_ids_of(self.tokenizer, request)
         cache, cached = self._cache_for(prompt, request.reuse_cache)
         self.mx.reset_peak_memory()
         last = None
@@ -307,11 +296,7 @@ def prompt_cache_effect(art: Artifact, requests: list[Request], settings: MlxEng
     import mlx.core as mx
     from mlx_lm import load
     from mlx_lm.generate import generate_step
-    from mlx_lm.models.cache import (
-        load_prompt_cache,
-        make_prompt_cache,
-        save_prompt_cache,
-    )
+    from mlx_lm.models.cache import load_prompt_cache, make_prompt_cache, save_prompt_cache
     from mlx_lm.sample_utils import make_sampler
 
     n_prefix, n_suffix = settings.prompt_cache_prefix_tokens, settings.prompt_cache_suffix_tokens

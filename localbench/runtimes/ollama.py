@@ -40,22 +40,9 @@ import httpx
 from localbench.builds import llamacpp as llamacpp_build
 from localbench.builds import ollama as ollama_build
 from localbench.config.engines import OllamaEngine
-from localbench.core.types import (
-    Artifact,
-    Chunk,
-    Probe,
-    Request,
-    RuntimeUnavailable,
-    Usage,
-)
+from localbench.core.types import Artifact, Chunk, Probe, Request, RuntimeUnavailable, Usage
 from localbench.runtimes.base import Runtime, Session, register
-from localbench.transport.clients import (
-    ServerError,
-    Target,
-    session_client,
-    stream_ollama,
-    stream_openai,
-)
+from localbench.transport.clients import ServerError, Target, session_client, stream_ollama, stream_openai
 from localbench.transport.servers import Server, ServerDied, log_tail
 
 ROOT = ollama_build.CACHE_DIR.parents[1]

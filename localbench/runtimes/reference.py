@@ -41,7 +41,7 @@ class ReferenceSession(Session):
 
 
 @register
-class Reference(Runtime):
+class ReferenceRuntime(Runtime):
     """Streams ' t0 t1 ...' on a programmed schedule in the OpenAI or the Ollama protocol."""
 
     name = "reference"

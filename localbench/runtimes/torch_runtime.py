@@ -11,14 +11,7 @@ from typing import Iterator
 
 from localbench.config.engines import TorchEngine
 from localbench.core.hardware import FLOAT_DTYPES, torch_device
-from localbench.core.types import (
-    Artifact,
-    Chunk,
-    Probe,
-    Request,
-    RuntimeUnavailable,
-    Usage,
-)
+from localbench.core.types import Artifact, Chunk, Probe, Request, RuntimeUnavailable, Usage
 from localbench.runtimes.base import Runtime, Session, register
 
 

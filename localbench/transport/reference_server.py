@@ -49,7 +49,7 @@ def token_text(i: int) -> str:
     return f" t{i}"
 
 
-def prompt_tokens(body: dict) -> int:
+def count_prompt_tokens(body: dict) -> int:
     """Prompt length: token ids as given, else whitespace-separated words (the reference 'tokenizer')."""
     if "messages" in body:
         return sum(len(str(m.get("content", "")).split()) for m in body["messages"])
@@ -120,7 +120,7 @@ class Reference:
         body = await request.json()
         chat = "messages" in body
         n = int(body.get("max_tokens") or body.get("max_completion_tokens") or self.tokens)
-        p = prompt_tokens(body)
+        p = count_prompt_tokens(body)
         created = int(time.time())
         kind = "chat.completion.chunk" if chat else "text_completion"
 
@@ -141,7 +141,7 @@ class Reference:
         body = await request.json()
         chat = "messages" in body
         n = int((body.get("options") or {}).get("num_predict") or self.tokens)
-        p = prompt_tokens(body)
+        p = count_prompt_tokens(body)
 
         def event(text: str, i: int) -> bytes:
             out = {"message": {"role": "assistant", "content": text}} if chat else {"response": text}

@@ -117,7 +117,7 @@ class FirstTokens:
         return [self.free.pop()]
 
 
-def build(tok, types: list[str], lengths: list[int], per_length: int, seed: int, prefix_fraction: float,
+def build_prompts(tok, types: list[str], lengths: list[int], per_length: int, seed: int, prefix_fraction: float,
           chat_turns: int, max_context: int, prefix_prompts: int = 2, window_warmup_max_tokens: int = 0) -> list[Prompt]:
     """Every prompt of the set (per type, per length, `per_length` distinct prompts), then `warmup` prompts
     outside every plan: one of the shortest length (at most WARMUP_MAX tokens), the session's, and one per
@@ -159,7 +159,7 @@ def build(tok, types: list[str], lengths: list[int], per_length: int, seed: int,
 
 
 def can_hit(prompt_id: str) -> bool:
-    """A cache-reuse prompt that follows one it can reuse (by the ids build() and chat_sessions() give): a prefix
+    """A cache-reuse prompt that follows one it can reuse (by the ids build_prompts() and chat_sessions() give): a prefix
     prompt after its set's first (`prefix-N-0` primes it), a chat turn after the first (`-t0`)."""
     return not re.search(r"-t?0$", str(prompt_id))
 

@@ -30,7 +30,7 @@ def _tail(text: str, lines: int = 12) -> str:
 
 def convert_f16(hf_dir: Path, out_path: Path, outtype: str = "f16") -> None:
     """Run convert_hf_to_gguf.py; an unrecognised tokenizer or architecture is one clear error."""
-    script, env = llamacpp_build.converter()
+    script, env = llamacpp_build.gguf_converter()
     proc = subprocess.run([sys.executable, str(script), str(hf_dir), "--outfile", str(out_path),
                            "--outtype", outtype], capture_output=True, text=True, env=env)
     if proc.returncode == 0:

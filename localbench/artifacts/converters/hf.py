@@ -5,13 +5,8 @@ import shutil
 import time
 from pathlib import Path
 
+from localbench.artifacts.integrity import dir_size
 from localbench.core.hardware import FLOAT_DTYPES
-
-
-def dir_size(path: Path) -> int:
-    """Bytes on disk of a file or of every file under a folder."""
-    path = Path(path)
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict) -> dict:

@@ -12,13 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+from localbench.artifacts.integrity import dir_size
 from localbench.builds.mlc import import_mlc
 
 QUANTS = ("q4f16_1", "q4f16_awq")
 
 
-def run(args: list[str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "mlc_llm", *args], capture_output=True, text=True)
+def mlc_llm_cli(args: list[str]) -> None:
+    done = subprocess.mlc_llm_cli([sys.executable, "-m", "mlc_llm", *args], capture_output=True, text=True)
     if done.returncode:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
         raise RuntimeError(f"mlc_llm {args[0]} failed: {tail[0]}")
@@ -40,13 +41,13 @@ def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict
             raise ValueError("q4f16_awq needs convert.mlc.awq_source: AWQ weights made with llm-awq/AutoAWQ")
         source = ["--source", str(settings["awq_source"]), "--source-format", "awq"]
     t0 = time.perf_counter()
-    run(["convert_weight", str(hf_dir), "--quantization", quant, *source, "-o", str(out)])
-    run(["gen_config", str(hf_dir), "--quantization", quant,
+    mlc_llm_cli(["convert_weight", str(hf_dir), "--quantization", quant, *source, "-o", str(out)])
+    mlc_llm_cli(["gen_config", str(hf_dir), "--quantization", quant,
          "--conv-template", str(settings.get("conv_template", "chatml")), "-o", str(out)])
     lib = out / ("lib.dylib" if sys.platform == "darwin" else "lib.so")
-    run(["compile", str(out / "mlc-chat-config.json"), "--device", str(device), "-o", str(lib)])
+    mlc_llm_cli(["compile", str(out / "mlc-chat-config.json"), "--device", str(device), "-o", str(lib)])
     convert_s = time.perf_counter() - t0
     return {"model": model, "format": "mlc", "quant": quant, "path": str(out), "tokenizer_path": str(hf_dir),
-            "size_bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()), "bits_per_weight": None,
+            "size_bytes": dir_size(out), "bits_per_weight": None,
             "convert_s": convert_s, "tool": f"mlc_llm {getattr(mlc_llm, '__version__', 'unknown')}",
             "status": "ok", "error": None}

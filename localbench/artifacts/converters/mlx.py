@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from localbench.artifacts.integrity import dir_size
 from localbench.core.hardware import FLOAT_DTYPES
 
 BITS = {f"{b}bit": b for b in (2, 3, 4, 5, 6, 8)}
@@ -31,11 +32,6 @@ def convert_kwargs(quant: str, group_size: int, dtype: str | None = None) -> dic
     if quant in RECIPES:
         return {"quantize": True, "quant_predicate": quant, "q_group_size": group_size, **scale_dtype}
     raise ValueError(f"unsupported MLX quant {quant!r}: use one of {', '.join(QUANTS)}")
-
-
-def dir_size(path: Path) -> int:
-    """Bytes of all files under `path`."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def bits_per_weight(mlx_dir: Path) -> float:
