@@ -112,7 +112,7 @@ def test_read_bandwidth_is_measured():
 
 
 def test_capability_tables_show_declarations_of_unavailable_runtimes():
-    from localbench.report.render import capability_tables
+    from localbench.report.runtimes import capability_tables
     extras = [{"runtime": "mlc", "probe": {"available": False, "reason": "not installed"}},
               {"runtime": "ollama", "skipped": "runtime.ollama is false"}]
     text = capability_tables(extras)
