@@ -3,7 +3,7 @@
 Nothing here is hand-typed result prose: tables 1-5 come from each runtime's declared and probed
 capabilities, numbers from data/, and each of the paper's claims is checked against the measurements.
 `report_from_outputs` reads the pipeline's outputs, `render` assembles the sections (one module each under
-localbench/report/) and `write` writes Markdown and HTML.
+localbench/report/) and `write_report` writes Markdown and HTML.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def report_from_outputs(cfg: dict, quality_cfg: dict, out_dir: Path, data: Path 
     md = render(rows, artifacts, extras, manifest, sorted((plots / "figures").glob("*.*")), provenance, cfg,
                 calib=pd.read_parquet(data / "calibration.parquet"), bandwidth=bandwidth, hosts=hosts,
                 quality_md=quality_md)
-    return write(md, out_dir, cfg["title"])
+    return write_report(md, out_dir, cfg["title"])
 
 
 def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], manifest: dict, figures: list[Path],
@@ -94,7 +94,7 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
     return "\n".join(parts)
 
 
-def write(md: str, out_dir: Path, title: str) -> Path:
+def write_report(md: str, out_dir: Path, title: str) -> Path:
     """report.md and report.html (the Markdown converted) in out_dir; returns the Markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path = out_dir / "report.md"
