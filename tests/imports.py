@@ -118,9 +118,11 @@ def graph(root: Path = ROOT) -> dict[str, tuple[Import, ...]]:
     return {name: tuple(imports_in(path, name, files, is_package(path))) for name, path in files.items()}
 
 
-def closure_modules(start: list[str], root: Path = ROOT) -> set[str]:
-    """Every localbench module that importing `start` runs: their imports, the packages on the way, transitively."""
-    g = graph(root)
+def closure_modules(start: list[str], root: Path = ROOT, resolved: dict[str, list[str]] | None = None) -> set[str]:
+    """Every localbench module that importing `start` runs: their imports, the packages on the way, transitively.
+    `resolved`: for a module whose dynamic imports the caller knows (e.g. the runtime registry importing only the
+    stage's runtime), the modules they import instead of every candidate."""
+    g, resolved = graph(root), resolved or {}
     seen: set[str] = set()
     todo = list(start)
     while todo:
@@ -129,7 +131,8 @@ def closure_modules(start: list[str], root: Path = ROOT) -> set[str]:
             continue
         seen.add(name)
         todo.extend(parents(name))
-        todo.extend(imp.target for imp in g[name])
+        todo.extend(imp.target for imp in g[name] if not (imp.dynamic and name in resolved))
+        todo.extend(resolved.get(name, []))
     return seen
 
 
@@ -150,15 +153,27 @@ def script_of(cmd: str, root: Path = ROOT) -> tuple[Path, str | None]:
     raise ValueError(f"cannot tell which Python file cmd {cmd!r} runs")
 
 
+def runtime_of(cmd: str) -> str | None:
+    """The runtime a measure stage's cmd measures (`python stages/measure.py <runtime>`), else None."""
+    words = shlex.split(cmd)
+    return words[words.index("stages/measure.py") + 1] if "stages/measure.py" in words[:-1] else None
+
+
 def script_closure(cmd: str, root: Path = ROOT) -> set[Path]:
-    """Files (relative to root) a stage's cmd runs: its script and every localbench module it imports, at any depth."""
+    """Files (relative to root) a stage's cmd runs: its script and every localbench module it imports, at any depth.
+    A measure stage imports one runtime module through the registry: `localbench.config.registry` names it."""
+    resolved = None
+    runtime = runtime_of(cmd)
+    if runtime is not None:
+        from localbench.config.registry import RUNTIMES
+        resolved = {f"{PACKAGE}.runtimes": [f"{PACKAGE}.runtimes.{RUNTIMES[runtime].module}"]}
     script, name = script_of(cmd, root)
     files = module_files(root)
     if name is not None:
         start = [name]
     else:
         start = sorted({imp.target for imp in imports_in(script, "__main__", files)})
-    mods = closure_modules(start, root)
+    mods = closure_modules(start, root, resolved)
     return {script.relative_to(root)} | {files[m].relative_to(root) for m in mods}
 
 

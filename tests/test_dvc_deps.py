@@ -175,3 +175,13 @@ def test_dvc_status_marks_the_stages_that_import_an_edited_module(tmp_path):
                             f"{report.get(name)}")
     assert not problems, "dvc status in a scratch copy disagrees with the stages' import closures:\n" + \
         "\n".join(problems)
+
+
+def test_measure_foreach_is_the_runtime_registry():
+    """dvc.yaml's `measure` foreach names the runtimes of localbench.config.registry, each with its module."""
+    from localbench.config.registry import RUNTIMES
+
+    foreach = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["measure"]["foreach"]
+    assert list(foreach) == list(RUNTIMES), "dvc.yaml measure.foreach must list localbench.config.registry.RUNTIMES"
+    for name, item in foreach.items():
+        assert item["code"] == f"{PACKAGE}/runtimes/{RUNTIMES[name].module}.py", (name, item)
