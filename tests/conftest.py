@@ -32,3 +32,12 @@ def tiny_hf_dir() -> Path:
 def tiny_tokenizer(tiny_hf_dir):
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(tiny_hf_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The reference server on a programmed schedule: TTFT 2 ms, 1 ms between tokens, 16 tokens."""
+    from localbench.measure.calibration import reference_server
+
+    with reference_server(2.0, 1.0, 16, tmp_path_factory.mktemp("ref") / "ref.log") as srv:
+        yield srv

@@ -4,17 +4,10 @@ import sys
 import pytest
 
 from localbench.core.types import Chunk, Request, Sent, Usage
-from localbench.measure.calibration import reference_server
 from localbench.transport.clients import OpenAIStream, ServerError, session_client, stream, stream_ollama, stream_openai
 from localbench.transport.servers import Server
 
 REQ = Request("p0", tuple(range(10)), "one two three four", max_tokens=7)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with reference_server(2.0, 1.0, 16, tmp_path_factory.mktemp("ref") / "ref.log") as srv:
-        yield srv
 
 
 def collect(items):
@@ -26,8 +19,8 @@ def collect(items):
 
 
 @pytest.mark.parametrize("chat", [False, True])
-def test_openai_exact_counts(server, chat):
-    chunks, usage = collect(stream_openai(server.base_url, "reference", REQ, chat=chat))
+def test_openai_exact_counts(reference, chat):
+    chunks, usage = collect(stream_openai(reference.base_url, "reference", REQ, chat=chat))
     assert len(chunks) == usage.output_tokens == 7
     assert "".join(c.text for c in chunks) == "".join(f" t{i}" for i in range(7))
     assert usage.prompt_tokens == (4 if chat else 10)     # chat sends the text, completion the ids
@@ -35,8 +28,8 @@ def test_openai_exact_counts(server, chat):
 
 
 @pytest.mark.parametrize("chat", [False, True])
-def test_ollama_exact_counts_and_durations(server, chat):
-    chunks, usage = collect(stream_ollama(server.base_url, "reference", REQ, chat=chat))
+def test_ollama_exact_counts_and_durations(reference, chat):
+    chunks, usage = collect(stream_ollama(reference.base_url, "reference", REQ, chat=chat))
     assert len(chunks) == usage.output_tokens == 7 and usage.prompt_tokens == 4
     report = usage.extra["ollama"]
     assert {"load_duration", "prompt_eval_duration", "eval_duration", "eval_count"} <= set(report)
@@ -55,9 +48,9 @@ def test_several_tokens_per_chunk(tmp_path):
 @pytest.mark.parametrize("fault, error, match", [("http500", ServerError, "HTTP 500"),
                                                   ("drop", ServerError, "connection"),
                                                   ("stall", TimeoutError, "within")])
-def test_errors(server, protocol, fault, error, match):
+def test_errors(reference, protocol, fault, error, match):
     with pytest.raises(error, match=match):
-        list(stream(protocol, server.base_url, "reference", REQ, timeout_s=0.5,
+        list(stream(protocol, reference.base_url, "reference", REQ, timeout_s=0.5,
                     extra_body={"reference_fault": fault}))
 
 
@@ -66,12 +59,12 @@ def test_unreachable_server():
         list(stream_openai("http://127.0.0.1:9", "m", REQ, timeout_s=2))
 
 
-def test_sent_stamp_excludes_building_the_client(server):
+def test_sent_stamp_excludes_building_the_client(reference):
     """TTFT from the Sent stamp matches the server's programmed 2 ms whether or not a client is passed."""
     import time
     with session_client() as client:
         for kwargs in ({}, {"client": client}):
-            items = stream_openai(server.base_url, "reference", REQ, **kwargs)
+            items = stream_openai(reference.base_url, "reference", REQ, **kwargs)
             before = time.perf_counter_ns()
             sent = next(items)
             first = next(items)
@@ -113,12 +106,12 @@ def test_llama_server_own_timings_are_kept_with_the_usage():
     assert "timings" not in plain.usage().extra
 
 
-def test_chunks_are_stamped_when_their_bytes_came_off_the_socket(server):
+def test_chunks_are_stamped_when_their_bytes_came_off_the_socket(reference):
     """The session client stamps its socket reads: each chunk's `ns` lies after the Sent stamp and before the
     stream handed it over, and the server's 1 ms gaps show between successive chunks."""
     import time
     with session_client() as client:
-        items = stream_openai(server.base_url, "reference", REQ, client=client)
+        items = stream_openai(reference.base_url, "reference", REQ, client=client)
         sent = next(items)
         stamps = []
         for item in items:

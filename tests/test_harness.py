@@ -3,63 +3,15 @@ boundaries, token reconciliation, windows with drift probes, in-process memory a
 import threading
 import time
 
-import numpy as np
 import pyarrow as pa
 import pytest
+from fakes import ART, WL, HangingRuntime, ScriptedRuntime, ScriptedSession, plan
 
 from localbench.core.schema import REQUEST_SCHEMA, to_table
 from localbench.core.types import Artifact, Chunk, Probe, Request, Sent, Usage
 from localbench.measure.executor import run_request, stop_caller
-from localbench.measure.plan import Cell
 from localbench.measure.session import Measurement
 from localbench.measure.store import ResultStore
-from localbench.runtimes.base import Runtime, Session
-
-ART = Artifact(model="m", format="fake", quant="q", path=__file__)   # any existing file
-
-
-class ScriptedSession(Session):
-    def __init__(self, runtime):
-        self.runtime = runtime
-
-    def stream(self, request):
-        self.runtime.calls += 1
-        if request.prompt_id in self.runtime.fail_on:
-            raise RuntimeError("boom: forced failure")
-        if request.prompt_id in self.runtime.interrupt_on:
-            raise KeyboardInterrupt
-        ballast = np.ones(self.runtime.ballast_mib * 2**18, dtype=np.float32)   # memory the "model" uses
-        for _ in range(request.max_tokens):
-            time.sleep(self.runtime.gap_s)
-            yield Chunk(tokens=1, text="x")
-        del ballast
-        yield Usage(prompt_tokens=len(request.prompt_ids), output_tokens=request.max_tokens)
-
-
-class ScriptedRuntime(Runtime):
-    name = "scripted"
-    formats = ("fake",)
-
-    def __init__(self, settings=None, fail_on=(), interrupt_on=(), gap_s=0.001, ballast_mib=0):
-        super().__init__(settings)
-        self.fail_on, self.interrupt_on, self.gap_s, self.calls = set(fail_on), set(interrupt_on), gap_s, 0
-        self.ballast_mib = ballast_mib
-
-    def probe(self):
-        return Probe(True, version="1.0", device="cpu")
-
-    def load(self, artifact, transport):
-        return ScriptedSession(self)
-
-
-def plan(n=3, trials=2, max_tokens=4):
-    reqs = [Request(f"p{i}", tuple(range(10 + i)), "t", max_tokens) for i in range(n)]
-    return [Cell("unique", r.prompt_id, r, t, group=10 + int(r.prompt_id[1:]) // 2) for t in range(trials)
-            for r in reqs]
-
-
-WL = {"trials": 2, "warmup": 1, "timeout_s": 30, "drift_probe_mib": 8, "drift_probe_repeats": 2}
-
 
 def test_rows_match_schema_and_metrics(tmp_path):
     store = ResultStore(tmp_path / "p.jsonl", "k")
@@ -229,31 +181,6 @@ def test_changed_config_discards_partial_rows(tmp_path):
     path = tmp_path / "p.jsonl"
     Measurement(ScriptedRuntime(), ResultStore(path, "k1"), "host", WL).run([ART], plan())
     assert ResultStore(path, "k2").rows == []
-
-
-class HangingSession(ScriptedSession):
-    """Answers prompts normally, but on artifact quant `q` never yields anything for prompt `p1` (stuck inside
-    the runtime)."""
-    quant = "q"
-
-    def stream(self, request):
-        if request.prompt_id == "p1" and self.quant == "q":
-            self.runtime.release.wait(30)          # a native call that never returns (until the test ends)
-            return
-        yield from super().stream(request)
-
-
-class HangingRuntime(ScriptedRuntime):
-    def __init__(self, **kw):
-        import threading
-        super().__init__(**kw)
-        self.release, self.closed = threading.Event(), []
-
-    def load(self, artifact, transport):
-        session = HangingSession(self)
-        session.quant = artifact.quant
-        session.close = lambda: self.closed.append(artifact.quant)
-        return session
 
 
 def test_hang_inside_a_request_is_a_timeout_row_and_the_next_artifact_runs(tmp_path):

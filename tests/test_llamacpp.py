@@ -5,12 +5,13 @@ import shutil
 import signal
 
 import pytest
+from fakes import artifact_of
 
 from localbench.artifacts.converters import gguf
 from localbench.builds import llamacpp as llamacpp_build
 from localbench.builds.llamacpp import buffer_sizes
 from localbench.core.schema import ARTIFACT_FIELDS
-from localbench.core.types import Artifact, Chunk, Request, Sent, Usage
+from localbench.core.types import Chunk, Request, Sent, Usage
 from localbench.measure.executor import run_request
 from localbench.runtimes.llamacpp import LlamaCppRuntime
 from localbench.transport.servers import ServerDied
@@ -29,10 +30,6 @@ def ggufs(tiny_hf_dir, tmp_path_factory):
     f16 = gguf.convert(tiny_hf_dir, out / "F16.gguf", "smollm2", "F16", {})
     q8 = gguf.convert(tiny_hf_dir, out / "Q8_0.gguf", "smollm2", "Q8_0", {"base_f16": f16["path"]})
     return {"F16": f16, "Q8_0": q8}
-
-
-def artifact(row: dict) -> Artifact:
-    return Artifact(row["model"], "gguf", row["quant"], row["path"], row["size_bytes"], row["tokenizer_path"])
 
 
 @needs_build
@@ -68,7 +65,7 @@ def test_unknown_tokenizer_is_one_clear_error(tiny_hf_dir, tmp_path):
 
 @needs_build
 def test_inprocess_stream_forced_length_and_cache_reset(ggufs, tiny_tokenizer):
-    session = LlamaCppRuntime(SETTINGS).load(artifact(ggufs["Q8_0"]), "inprocess")
+    session = LlamaCppRuntime(SETTINGS).load(artifact_of(ggufs["Q8_0"]), "inprocess")
     try:
         ids = tuple(tiny_tokenizer.encode(TEXTS[1]))
         items = list(session.stream(Request("p", ids, TEXTS[1], max_tokens=8)))
@@ -87,7 +84,7 @@ def test_inprocess_stream_forced_length_and_cache_reset(ggufs, tiny_tokenizer):
 
 @needs_build
 def test_server_stream_and_death(ggufs, tiny_tokenizer, tmp_path):
-    session = LlamaCppRuntime({**SETTINGS, "log_dir": str(tmp_path)}).load(artifact(ggufs["Q8_0"]), "server")
+    session = LlamaCppRuntime({**SETTINGS, "log_dir": str(tmp_path)}).load(artifact_of(ggufs["Q8_0"]), "server")
     try:
         assert session.memory()["kv_buffer_bytes"] > 0
         ids = tuple(tiny_tokenizer.encode(TEXTS[0]))
@@ -109,7 +106,7 @@ def test_server_stream_and_death(ggufs, tiny_tokenizer, tmp_path):
 @needs_build
 def test_llama_bench_fidelity_row(ggufs, tmp_path):
     rows = LlamaCppRuntime(SETTINGS).window_references(
-        artifact(ggufs["Q8_0"]), [Request("p", tuple(range(1, 17)), "", max_tokens=4),
+        artifact_of(ggufs["Q8_0"]), [Request("p", tuple(range(1, 17)), "", max_tokens=4),
                                   Request("c", tuple(range(1, 9)), "", max_tokens=4, reuse_cache=True)])
     (row,) = rows
     assert row["kind"] == "llama-bench fidelity" and "flag" not in row
@@ -119,7 +116,7 @@ def test_llama_bench_fidelity_row(ggufs, tmp_path):
 
 def test_missing_build_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setattr(llamacpp_build, "CACHE_DIR", tmp_path)
-    for call in (lambda: llamacpp_build.tool("llama-server"), llamacpp_build.converter,
+    for call in (lambda: llamacpp_build.tool("llama-server"), llamacpp_build.gguf_converter,
                  lambda: gguf.convert(tmp_path, tmp_path / "x.gguf", "m", "Q4_K_M", {"base_f16": "f.gguf"})):
         with pytest.raises(llamacpp_build.LlamaCppMissing) as err:
             call()

@@ -7,21 +7,14 @@ import pytest
 from localbench.core.schema import REQUEST_SCHEMA, empty_row, to_table
 from localbench.core.types import Request
 from localbench.measure import loadgen
-from localbench.measure.calibration import reference_server
 from localbench.transport.clients import Target
 
 REQS = [Request(f"p{i}", tuple(range(5 + i)), "a b c", max_tokens=6) for i in range(3)]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with reference_server(3.0, 1.0, 16, tmp_path_factory.mktemp("ref") / "ref.log") as srv:
-        yield srv
-
-
 @pytest.mark.parametrize("protocol", ["openai", "ollama"])
-def test_closed_loop_counts_exact(server, protocol):
-    target = Target(server.base_url, "reference", protocol=protocol)
+def test_closed_loop_counts_exact(reference, protocol):
+    target = Target(reference.base_url, "reference", protocol=protocol)
     res = loadgen.run_loop(loadgen.closed_loop(target, REQS, 4, num_requests=12, warmup=2))
     assert [r.index for r in res.records] == list(range(12))
     for r in res.records:
@@ -35,8 +28,8 @@ def test_closed_loop_counts_exact(server, protocol):
     assert loadgen.summarize_level(res, {"ttft_s": 1e-6})["goodput"] == 0
 
 
-def test_open_loop_and_rows(server):
-    target = Target(server.base_url, "reference")
+def test_open_loop_and_rows(reference):
+    target = Target(reference.base_url, "reference")
     res = loadgen.run_loop(loadgen.open_loop(target, REQS, 200.0, num_requests=10, burstiness=0.5))
     assert len(res.records) == 10 and all(r.status == "ok" for r in res.records)
     rows = [{**empty_row(), **loadgen.record_fields(r, res)} for r in res.records]
@@ -55,10 +48,10 @@ def test_arrivals():
 
 
 @pytest.mark.parametrize("protocol", ["openai", "ollama"])
-def test_errors_become_records(server, protocol):
+def test_errors_become_records(reference, protocol):
     for fault, status, text in [("http500", "error", "HTTP 500"), ("drop", "error", "connection"),
                                 ("stall", "timeout", "")]:
-        target = Target(server.base_url, "reference", protocol=protocol, timeout_s=0.3,
+        target = Target(reference.base_url, "reference", protocol=protocol, timeout_s=0.3,
                                 extra_body={"reference_fault": fault})
         res = loadgen.run_loop(loadgen.closed_loop(target, REQS, 2, num_requests=3))
         assert [r.status for r in res.records] == [status] * 3, res.records[0].error
@@ -68,14 +61,14 @@ def test_errors_become_records(server, protocol):
         assert loadgen.summarize_level(res)["errors"] == 3
 
 
-def test_duration_bound(server):
-    target = Target(server.base_url, "reference")
+def test_duration_bound(reference):
+    target = Target(reference.base_url, "reference")
     res = loadgen.run_loop(loadgen.closed_loop(target, REQS, 1, num_requests=10_000, duration_s=0.1))
     assert 1 <= len(res.records) < 50
 
 
-def test_sweep(server):
-    target = Target(server.base_url, "reference")
+def test_sweep(reference):
+    target = Target(reference.base_url, "reference")
     load = {"concurrency": [1, 2], "closed_requests": 4, "rates": [100.0], "open_requests": 4, "warmup": 1}
     results = loadgen.sweep(target, REQS, load)
     assert [(r.mode, r.concurrency) for r in results] == [("closed", 1), ("closed", 2), ("open", None)]

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fakes import frame, request_row
 
 from localbench.analysis import claims, longctx
 from localbench.builds import llamacpp as llamacpp_build
 from localbench.core.hardware import kv_bytes_per_token
-from localbench.core.schema import empty_row
 from localbench.core.types import Request
 from localbench.measure.executor import run_request
 from localbench.measure.plan import plan_of
@@ -21,17 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QWEN05 = {"num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "hidden_size": 896}
 
 
-def row(**kw) -> dict:
-    r = empty_row()
-    r.update(runtime="llamacpp", transport="inprocess", quant="Q4_K_M", workload="unique", prompt_tokens=1024,
-             max_tokens=32, cache_reuse=False, concurrency=1, phase="warm", status="ok", trial=0, prompt_id="p",
-             ttft_s=1.0, decode_tps=20.0, prefill_tps=1000.0, itl_s=[0.05], peak_rss_bytes=2**20, device="cpu")
-    r.update(kw)
-    return r
-
-
-def frame(rows) -> pd.DataFrame:
-    return pd.DataFrame(rows)
+row = request_row
 
 
 def verdict(fn, rows) -> str:
@@ -164,7 +154,7 @@ def test_plan_pairs_reuse_on_before_off_and_slices_narrow():
 
 
 def test_cells_over_the_budget_become_skipped_rows(tmp_path):
-    from test_harness import ART, ScriptedRuntime, plan
+    from fakes import ART, ScriptedRuntime, plan
     wl = {"trials": 2, "warmup": 0, "timeout_s": 30, "drift_probe_mib": 8, "drift_probe_repeats": 2,
           "max_prompt_tokens": 10}
     store = ResultStore(tmp_path / "p.jsonl", "k")

@@ -1,14 +1,14 @@
 """MLX on the tiny real model: convert, in-process and server streaming, rotating KV, prompt-cache files."""
 from __future__ import annotations
 
-import time
 
 import pytest
+from fakes import artifact_of, collect
 
 pytest.importorskip("mlx_lm")
 
 from localbench.artifacts.converters import mlx as mlx_convert  # noqa: E402
-from localbench.core.types import Artifact, Chunk, Request, RuntimeUnavailable, Usage  # noqa: E402
+from localbench.core.types import Request, RuntimeUnavailable  # noqa: E402
 from localbench.runtimes.mlx import MLX  # noqa: E402
 
 
@@ -20,25 +20,9 @@ def mlx_models(tiny_hf_dir, tmp_path_factory):
             for q in ("4bit", "mixed_3_6", "bf16")}
 
 
-def artifact(row: dict) -> Artifact:
-    return Artifact(row["model"], "mlx", row["quant"], row["path"], row["size_bytes"], row["tokenizer_path"])
-
-
 def request(tiny_tokenizer, n_tokens: int, max_tokens: int, text: str = "The quick brown fox jumps over") -> Request:
     ids = tuple((tiny_tokenizer.encode(text) * n_tokens)[:n_tokens])
     return Request("p", ids, tiny_tokenizer.decode(list(ids)), max_tokens)
-
-
-def run(session, req: Request) -> tuple[list[Chunk], Usage, float]:
-    """Stream one request; (chunks, usage, TTFT seconds) as the harness would see them."""
-    t0, ttft, chunks, usage = time.perf_counter_ns(), None, [], None
-    for item in session.stream(req):
-        if isinstance(item, Chunk):
-            ttft = ttft or (time.perf_counter_ns() - t0) * 1e-9
-            chunks.append(item)
-        else:
-            usage = item
-    return chunks, usage, ttft
 
 
 def test_convert_4bit_and_mixed(mlx_models):
@@ -64,16 +48,16 @@ def test_unsupported_quant_and_transport_one_line(tmp_path, mlx_models):
         mlx_convert.convert(tmp_path, tmp_path / "x", "m", "Q4_K_M", {})
     assert "\n" not in str(exc.value) and "mixed_3_6" in str(exc.value) and "4bit" in str(exc.value)
     with pytest.raises(RuntimeUnavailable) as exc:
-        MLX({}).load(artifact(mlx_models["bf16"]), "grpc")
+        MLX({}).load(artifact_of(mlx_models["bf16"]), "grpc")
     assert "\n" not in str(exc.value) and "inprocess" in str(exc.value)
 
 
 def test_inprocess_stream_exact_count(tiny_tokenizer, mlx_models):
     rt = MLX({})
     assert rt.probe().available and rt.probe().device
-    session = rt.load(artifact(mlx_models["4bit"]), "inprocess")
+    session = rt.load(artifact_of(mlx_models["4bit"]), "inprocess")
     try:
-        chunks, usage, ttft = run(session, request(tiny_tokenizer, 6, 5))
+        chunks, usage, ttft = collect(session, request(tiny_tokenizer, 6, 5))
         assert usage.output_tokens == 5 and sum(c.tokens for c in chunks) == 5 and usage.prompt_tokens == 6
         assert ttft > 0 and session.memory()["device_mem_bytes"] > 0
     finally:
@@ -81,9 +65,9 @@ def test_inprocess_stream_exact_count(tiny_tokenizer, mlx_models):
 
 
 def test_rotating_kv_cache_runs_long_prompt(tiny_tokenizer, mlx_models):
-    session = MLX({"max_kv_size": 8}).load(artifact(mlx_models["bf16"]), "inprocess")
+    session = MLX({"max_kv_size": 8}).load(artifact_of(mlx_models["bf16"]), "inprocess")
     try:
-        _, usage, _ = run(session, request(tiny_tokenizer, 20, 6))
+        _, usage, _ = collect(session, request(tiny_tokenizer, 20, 6))
         assert usage.output_tokens == 6
         assert usage.extra["prompt_exceeds_kv_window"] and usage.extra["max_kv_size"] == 8
     finally:
@@ -91,10 +75,10 @@ def test_rotating_kv_cache_runs_long_prompt(tiny_tokenizer, mlx_models):
 
 
 def test_server_exact_count(tiny_tokenizer, mlx_models, tmp_path):
-    session = MLX({"log_dir": str(tmp_path)}).load(artifact(mlx_models["bf16"]), "server")
+    session = MLX({"log_dir": str(tmp_path)}).load(artifact_of(mlx_models["bf16"]), "server")
     try:
         assert session.pid and session.cold_start_s > 0
-        chunks, usage, ttft = run(session, request(tiny_tokenizer, 8, 12))
+        chunks, usage, ttft = collect(session, request(tiny_tokenizer, 8, 12))
         assert usage.output_tokens == 12 and ttft > 0 and chunks
     finally:
         session.close()
@@ -104,7 +88,7 @@ def test_server_exact_count(tiny_tokenizer, mlx_models, tmp_path):
 def test_prompt_cache_file_lowers_ttft(tiny_tokenizer, mlx_models, tmp_path):
     settings = {"prompt_cache_dir": str(tmp_path), "prompt_cache_prefix_tokens": 160,
                 "prompt_cache_suffix_tokens": 8, "prompt_cache_trials": 1, "prompt_cache_max_tokens": 2}
-    rows = MLX(settings).extra_measurements([artifact(mlx_models["bf16"])],
+    rows = MLX(settings).extra_measurements([artifact_of(mlx_models["bf16"])],
                                             [request(tiny_tokenizer, 64, 2)], tmp_path)
     row = rows[0]
     assert row["kind"] == "mlx prompt cache" and "flag" not in row, row

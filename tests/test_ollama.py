@@ -8,10 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fakes import collect
 import yaml
 
 from localbench.builds import ollama as ollama_build
-from localbench.core.types import Artifact, Chunk, Request, RuntimeUnavailable, Usage
+from localbench.core.types import Artifact, Request, RuntimeUnavailable
 from localbench.measure import loadgen
 from localbench.runtimes import registry
 from localbench.transport.servers import free_port
@@ -62,12 +63,6 @@ def req(text: str, n: int, **kw) -> Request:
     return Request("p", (), text, max_tokens=n, **kw)
 
 
-def run(session, request: Request) -> tuple[list[Chunk], Usage]:
-    items = list(session.stream(request))
-    assert isinstance(items[-1], Usage)
-    return [i for i in items if isinstance(i, Chunk)], items[-1]
-
-
 def test_build_skips_without_go(monkeypatch, tmp_path, capsys):
     for name, path in (("CACHE_DIR", tmp_path), ("STAMP", tmp_path / "build.json"), ("SKIP", tmp_path / "skip.json"),
                        ("BINARY", tmp_path / "bin" / "ollama")):
@@ -97,7 +92,7 @@ def test_probe_reports_the_build():
 
 
 def test_generate_forced_length_and_durations(native):
-    chunks, usage = run(native, req(COUNT, 12))
+    chunks, usage, _ = collect(native, req(COUNT, 12))
     assert usage.output_tokens == 12 and sum(c.tokens for c in chunks) >= 12
     report = usage.extra["ollama"]
     assert report["done_reason"] == "length"
@@ -111,7 +106,7 @@ def test_generate_forced_length_and_durations(native):
 def cached_tokens(session, request: Request) -> int:
     """How many prompt tokens the runner took from its cache for `request` (OLLAMA_DEBUG's slot line), checked
     against what the session reported in the row's usage."""
-    _, usage = run(session, request)
+    _, usage, _ = collect(session, request)
     used = re.findall(r'msg="loading cache slot".* prompt=(\d+) used=(\d+)', session.log())
     logged = int(used[-2 if not request.reuse_cache else -1][1])     # no-reuse requests are followed by a flush
     assert usage.extra["cached_tokens"] == logged
@@ -129,12 +124,12 @@ def test_no_cache_reuse_unless_asked(native):
 def test_chat_template_and_load_sweep(native, tiny_tokenizer):
     messages = ({"role": "user", "content": "Count to twenty."}, {"role": "assistant", "content": "1, 2, 3"},
                 {"role": "user", "content": "Go on, up to twenty."})
-    chunks, usage = run(native, req("", 8, chat=True, messages=messages))
+    chunks, usage, _ = collect(native, req("", 8, chat=True, messages=messages))
     assert usage.output_tokens > 0 and chunks and usage.extra["ollama"]["done_reason"] in ("length", "stop")
     # /api/chat renders the model's own template (go_template): the tokens the plan's chat prompt has
     text = tiny_tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
     assert usage.prompt_tokens == len(tiny_tokenizer.encode(text, add_special_tokens=False))
-    res = loadgen.run(loadgen.closed_loop(native.target, [req(COUNT, 4), req(LONG, 4)], 2, num_requests=4))
+    res = loadgen.run_loop(loadgen.closed_loop(native.target, [req(COUNT, 4), req(LONG, 4)], 2, num_requests=4))
     assert [r.status for r in res.records] == ["ok"] * 4
     assert all(r.usage.output_tokens == 4 for r in res.records)
 
@@ -146,10 +141,10 @@ def test_openai_transport_and_cleanup(smollm2_gguf, tmp_path):
     session = runtime.load(Artifact("smollm2", "gguf", "Q4_1", str(smollm2_gguf)), "openai")
     try:
         assert session.target is None        # the load sweep runs on the native transport only
-        _, usage = run(session, req(COUNT, 6))
+        _, usage, _ = collect(session, req(COUNT, 6))
         assert usage.output_tokens == 6
         assert usage.prompt_tokens <= 40      # the prompt as sent (raw template), no chat markup around it
-        _, usage = run(session, req("", 4, chat=True, messages=({"role": "user", "content": "Count to ten."},)))
+        _, usage, _ = collect(session, req("", 4, chat=True, messages=({"role": "user", "content": "Count to ten."},)))
         assert usage.output_tokens > 0
         manifests = list((models / "manifests").rglob("localbench-smollm2-q4_1*"))
         assert len(manifests) == 2

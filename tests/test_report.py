@@ -3,23 +3,20 @@ units (a single runtime cannot support a comparative claim), the roofline's phys
 import math
 
 import pandas as pd
+from fakes import request_row
 
 from localbench.analysis import claims
 from localbench.analysis.cells import common, reference_cell
 from localbench.analysis.roofline import roofline_table
-from localbench.core.schema import empty_row
 from localbench.core.stats import percentile
 from localbench.report import tables
 
 
 def row(runtime, quant, decode, prefill, prompt_tokens=128, transport="inprocess", **kw):
-    r = empty_row()
-    r.update(runtime=runtime, transport=transport, quant=quant, status="ok", phase="warm", concurrency=1,
-             cache_reuse=False, workload="unique", prompt_tokens=prompt_tokens, max_tokens=32, decode_tps=decode,
-             prefill_tps=prefill, ttft_s=prompt_tokens / prefill, e2e_s=1.0, itl_s=[1 / decode] * 31,
-             cold_start_s=0.3, window="w1")
-    r.update(kw)
-    return r
+    return request_row(**{"runtime": runtime, "transport": transport, "quant": quant, "prompt_tokens": prompt_tokens,
+                          "decode_tps": decode, "prefill_tps": prefill, "ttft_s": prompt_tokens / prefill, "e2e_s": 1.0,
+                          "itl_s": [1 / decode] * 31, "cold_start_s": 0.3, "window": "w1", "peak_rss_bytes": None,
+                          "device": None, "trial": None, "prompt_id": None, **kw})
 
 
 def test_percentiles_need_enough_requests():
