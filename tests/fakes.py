@@ -2,6 +2,7 @@
 factory, an artifact from a converter's row, and a stream collector. The reference-server fixture is in conftest."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 import numpy as np
@@ -112,3 +113,24 @@ def collect(session: Session, request: Request) -> tuple[list[Chunk], Usage, flo
             usage = item
     assert usage is not None, "the stream ended without a Usage"
     return chunks, usage, ttft
+
+
+def served_row(runtime, quant, decode, prefill, prompt_tokens=128, transport="inprocess", **kw):
+    """A request row of `runtime`/`quant` at the given decode and prefill speed (128 -> 32 tokens by default)."""
+    return request_row(**{"runtime": runtime, "transport": transport, "quant": quant, "prompt_tokens": prompt_tokens,
+                          "decode_tps": decode, "prefill_tps": prefill, "ttft_s": prompt_tokens / prefill, "e2e_s": 1.0,
+                          "itl_s": [1 / decode] * 31, "cold_start_s": 0.3, "window": "w1", "peak_rss_bytes": None,
+                          "device": None, "trial": None, "prompt_id": None, **kw})
+
+
+def reuse_rows(runtime: str, t_off: float, t_on: float, cached: int, prompt: int = 1000) -> list[dict]:
+    """A set of 3 prefix prompts, reuse off and on; the first (it primes the cache) misses either way."""
+    out = []
+    for i in range(3):
+        for on in (False, True):
+            hit = on and i > 0
+            extra = {"cached_tokens": cached if hit else 0} if runtime != "none" else {}
+            out.append(request_row(runtime=runtime, transport="server", workload="prefix", prompt_id=f"prefix-{prompt}-{i}",
+                           prompt_tokens=prompt, cache_reuse=on, ttft_s=t_on if hit else t_off,
+                           extra=json.dumps(extra)))
+    return out

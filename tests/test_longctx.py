@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fakes import frame, request_row
+from fakes import frame, request_row, reuse_rows
 
-from localbench.analysis import claims, longctx
+from localbench.analysis import longctx
 from localbench.builds import llamacpp as llamacpp_build
 from localbench.core.hardware import kv_bytes_per_token
 from localbench.core.types import Request
@@ -22,11 +22,6 @@ QWEN05 = {"num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_hea
 
 
 row = request_row
-
-
-def verdict(fn, rows) -> str:
-    table = claims.check_all(frame(rows), [claims.Claim("t", "t", fn)])
-    return table.iloc[-1]["verdict"]
 
 
 # --- KV size -----------------------------------------------------------------------------------------------
@@ -48,45 +43,6 @@ def test_kv_columns_compare_runtime_with_theory():
 
 
 # --- claims --------------------------------------------------------------------------------------------------
-def test_decode_collapse_claim():
-    short = row(prompt_tokens=1024, decode_tps=30.0)
-    assert verdict(claims.llamacpp_decode_collapse, [short]) == "not testable here"
-    assert verdict(claims.llamacpp_decode_collapse, [short, row(prompt_tokens=32704, decode_tps=1.1)]) == "supported"
-    assert verdict(claims.llamacpp_decode_collapse, [short, row(prompt_tokens=32704, decode_tps=12.0)]) == \
-        "contradicted"
-
-
-def test_ttft_linear_claim_fits_the_exponent():
-    lengths = [1024, 4096, 16384]
-    linear = [row(prompt_tokens=n, ttft_s=n / 1000) for n in lengths]
-    quadratic = [row(prompt_tokens=n, ttft_s=(n / 1000) ** 2) for n in lengths]
-    assert claims.ttft_exponents(frame(linear))["llamacpp/inprocess/Q4_K_M"][0] == pytest.approx(1.0)
-    assert verdict(claims.ttft_linear, linear) == "supported"
-    assert verdict(claims.ttft_linear, quadratic) == "contradicted"
-    assert verdict(claims.ttft_linear, linear[:1]) == "not testable here"      # one length: no fit
-    assert verdict(claims.ttft_linear, [*linear, row(prompt_tokens=512, ttft_s=5.0)]) == "supported"   # < 1k: out
-
-
-def reuse_rows(runtime: str, t_off: float, t_on: float, cached: int, prompt: int = 1000) -> list[dict]:
-    """A set of 3 prefix prompts, reuse off and on; the first (it primes the cache) misses either way."""
-    out = []
-    for i in range(3):
-        for on in (False, True):
-            hit = on and i > 0
-            extra = {"cached_tokens": cached if hit else 0} if runtime != "none" else {}
-            out.append(row(runtime=runtime, transport="server", workload="prefix", prompt_id=f"prefix-{prompt}-{i}",
-                           prompt_tokens=prompt, cache_reuse=on, ttft_s=t_on if hit else t_off,
-                           extra=json.dumps(extra)))
-    return out
-
-
-def test_prefix_reuse_claim_ollama():
-    assert verdict(claims.ollama_prefix_reuse, reuse_rows("llamacpp", 1.0, 0.2, 900)) == "not testable here"
-    assert verdict(claims.ollama_prefix_reuse, reuse_rows("ollama", 1.0, 0.75, 850)) == "supported"
-    assert verdict(claims.ollama_prefix_reuse, reuse_rows("ollama", 1.0, 0.95, 850)) == "contradicted"
-    assert verdict(claims.ollama_prefix_reuse, reuse_rows("ollama", 1.0, 0.75, 300)) == "contradicted"
-    cut, hit, n = claims.reuse_effect(frame(reuse_rows("ollama", 1.0, 0.75, 850)), "ollama")
-    assert (round(cut, 2), round(hit, 2), n) == (0.25, 0.85, 2)    # the 2 prompts after the primer
 
 
 def test_reuse_table_speedup_and_hit_rate():
@@ -100,25 +56,6 @@ def test_reuse_table_speedup_and_hit_rate():
 def test_can_hit_leaves_out_the_prompts_that_prime_a_cache():
     assert [longctx.can_hit(p) for p in ("prefix-2048-0", "prefix-2048-1", "prefix-2048-10", "chat-8192-0-t0",
                                          "chat-8192-0-t1", "chat-8192-0-t10")] == [False, True, True, False, True, True]
-
-
-def test_rotating_window_claim():
-    def mlx(n, kv, bound=256):
-        extra = {"kv_cache_bytes": kv, "kv_cache_tokens": min(n, bound or n)}
-        if bound:
-            extra["max_kv_size"] = bound
-        return row(runtime="mlx", transport="inprocess-rotating", quant="4bit", prompt_tokens=n, extra=json.dumps(extra))
-    assert verdict(claims.mlx_rotating_stable, [mlx(512, 10, None)]) == "not testable here"
-    assert verdict(claims.mlx_rotating_stable, [mlx(512, 100), mlx(1024, 104)]) == "supported"
-    assert verdict(claims.mlx_rotating_stable, [mlx(512, 100), mlx(1024, 200)]) == "contradicted"
-
-
-def test_torch_oom_claim_says_what_was_seen():
-    t = dict(runtime="torch", transport="inprocess", quant="fp32")
-    assert verdict(claims.torch_ooms, [row(**t, prompt_tokens=1024)]) == "not testable here"
-    table = claims.check_all(frame([row(**t, prompt_tokens=8192)]), [claims.Claim("t", "t", claims.torch_ooms)])
-    assert table.iloc[-1]["verdict"] == "contradicted" and "on cpu: no OOM" in table.iloc[-1]["evidence"]
-    assert verdict(claims.torch_ooms, [row(**t, prompt_tokens=4096, status="oom")]) == "supported"
 
 
 def test_section_renders_what_was_measured():
