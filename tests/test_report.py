@@ -1,11 +1,9 @@
-"""Report pieces from hand-made rows: matched cells, the windowed llama-bench fidelity flag, claim checks as
-units (a single runtime cannot support a comparative claim), the roofline's physics check."""
-import math
+"""Report pieces from hand-made rows: matched cells, percentiles, the windowed llama-bench fidelity flag, the
+roofline's physics check, the capability tables. (Claims: tests/test_claims.py.)"""
 
 import pandas as pd
 from fakes import served_row as row
 
-from localbench.analysis import claims
 from localbench.analysis.cells import common, reference_cell
 from localbench.analysis.roofline import roofline_table
 from localbench.core.stats import percentile
