@@ -20,8 +20,11 @@ def single_stream(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def label(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """'a/b/c' labels from the given columns."""
-    return frame[columns].astype(str).agg("/".join, axis=1)
+    """'a/b/c' labels from the given columns (an empty Series for an empty frame)."""
+    out = frame[columns[0]].astype(str)
+    for column in columns[1:]:
+        out = out + "/" + frame[column].astype(str)
+    return out
 
 
 def common(rows: pd.DataFrame, by: str = "runtime") -> pd.DataFrame:

@@ -118,8 +118,7 @@ def llamacpp_cold_start(rows):
        "median TTFT increases with prompt length for every runtime/transport measured at ≥2 lengths "
        "(cold unique prompts); log-log slope shown")
 def ttft_grows(rows):
-    warm = single_stream(rows)
-    warm = warm[(warm["workload"] == "unique") & ~warm["cache_reuse"].astype(bool)]
+    warm = cold_unique(rows)
     parts, ok = [], True
     for (rt, tr), g in warm.groupby(["runtime", "transport"]):
         by_len = g.groupby("prompt_tokens")["ttft_s"].median().dropna()

@@ -17,16 +17,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from localbench.analysis.cells import in_cell, reference_cell  # noqa: E402
+from localbench.analysis.cells import WHO, cold_unique, in_cell, label, reference_cell, single_stream  # noqa: E402
 from localbench.analysis.longctx import kv_columns, load_config
+
+
+def labelled(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a `cell` column naming who served them: runtime/transport/quant."""
+    return rows.assign(cell=label(rows, WHO))
 
 
 def with_cell(rows: pd.DataFrame) -> pd.DataFrame:
     """Warm, successful single-stream requests without cache reuse, labelled runtime/transport/quant."""
-    ok = rows[(rows["status"] == "ok") & (rows["phase"] == "warm") & (rows["concurrency"] == 1)
-              & ~rows["cache_reuse"].astype(bool)].copy()
-    ok["cell"] = ok["runtime"] + "/" + ok["transport"] + "/" + ok["quant"]
-    return ok
+    warm = single_stream(rows)
+    return labelled(warm[~warm["cache_reuse"].astype(bool)])
 
 
 def bar(data: pd.DataFrame, value: str, xlabel: str, title: str, path: Path, fmt: str, dpi: int) -> None:
@@ -84,9 +87,8 @@ def longctx_figures(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str 
     """Long context and caching (localbench.analysis.longctx): TTFT, decode tok/s and memory vs context (cold unique
     prompts), and TTFT per chat turn with reuse on and off; each with its CSV. Figures without data are skipped."""
     made: list[Path] = []
-    ok = rows[(rows["status"] == "ok") & (rows["phase"] == "warm") & (rows["concurrency"] == 1)].copy()
-    ok["cell"] = ok["runtime"] + "/" + ok["transport"] + "/" + ok["quant"]
-    cold = ok[(ok["workload"] == "unique") & ~ok["cache_reuse"].astype(bool)]
+    ok = labelled(single_stream(rows))
+    cold = labelled(cold_unique(rows))
     if cold["prompt_tokens"].nunique() >= 2:
         cold = kv_columns(cold, load_config()).assign(peak_rss_mib=lambda f: f["peak_rss_bytes"] / 2**20,
                                                       kv_mib=lambda f: f["kv_runtime_bytes"] / 2**20)
@@ -129,7 +131,7 @@ def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png"
     ref = ref.assign(peak_rss_mib=ref["peak_rss_bytes"] / 2**20)
     where = (f"{cell['workload']} prompts, {cell['prompt_tokens']} → {cell['max_tokens']} tokens" if cell else "")
     cold = rows[(rows["phase"] == "cold") & rows["cold_start_s"].notna()].copy()
-    cold["cell"] = cold["runtime"] + "/" + cold["transport"] + "/" + cold["quant"]
+    cold = labelled(cold)
     tables = {
         "decode_throughput": ref.groupby("cell", as_index=False)["decode_tps"].mean(),
         "cold_start": cold.groupby("cell", as_index=False)["cold_start_s"].mean(),
@@ -161,7 +163,7 @@ def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png"
         made.append(figures / f"fig6_itl_cdf.{fmt}")
     load = rows[(rows["status"] == "ok") & (rows["phase"] == "load") & rows["concurrency"].notna()].copy()
     if len(load):
-        load["cell"] = load["runtime"] + "/" + load["transport"] + "/" + load["quant"]
+        load = labelled(load)
         per_level = (load.groupby(["cell", "concurrency"]).agg(ttft_p50_s=("ttft_s", "median"),
                                                                ttft_p99_s=("ttft_s", lambda v: v.quantile(0.99)),
                                                                tpot_p50_s=("tpot_s", "median"),
