@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 from stage_project import ROOT, make_project, partial_rows, start_measure
-from test_harness import WL, ScriptedRuntime, plan
+from fakes import WL, ScriptedRuntime, plan
 
 from localbench.artifacts.integrity import record
 from localbench.core.types import Artifact
@@ -79,7 +79,7 @@ def test_out_of_memory_in_a_memory_limited_child_is_an_oom_row(tmp_path):
     script = textwrap.dedent(f"""
         import json, resource, sys
         sys.path.insert(0, {str(TESTS)!r})
-        from test_harness import ART, WL, ScriptedRuntime, plan
+        from fakes import ART, WL, ScriptedRuntime, plan
         from localbench.measure.session import Measurement
         from localbench.measure.store import ResultStore
         import psutil

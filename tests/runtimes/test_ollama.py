@@ -17,7 +17,7 @@ from localbench.measure import loadgen
 from localbench.runtimes import registry
 from localbench.transport.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 Ollama = registry()["ollama"]
 COUNT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"      # a prompt the tiny model continues, not ends
 LONG = "Once upon a time " + " ".join(f"the {w} walked to the market and bought" for w in

@@ -11,7 +11,7 @@ import yaml
 from localbench.config.compose import compose
 from localbench.config.schema import all_errors, validate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 

@@ -10,7 +10,7 @@ import pytest
 from localbench.analysis import bundles as compare
 from localbench.report import bundles as bundles_section
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GPU_HOST = "vm-466798d233"          # the lent H200 run (README: "What was verified where")
 
 

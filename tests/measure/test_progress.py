@@ -12,7 +12,7 @@ import termios
 from localbench.config.params import setup_logging
 from localbench.measure.progress import summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def on_terminal(code: str) -> str:

@@ -6,7 +6,7 @@ import yaml
 
 from localbench.config.compose import compose
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_params_match_conf(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from localbench.measure.session import Measurement
 from localbench.measure.store import ResultStore
 from localbench.report.longctx import section as longctx_section
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QWEN05 = {"num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "hidden_size": 896}
 
 

@@ -1,5 +1,5 @@
 """Report pieces from hand-made rows: matched cells, percentiles, the windowed llama-bench fidelity flag, the
-roofline's physics check, the capability tables. (Claims: tests/test_claims.py.)"""
+roofline's physics check, the capability tables. (Claims: tests/analysis/test_claims.py.)"""
 
 import pandas as pd
 from fakes import served_row as row

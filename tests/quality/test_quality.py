@@ -18,7 +18,7 @@ from localbench.quality import evaluate as evaluation
 from localbench.quality.logits import BaseFile, Scores, encode_logprobs
 from localbench.report import quality as quality_report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CFG = yaml.safe_load((ROOT / "conf/quality/default.yaml").read_text())
 TINY = {**CFG, "n_ctx": 256, "windows": 2, "threads": 2}     # 2 windows x 127 scored tokens (llama.cpp needs >= 100)
 
