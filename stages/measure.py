@@ -1,4 +1,5 @@
 """DVC stage `measure@<runtime>`: data/raw/<runtime>/ with requests.parquet, extra.json and server logs."""
+import signal
 import sys
 from pathlib import Path
 
@@ -8,6 +9,13 @@ from localbench.transport import servers
 
 if __name__ == "__main__":
     setup_logging()
-    servers.stop_on_signals()     # DVC's SIGTERM stops the servers as Ctrl-C does
+    servers.stop_on_signals()     # Ctrl-C and DVC's SIGTERM stop the stage and its servers within seconds
     name = sys.argv[1]
-    measure_runtime(name, params("model", "runtime", "engine", "workload", "convert", "load"), Path("data/raw") / name)
+    try:
+        measure_runtime(name, params("model", "runtime", "engine", "workload", "convert", "load"), Path("data/raw") / name)
+    except BaseException:
+        if servers.stopping() is None:
+            raise
+        # sessions closed in their `finally`; the rows measured so far are in data/partial/<name>.jsonl
+        servers.exit_after_signal(f"measure@{name}: stopped by {signal.Signals(servers.stopping()).name}; the rows "
+                                  f"measured so far are kept in data/partial/{name}.jsonl (rerun to resume)")

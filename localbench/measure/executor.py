@@ -114,6 +114,7 @@ def run_request(session: Session, request: Request, timeout_s: float, rss_baseli
     fields: dict = {"status": "ok", "error": None}
     notes: list[str] = []
     stop = threading.Event()
+    interrupted = False
     with PeakRSS(session.pid) as rss:
         sent = time.perf_counter_ns()
         items, finished = stream_worker(session, request, stop)
@@ -143,9 +144,17 @@ def run_request(session: Session, request: Request, timeout_s: float, rss_baseli
                         raise TimeoutError(f"request exceeded workload.timeout_s={timeout_s:g}")
                 if usage is None:
                     raise RuntimeError("the runtime reported no token usage")
+            except BaseException as exc:
+                interrupted = not isinstance(exc, Exception)      # Ctrl-C, a stop signal's SystemExit
+                raise
             finally:
                 stop.set()
-                finished.wait(timeout=min(max(timeout_s, 0.5), STOP_GRACE_S))
+                if not (interrupted and (session.pid or session.external)):
+                    # an interrupted server session is not waited for (its stream ends with its connection or its
+                    # server, both closed next); in-process, the model must not be closed under a running request
+                    finished.wait(timeout=min(max(timeout_s, 0.5), STOP_GRACE_S))
+                    if interrupted and not finished.is_set():
+                        session.hung = "interrupted while a request was still running in it"
         except Exception as exc:  # noqa: BLE001 - every failure becomes a row
             fields.update(status=classify(exc), error=one_line(exc))
             if not finished.is_set():
