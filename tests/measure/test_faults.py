@@ -26,7 +26,7 @@ from localbench.measure.session import Measurement, load_runtime
 from localbench.measure.store import ResultStore
 from localbench.transport import servers
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]      # tests/: fakes.py for the subprocess
 
 
 def by_status(rows, phase="warm"):
