@@ -1,4 +1,4 @@
-"""Report pieces from hand-made rows: matched cells, percentiles, the windowed llama-bench fidelity flag, the
+"""Report pieces from hand-made rows: matched cells, the windowed llama-bench fidelity flag, the
 roofline's physics check, the capability tables. (Claims: tests/analysis/test_claims.py.)"""
 
 import pandas as pd
@@ -6,15 +6,7 @@ from fakes import served_row as row
 
 from localbench.analysis.cells import common, reference_cell
 from localbench.analysis.roofline import roofline_table
-from localbench.core.stats import percentile
 from localbench.report import tables
-
-
-def test_percentiles_need_enough_requests():
-    assert percentile([1.0], 50) == "max of 1: 1"
-    assert percentile([1.0, 3.0], 50) == 2.0
-    assert percentile(range(50), 99) == "max of 50: 49"
-    assert percentile(range(100), 99) > 97
 
 
 def test_only_matched_cells_are_compared():
@@ -61,14 +53,6 @@ def test_roofline_ceiling_and_impossible_ratios():
     assert table.loc["llamacpp", "ceiling tok/s"] == 40.0 and table.loc["llamacpp", "decode tok/s p50"] == 25.0
     assert table.loc["llamacpp", "of ceiling"] == "62%"
     assert table.loc["torch", "of ceiling"].startswith("PROBE FAILURE: 150%")   # physics: never a result
-
-
-def test_read_bandwidth_is_measured():
-    from localbench.core.hardware import memory_of, read_bandwidth
-    assert 1e8 < read_bandwidth("cpu", size_mib=16, repeats=2) < 1e13
-    devices = ("cpu", "cuda:0", "mps", "Device(gpu, 0)")
-    assert [memory_of(d, {"cpu": 1, "mps": 1}) for d in devices] == ["cpu", "cuda", "mps", "mps"]
-    assert memory_of("Device(gpu, 0)", {"cpu": 1, "cuda": 1}) == "cuda" and memory_of("") is None
 
 
 def test_capability_tables_show_declarations_of_unavailable_runtimes():
