@@ -9,10 +9,10 @@ from localbench.transport import servers
 
 if __name__ == "__main__":
     setup_logging()
+    name, cfg = sys.argv[1], params("model", "runtime", "engine", "workload", "convert", "load")   # valid, or one line
     servers.stop_on_signals()     # Ctrl-C and DVC's SIGTERM stop the stage and its servers within seconds
-    name = sys.argv[1]
     try:
-        measure_runtime(name, params("model", "runtime", "engine", "workload", "convert", "load"), Path("data/raw") / name)
+        measure_runtime(name, cfg, Path("data/raw") / name)
     except BaseException:
         if servers.stopping() is None:
             raise

@@ -108,7 +108,7 @@ def stop_on_signals(signals=(signal.SIGTERM, signal.SIGHUP, signal.SIGINT)) -> N
     for sig in signals:
         if sig != signal.SIGTERM and signal.getsignal(sig) == signal.SIG_IGN:
             if sig == signal.SIGINT:
-                log.info("SIGINT (Ctrl-C) is ignored in this process, as its launcher set it (a background job of "
+                log.debug("SIGINT (Ctrl-C) is ignored in this process, as its launcher set it (a background job of "
                          "a non-interactive shell); stop it with SIGTERM")
             continue
         signal.signal(sig, _on_stop_signal)
