@@ -6,6 +6,6 @@ from localbench.config.params import params
 from localbench.report.render import report_from_outputs
 
 if __name__ == "__main__":
-    cfg = params("report", "quality")
+    cfg = params("report", "quality", "workload")
     shutil.rmtree("report", ignore_errors=True)
-    report_from_outputs(cfg["report"], cfg["quality"], Path("report"))
+    report_from_outputs(cfg["report"], cfg["quality"], cfg["workload"], Path("report"))

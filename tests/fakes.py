@@ -22,6 +22,7 @@ class ScriptedSession(Session):
 
     def stream(self, request):
         self.runtime.calls += 1
+        self.runtime.seen.append(request.prompt_id)
         if request.prompt_id in self.runtime.fail_on:
             raise RuntimeError("boom: forced failure")
         if request.prompt_id in self.runtime.interrupt_on:
@@ -42,11 +43,14 @@ class ScriptedRuntime(Runtime):
         super().__init__(settings)
         self.fail_on, self.interrupt_on, self.gap_s, self.calls = set(fail_on), set(interrupt_on), gap_s, 0
         self.ballast_mib = ballast_mib
+        self.seen: list[str] = []       # prompt ids streamed, in order
+        self.loads: list[str] = []      # quants loaded, in order
 
     def probe(self):
         return Probe(True, version="1.0", device="cpu")
 
     def load(self, artifact, transport):
+        self.loads.append(artifact.quant)
         return ScriptedSession(self)
 
 
@@ -56,7 +60,9 @@ def plan(n=3, trials=2, max_tokens=4):
             for r in reqs]
 
 
-WL = {"trials": 2, "warmup": 1, "timeout_s": 30, "drift_probe_mib": 8, "drift_probe_repeats": 2}
+# two fixed trials per cell, one round; drift never flags (a test that wants a flagged window patches the probe)
+WL = {"min_trials": 2, "max_trials": 2, "target_rel_ci": 0.05, "cell_time_cap_s": 600, "rounds": 1, "warmup": 1,
+      "timeout_s": 30, "drift_probe_mib": 8, "drift_probe_repeats": 2, "drift_tolerance": 10.0}
 
 
 class HangingSession(ScriptedSession):

@@ -19,6 +19,9 @@ PACKAGE = "localbench"
 # One-way layers, bottom to top: a module may import its own layer or a lower one (localbench/__init__.py: any).
 LAYERS = ("core", "config", "builds", "transport", "runtimes", "artifacts", "workload", "measure", "quality",
           "analysis", "report")
+# Entry points directly in localbench/, above every layer: run with `python -m`, they may import any layer and no
+# module imports them.
+ENTRY_POINTS = ("ab",)
 
 
 @dataclass(frozen=True)

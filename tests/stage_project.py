@@ -16,11 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_project(path: Path, n_prompts: int = 2, trials: int = 2, itl_ms: float = 5.0, tokens: int = 8,
                  load: bool = False, timeout_s: float = 30) -> Path:
-    """params.yaml with only the reference runtime, and data/prompts.parquet with `n_prompts` unique prompts."""
+    """params.yaml with only the reference runtime, and data/prompts.parquet with `n_prompts` unique prompts of one
+    length (one cell: trial t takes prompt t mod n_prompts); `trials` fixed trials in one round, no drift re-runs."""
     cfg = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
     cfg["runtime"] = {name: name == "reference" for name in cfg["runtime"]}
     cfg["engine"]["reference"].update(itl_ms=itl_ms, ttft_ms=5.0, tokens=tokens, request_timeout_s=timeout_s)
-    cfg["workload"].update(types=["unique"], lengths=[8], trials=trials, warmup=1, max_tokens=tokens,
+    cfg["workload"].update(types=["unique"], lengths=[8], min_trials=trials, max_trials=trials,
+                           rounds=1, drift_tolerance=10.0, warmup=1, max_tokens=tokens,
                            timeout_s=timeout_s, drift_probe_mib=4, drift_probe_repeats=1)
     cfg["load"].update(enabled=load, quants=[], concurrency=[1, 2], closed_requests=4, rates=[], warmup=0,
                        max_tokens=tokens, duration_s=30)

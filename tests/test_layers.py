@@ -6,7 +6,7 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-from imports import LAYERS, PACKAGE, ROOT, describe, find_cycles, graph, layer_of, module_files
+from imports import ENTRY_POINTS, LAYERS, PACKAGE, ROOT, describe, find_cycles, graph, layer_of, module_files
 
 MAX_LINES = 400
 # Names a module family defines once per module by contract, and where: name -> path prefix of the modules allowed
@@ -32,8 +32,9 @@ def test_every_module_lives_in_a_layer_folder():
         if name == PACKAGE:
             continue
         if len(parts) == 2 and path.name != "__init__.py":
-            bad.append(f"  {rel(path)}: a module directly in {PACKAGE}/; move it into the layer folder it belongs "
-                       f"to ({', '.join(LAYERS)})")
+            if parts[1] not in ENTRY_POINTS:
+                bad.append(f"  {rel(path)}: a module directly in {PACKAGE}/; move it into the layer folder it "
+                           f"belongs to ({', '.join(LAYERS)}), or declare it in ENTRY_POINTS (tests/imports.py)")
         elif parts[1] not in LAYERS:
             bad.append(f"  {rel(path)}: {PACKAGE}/{parts[1]}/ is not a layer; move it into one of "
                        f"{', '.join(LAYERS)} (or add the layer to LAYERS in tests/imports.py, in its place)")
@@ -51,6 +52,10 @@ def test_imports_only_run_down_the_layers():
             if there in LAYERS and LAYERS.index(there) > LAYERS.index(here):
                 up.append(f"  {describe(imp)}: layer {here!r} imports from the higher layer {there!r}; move what it "
                           f"needs down to {here!r} or below, or move this code up to {there!r}")
+    entry_points = {f"{PACKAGE}.{name}" for name in ENTRY_POINTS}
+    up += [f"  {describe(imp)}: {imp.target} is an entry point (ENTRY_POINTS, above every layer); move what "
+           f"{imp.source} needs from it down into a layer" for imps in graph().values() for imp in imps
+           if imp.target in entry_points]
     assert not up, (f"imports that run up a layer (order, bottom to top: {' < '.join(LAYERS)}):\n"
                     + "\n".join(up))
 

@@ -5,6 +5,8 @@ cells; hosts only on identical HOST_CELL keys. How much a statistic of n request
 """
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 MATCH = ["workload", "prompt_tokens", "max_tokens", "cache_reuse", "concurrency"]   # what makes two requests alike
@@ -12,6 +14,34 @@ WHO = ["runtime", "transport", "quant"]                                         
 # across hosts (localbench.analysis.bundles): the same model, artifact and serving path, and the same cell
 HOST_CELL = ["model", "runtime", "transport", "format", "quant", "workload", "prompt_tokens", "max_tokens",
              "cache_reuse", "phase", "concurrency"]
+
+
+FULL_BITS = {"f32": "32-bit", "fp32": "32-bit", "float32": "32-bit", "f16": "16-bit", "fp16": "16-bit",
+             "float16": "16-bit", "bf16": "16-bit", "bfloat16": "16-bit"}
+
+
+def precision(quant) -> str | None:
+    """The precision class of a quant name, whatever its format: '32-bit', '16-bit' (F16/BF16/fp16/bf16),
+    '<n>-bit' (GGUF Q<n>_*/IQ<n>_*, MLX <n>bit, MLC q<n>f16_*; MLC q0f16/q0f32: unquantized), 'mixed' (MLX
+    mixed_<a>_<b>); None for a name it does not know. Runtimes are compared only within one class."""
+    q = str(quant or "").lower()
+    if q in FULL_BITS:
+        return FULL_BITS[q]
+    if q.startswith("mixed_"):
+        return "mixed"
+    unquantized = re.fullmatch(r"q0f(16|32)(_\w*)?", q)
+    if unquantized:
+        return f"{unquantized[1]}-bit"
+    bits = re.match(r"i?q(\d)(_|f|$)", q) or re.fullmatch(r"(\d)bit", q)
+    return f"{bits[1]}-bit" if bits else None
+
+
+def undrifted(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows outside drift-flagged windows (drift_flag not True; every row where the column is absent): what
+    verdicts and decisions may use."""
+    if "drift_flag" not in rows:
+        return rows
+    return rows[~rows["drift_flag"].astype("boolean").fillna(False).astype(bool)]
 
 
 def single_stream(rows: pd.DataFrame) -> pd.DataFrame:

@@ -1,264 +1,451 @@
-"""The study's claims, each one registered unit: the data it needs, its threshold, its verdict.
+"""The study's claims, each one registered unit: the data it needs, its threshold, its minimum evidence, its verdict.
 
-A claim function gets the request rows and returns (verdict, evidence) with verdict "supported" or
-"contradicted", or raises NotTestable. A comparative claim is judged only on matched cells that at least
-two runtimes measured (localbench.analysis.cells.common); missing or NaN data is "not testable here", never a verdict.
+A claim function gets the request rows (check_all leaves out rows of drift-flagged windows first) and returns a
+Finding: its verdict, its effect with a 95 % interval, and the evidence. A claim is a set of decisions (Test), each
+an effect at one matched cell with its interval (localbench.core.stats): a decision reads `supported` or
+`contradicted` only where the interval excludes the threshold and both sides have the minimum evidence, else
+`inconclusive`. The decisions combine into the claim's verdict: supported only where every one is, contradicted
+where any one is, else `inconclusive (… needs n ≈ …)`. Runtimes are compared per matched cell (MATCH) of one
+transport and one precision class (localbench.analysis.cells.precision: 4-bit against 4-bit, 16-bit against
+16-bit), artifact pair by artifact pair. Data that is simply absent raises NotTestable ("not testable here"); any
+other exception is the verdict `error` in the report (its traceback logged), never a verdict.
 
 A claim judged on another stage's frame instead of the request rows is registered with `@frame_claim(text,
-threshold, data)`: its function gets that frame and the config block holding its thresholds and returns one
-{claim, verdict, evidence} row per unit it judges (e.g. per quantized artifact); `check_all(rows, quality=frame,
+threshold, data, min_evidence)`: its function gets that frame and the config block holding its thresholds and
+returns one (claim, Finding) per unit it judges (e.g. per quantized artifact); `check_all(rows, quality=frame,
 cfg=...)` judges it when its frame is given.
 """
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 
-from localbench.analysis.cells import MATCH, cold_unique, common, single_stream
+from localbench.analysis.cells import MATCH, WHO, cold_unique, label, precision, single_stream, undrifted
 from localbench.analysis.longctx import extra_of, kv_columns
+from localbench.core.stats import bootstrap_ci, decide, median_ci, n_needed, quantile, ratio_ci, stratified_ci
 from localbench.quality.frontier import FULL_PRECISION, full_precision
 from localbench.workload.prompts import can_hit
 
+log = logging.getLogger(__name__)
+
+MIN_N = 5                 # requests per side per cell before a decision (the adaptive trials' min_trials)
+MIN_LOADS = 6             # loads before a median load time has a 95 % interval (stats.order_ci)
+MIN_GAPS = 100            # inter-token gaps per side before a p99 means something (stats.min_n)
+K_BAND = (0.8, 1.2)       # "linear": the fitted exponent of TTFT ∝ n^k within this band
+MIN_TOKENS_SCORED = 8192  # scored tokens before the quality claim is decided (issue 23: "at least 8k")
+
 
 class NotTestable(Exception):
-    """The rows cannot judge the claim; the message says what is missing."""
+    """The rows hold no data the claim can judge; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A claim's outcome: verdict, its effect with the 95 % interval (None without one), the evidence."""
+    verdict: str
+    effect: str | None
+    evidence: str
 
 
 @dataclass(frozen=True)
 class Claim:
     text: str
     threshold: str
-    judge: Callable[[pd.DataFrame], tuple[str, str]]
+    judge: Callable[[pd.DataFrame], Finding]
+    min_evidence: str = ""
 
 
 CLAIMS: list[Claim] = []
 
 
-def claim(text: str, threshold: str):
-    """Register a claim function under the study's wording and its stated threshold."""
+def claim(text: str, threshold: str, min_evidence: str):
+    """Register a claim function under the study's wording, its stated threshold and its minimum evidence."""
     def register(fn):
-        CLAIMS.append(Claim(text, threshold, fn))
+        CLAIMS.append(Claim(text, threshold, fn, min_evidence))
         return fn
     return register
 
 
 @dataclass(frozen=True)
 class FrameClaim:
-    """A claim judged on another stage's frame (`data`: the check_all keyword that carries it), one row per unit:
-    judge(frame, cfg) returns [{claim, verdict, evidence}] or raises NotTestable."""
+    """A claim judged on another stage's frame (`data`: the check_all keyword that carries it), one Finding per unit:
+    judge(frame, cfg) returns [(claim text, Finding)] or raises NotTestable."""
     text: str
     threshold: str
     data: str
-    judge: Callable[[pd.DataFrame, dict], list[dict]]
+    judge: Callable[[pd.DataFrame, dict], list[tuple[str, Finding]]]
+    min_evidence: str = ""
 
 
 FRAME_CLAIMS: list[FrameClaim] = []
 
 
-def frame_claim(text: str, threshold: str, data: str):
+def frame_claim(text: str, threshold: str, data: str, min_evidence: str):
     """Register a claim judged on the frame passed to check_all as `data` (e.g. "quality")."""
     def register(fn):
-        FRAME_CLAIMS.append(FrameClaim(text, threshold, data, fn))
+        FRAME_CLAIMS.append(FrameClaim(text, threshold, data, fn, min_evidence))
         return fn
     return register
 
 
-def matched_runtimes(rows: pd.DataFrame, runtimes: list[str] | None = None) -> pd.DataFrame:
-    """Single-stream rows on cells every included runtime measured; NotTestable unless >= 2 runtimes share one."""
+# --- decisions ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Test:
+    """One decision inside a claim: an effect (`what`) at one cell (`where`) with its 95 % interval, the n it rests
+    on as printed ("6/6": per side), the threshold it was decided against, its verdict, the n that would decide it
+    (0: decided, or no estimate) and the minimum evidence it lacks."""
+    what: str
+    where: str
+    value: float
+    lo: float
+    hi: float
+    n: str
+    threshold: float
+    verdict: str
+    need: int = 0
+    missing: str = ""
+
+    def text(self) -> str:
+        ci = f"[{self.lo:.3g}, {self.hi:.3g}]" if self.lo == self.lo else "[–]"
+        return f"{self.what}: {self.value:.3g} {ci} (n {self.n})" + (f" at {self.where}" if self.where else "")
+
+
+def need(lo: float, hi: float, value: float, threshold: float, n: int) -> int:
+    """n (per side) at which an interval as wide as [lo, hi] at n would shrink off the threshold (0: no estimate)."""
+    if not all(map(math.isfinite, (lo, hi, value))) or value == threshold or not value:
+        return 0
+    return n_needed((hi - lo) / 2 / abs(value), n, abs(value - threshold) / abs(value))
+
+
+def decided(what: str, where: str, value: float, lo: float, hi: float, n: tuple[int, ...], threshold: float,
+            above: str, below: str, min_n: int = MIN_N) -> Test:
+    """An effect decided against `threshold` by its interval (stats.decide): `above` or `below` where the interval
+    lies wholly on that side, else inconclusive; inconclusive too where a side has fewer than min_n values."""
+    shown, fewest = "/".join(map(str, n)), min(n)
+    estimate = need(lo, hi, value, threshold, fewest)
+    if fewest < min_n:
+        return Test(what, where, value, lo, hi, shown, threshold, "inconclusive", max(min_n, estimate),
+                    f"n {shown} < {min_n}")
+    verdict = decide(lo, hi, threshold, above, below)
+    return Test(what, where, value, lo, hi, shown, threshold, verdict, estimate if verdict == "inconclusive" else 0)
+
+
+def windows(frame: pd.DataFrame) -> pd.Series | None:
+    """The rows' measurement windows (the bootstrap's clusters), None where the rows carry none."""
+    return frame["window"].fillna("").astype(str) if "window" in frame else None
+
+
+def ratio_test(a: pd.DataFrame, b: pd.DataFrame, metric: str, what: str, where: str, threshold: float, above: str,
+               below: str, min_n: int = MIN_N) -> Test:
+    """median(b[metric]) / median(a[metric]) with its 95 % interval (stats.ratio_ci, windows as clusters), decided."""
+    r = ratio_ci(a[metric], b[metric], windows(a), windows(b))
+    return decided(what, where, r.ratio, r.lo, r.hi, (r.n_a, r.n_b), threshold, above, below, min_n)
+
+
+def cell_text(cell: dict) -> str:
+    """'unique 1024→32' (', reuse' where the cell reuses a cache)."""
+    reuse = ", reuse" if cell.get("cache_reuse") else ""
+    return f"{cell['workload']} {int(cell['prompt_tokens'])}→{int(cell['max_tokens'])}{reuse}"
+
+
+def who(frame: pd.DataFrame) -> str:
+    """'runtime/transport/quant' of rows that one artifact served."""
+    return label(frame.iloc[:1], WHO).iloc[0]
+
+
+def pairs(rows: pd.DataFrame, keys: list[str], side_a: Callable, side_b: Callable):
+    """Matched artifact pairs: within each group of the single-stream rows on `keys` (MATCH plus e.g. transport and
+    precision class), every artifact (runtime/transport/quant) where side_a(frame) against every one where
+    side_b(frame); yields (cell, A rows, B rows). Rows of a quant of unknown precision class match nothing."""
     warm = single_stream(rows)
-    if runtimes is not None:
-        warm = warm[warm["runtime"].isin(runtimes)]
-    both = common(warm)
-    if both["runtime"].nunique() < 2:
-        raise NotTestable(f"no matched cell measured by two or more of {runtimes or 'the runtimes'} "
-                          f"(measured: {sorted(warm['runtime'].unique()) or 'none'})")
-    return both
+    warm = warm.assign(precision=warm["quant"].map(precision))
+    for key, g in warm.groupby(keys, sort=True):
+        cell = dict(zip(keys, key))
+        for _, a in g[side_a(g)].groupby(WHO):
+            for _, b in g[side_b(g)].groupby(WHO):
+                yield cell, a, b
 
 
-def finite(value: float, what: str) -> float:
-    if value is None or not math.isfinite(value):
-        raise NotTestable(f"{what} is missing")
-    return float(value)
+def compared(rows: pd.DataFrame, keys: list[str], side_a: Callable, side_b: Callable, metric: str, name: str,
+             threshold: float, above: str, below: str) -> list[Test]:
+    """The ratio B ÷ A of median `metric` decided per matched cell pair (pairs): one Test per cell and artifact pair."""
+    return [ratio_test(a, b, metric, f"{who(b)} ÷ {who(a)} {name}", cell_text(cell), threshold, above, below)
+            for cell, a, b in pairs(rows, keys, side_a, side_b)]
 
 
+RANK = {"contradicted": 0, "inconclusive": 1, "supported": 2}
+
+
+def least_favourable(tests: list[Test]) -> Test:
+    """The decision furthest from supporting the claim: contradicted first, then inconclusive (without an interval
+    first), then the supported one whose interval comes closest to its threshold."""
+    def margin(t: Test) -> float:
+        return min(abs(t.lo - t.threshold), abs(t.hi - t.threshold)) if t.lo == t.lo else -1.0
+    return min(tests, key=lambda t: (RANK[t.verdict], margin(t)))
+
+
+def combine(tests: list[Test], unit: str, note: str = "") -> Finding:
+    """The claim's Finding from its decisions (`unit`: what one decision is, e.g. "cell pair"), each decided on
+    its own: supported only where every one is, contradicted where any one is, else inconclusive with what is
+    missing and the n that would decide it. The effect: per compared pair, its least favourable cell (of how many)."""
+    verdicts = [t.verdict for t in tests]
+    units = unit + ("s" if len(tests) != 1 else "")
+    if "contradicted" in verdicts:
+        verdict = "contradicted"
+    elif all(v == "supported" for v in verdicts):
+        verdict = "supported"
+    else:
+        thin = [t for t in tests if t.missing]
+        needs = [t.need for t in tests if t.verdict == "inconclusive" and t.need]
+        parts = ([f"{len(thin)} of {len(tests)} {units} below minimum evidence"] if thin else []) + \
+                ([f"needs n ≈ {max(needs)}"] if needs else [])
+        verdict = "inconclusive" + (f" ({'; '.join(parts)})" if parts else "")
+    by_what: dict[str, list[Test]] = {}
+    for t in tests:
+        by_what.setdefault(t.what, []).append(t)
+    effect = "; ".join(least_favourable(ts).text() + (f", least favourable of {len(ts)}" if len(ts) > 1 else "")
+                       for ts in by_what.values())
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in RANK if v in verdicts)
+    missing = sorted({t.missing for t in tests if t.missing})
+    evidence = (f"{len(tests)} {units} ({counts}), each decided on its own: supported only if every one is, "
+                f"contradicted if any one is" + (f"; below minimum evidence: {', '.join(missing)}" if missing else "")
+                + (f"; {note}" if note else ""))
+    return Finding(verdict, effect, evidence)
+
+
+def measured(rows: pd.DataFrame) -> str:
+    """The artifacts (runtime/transport/quant) the single-stream rows hold."""
+    return ", ".join(sorted(label(single_stream(rows), WHO).unique())) or "none"
+
+
+SAME_CELL = MATCH + ["transport", "precision"]     # runtimes compared: one cell, one transport, one precision class
+
+
+# --- the claims ---------------------------------------------------------------------------------------------------
 @claim("MLX achieves the highest sustained decode throughput",
-       "MLX's mean decode tok/s over matched cells is the highest of all runtimes")
+       "MLX's median decode tok/s ÷ each other runtime's, per matched cell of one transport and precision class "
+       "(4-bit vs 4-bit, 16-bit vs 16-bit ...): 95 % interval above 1 in every cell pair",
+       f"n ≥ {MIN_N} requests per side per cell")
 def mlx_highest_decode(rows):
-    both = matched_runtimes(rows)
-    if "mlx" not in set(both["runtime"]):
-        raise NotTestable("MLX shares no matched cell with another runtime")
-    means = both.groupby("runtime")["decode_tps"].mean()
-    top = means.idxmax()
-    return ("supported" if top == "mlx" else "contradicted",
-            f"{both.groupby(MATCH).ngroups} matched cells; mean decode " +
-            ", ".join(f"{k} {v:.1f}" for k, v in means.sort_values(ascending=False).items()) + " tok/s")
+    tests = compared(rows, SAME_CELL, lambda f: f["runtime"] != "mlx", lambda f: f["runtime"] == "mlx",
+                     "decode_tps", "decode", 1.0, "supported", "contradicted")
+    if not tests:
+        raise NotTestable("MLX shares no matched cell (same transport and precision class) with another runtime "
+                          f"(measured: {measured(rows)})")
+    return combine(tests, "cell pair")
 
 
 @claim("MLC-LLM has lower TTFT than MLX on moderate prompts (≤16k)",
-       "median TTFT of MLC below MLX's on matched cells of ≤16k tokens")
+       "MLC's median TTFT ÷ MLX's per matched cell of ≤ 16k tokens, one transport and precision class: 95 % "
+       "interval below 1 in every cell pair",
+       f"n ≥ {MIN_N} requests per side per cell")
 def mlc_ttft_below_mlx(rows):
-    both = matched_runtimes(rows[rows["prompt_tokens"] <= 16384], ["mlc", "mlx"])
-    m = both.groupby("runtime")["ttft_s"].median()
-    return ("supported" if m["mlc"] < m["mlx"] else "contradicted",
-            f"median TTFT: mlc {m['mlc']:.3f} s, mlx {m['mlx']:.3f} s")
+    tests = compared(rows[rows["prompt_tokens"] <= 16384], SAME_CELL, lambda f: f["runtime"] == "mlx",
+                     lambda f: f["runtime"] == "mlc", "ttft_s", "TTFT", 1.0, "contradicted", "supported")
+    if not tests:
+        raise NotTestable("no matched cell of ≤ 16k tokens (same transport and precision class) measured by both "
+                          f"MLC and MLX (measured: {measured(rows)})")
+    return combine(tests, "cell pair")
 
 
-@claim("llama.cpp cold start is under 0.5 s (cached GGUF)", "fastest in-process load -> ready < 0.5 s")
+@claim("llama.cpp cold start is under 0.5 s (cached GGUF)",
+       "median in-process load -> ready over llama.cpp's sessions (any GGUF): 95 % interval below 0.5 s",
+       f"≥ {MIN_LOADS} loads (a median's interval needs them)")
 def llamacpp_cold_start(rows):
-    cold = rows[(rows["runtime"] == "llamacpp") & (rows["transport"] == "inprocess")]["cold_start_s"].min()
-    cold = finite(cold, "llama.cpp's in-process cold start")
-    return ("supported" if cold < 0.5 else "contradicted", f"llama.cpp in-process cold start {cold:.2f} s")
+    inproc = rows[(rows["runtime"] == "llamacpp") & (rows["transport"] == "inprocess")]
+    loads = inproc.drop_duplicates(["quant", "cold_start_s"])["cold_start_s"].dropna()   # one value per session
+    if loads.empty:
+        raise NotTestable("llama.cpp's in-process cold start is missing")
+    est = median_ci(loads)
+    test = decided("llama.cpp in-process load -> ready (s), median over sessions", "", est.value, est.lo, est.hi,
+                   (est.n,), 0.5, "contradicted", "supported", MIN_LOADS)
+    return combine([test], "median")
 
 
 @claim("TTFT rises with input length (full prefill before the first token)",
-       "median TTFT increases with prompt length for every runtime/transport measured at ≥2 lengths "
-       "(cold unique prompts); log-log slope shown")
+       "median TTFT at each prompt length ÷ at the next shorter one, per runtime/transport/quant (cold unique "
+       "prompts): 95 % interval above 1 for every consecutive pair",
+       f"n ≥ {MIN_N} requests per length")
 def ttft_grows(rows):
-    warm = cold_unique(rows)
-    parts, ok = [], True
-    for (rt, tr), g in warm.groupby(["runtime", "transport"]):
-        by_len = g.groupby("prompt_tokens")["ttft_s"].median().dropna()
-        if len(by_len) < 2:
-            continue
-        slope = np.polyfit(np.log(by_len.index.to_numpy(float)), np.log(by_len.to_numpy(float)), 1)[0]
-        grows = bool(by_len.is_monotonic_increasing)
-        ok &= grows
-        parts.append(f"{rt}/{tr}: {'grows' if grows else 'not monotone'} (slope {slope:.2f})")
-    if not parts:
+    data = cold_unique(rows)
+    tests = []
+    for _, g in data.groupby(WHO):
+        lengths = sorted(g["prompt_tokens"].unique())
+        for short, long_ in pairwise(lengths):
+            tests.append(ratio_test(g[g["prompt_tokens"] == short], g[g["prompt_tokens"] == long_], "ttft_s",
+                                    f"{who(g)} TTFT", f"{long_} ÷ {short} tokens", 1.0, "supported", "contradicted"))
+    if not tests:
         raise NotTestable("no runtime measured two prompt lengths of the unique workload")
-    return ("supported" if ok else "contradicted", "; ".join(parts))
+    return combine(tests, "length pair")
 
 
 @claim("Quantization improves throughput (4-bit vs 16-bit)",
-       "4-bit decode tok/s ≥ 5 % above the 16-bit artifact's on the same cells, for every runtime with both")
+       "4-bit median decode tok/s ÷ the 16-bit artifact's, same runtime, transport and cell: 95 % interval above "
+       "1.05 in every cell pair",
+       f"n ≥ {MIN_N} requests per side per cell")
 def quantization_speeds_decode(rows):
-    warm = single_stream(rows)
-    bits16 = {"F16", "BF16", "bf16", "fp16", "float16"}
-    bits4 = {"Q4_K_M", "Q4_0", "4bit", "q4f16_1"}
-    parts, ok = [], True
-    for (rt, tr), g in warm.groupby(["runtime", "transport"]):
-        hi, lo = g[g["quant"].isin(bits16)], g[g["quant"].isin(bits4)]
-        cells = set(map(tuple, hi[MATCH].values)) & set(map(tuple, lo[MATCH].values))
-        if not cells:
-            continue
-        pick = lambda f: f[f[MATCH].apply(tuple, axis=1).isin(cells)]["decode_tps"].mean()  # noqa: E731
-        gain = pick(lo) / pick(hi) - 1
-        ok &= gain >= 0.05
-        parts.append(f"{rt}/{tr}: 4-bit {gain:+.0%} vs 16-bit on {len(cells)} cells")
-    if not parts:
-        raise NotTestable("no runtime measured a 4-bit and a 16-bit artifact on the same cells")
-    return ("supported" if ok else "contradicted", "; ".join(parts))
+    tests = compared(rows, MATCH + ["runtime", "transport"], lambda f: f["precision"] == "16-bit",
+                     lambda f: f["precision"] == "4-bit", "decode_tps", "decode", 1.05, "supported", "contradicted")
+    if not tests:
+        raise NotTestable("no runtime measured a 4-bit and a 16-bit artifact on the same cells "
+                          f"(measured: {measured(rows)})")
+    return combine(tests, "cell pair")
+
+
+def gaps_of(frame: pd.DataFrame) -> list[list[float]]:
+    """Each request's inter-token gaps."""
+    return [list(v) for v in frame["itl_s"] if isinstance(v, (list, tuple, np.ndarray)) and len(v)]
+
+
+def itl_spread(requests: list[list[float]]) -> float:
+    """ITL p99 / p50 over the gaps of the given requests (NaN below the gaps a p99 needs)."""
+    gaps = [x for r in requests for x in r]
+    p50 = quantile(gaps, 50)
+    return quantile(gaps, 99) / p50 if p50 > 0 else math.nan
 
 
 @claim("MLX has the most stable inter-token latency",
-       "lowest ITL p99/p50 over matched cells, each runtime with ≥ 100 gaps")
+       "MLX's ITL p99/p50 ÷ each other runtime's, per matched cell of one transport and precision class (interval: "
+       "bootstrap over requests): 95 % interval below 1 in every cell pair",
+       f"n ≥ {MIN_N} requests and ≥ {MIN_GAPS} gaps per side per cell")
 def mlx_most_stable_itl(rows):
-    both = matched_runtimes(rows)
-    spread = {}
-    for rt, g in both.groupby("runtime"):
-        gaps = np.array([x for lst in g["itl_s"] for x in lst])
-        if len(gaps) >= 100:
-            spread[rt] = np.percentile(gaps, 99) / max(np.percentile(gaps, 50), 1e-9)
-    if "mlx" not in spread or len(spread) < 2:
-        raise NotTestable(f"fewer than 100 gaps on matched cells for MLX or its peers ({sorted(spread)})")
-    best = min(spread, key=spread.get)
-    return ("supported" if best == "mlx" else "contradicted",
-            "ITL p99/p50: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(spread.items())))
+    tests = []
+    for cell, a, b in pairs(rows, SAME_CELL, lambda f: f["runtime"] != "mlx", lambda f: f["runtime"] == "mlx"):
+        ga, gb = gaps_of(a), gaps_of(b)
+        lo, hi = stratified_ci([ga, gb], lambda s: itl_spread(s[1]) / itl_spread(s[0]))
+        test = decided(f"{who(b)} ÷ {who(a)} ITL p99/p50", cell_text(cell), itl_spread(gb) / itl_spread(ga), lo, hi,
+                       (len(ga), len(gb)), 1.0, "contradicted", "supported")
+        fewest = min(sum(map(len, ga)), sum(map(len, gb)))
+        if fewest < MIN_GAPS:
+            test = replace(test, verdict="inconclusive", need=max(test.need, MIN_N),
+                           missing=", ".join(filter(None, [test.missing, f"{fewest} < {MIN_GAPS} gaps a side"])))
+        tests.append(test)
+    if not tests:
+        raise NotTestable("MLX shares no matched cell (same transport and precision class) with another runtime "
+                          f"(measured: {measured(rows)})")
+    return combine(tests, "cell pair")
 
 
 @claim("llama.cpp decode collapses beyond 32k tokens (~1.2 tok/s)",
-       "llama.cpp's mean decode tok/s after cold prompts of ≥ 30,000 tokens is ≤ 1.8 (the paper's 1.2 + 50 %), "
-       "per transport; its drop from the shortest ≥ 1k cell is shown")
+       "llama.cpp's median decode tok/s after cold prompts of ≥ 30,000 tokens ÷ the same transport/quant's at its "
+       "shortest ≥ 1k cell: 95 % interval below 0.5 (a collapse, not a slow machine) for every transport/quant",
+       f"n ≥ {MIN_N} requests per length")
 def llamacpp_decode_collapse(rows):
     data = cold_unique(rows)
     data = data[(data["runtime"] == "llamacpp") & (data["prompt_tokens"] >= 1024)]
-    long_ = data[data["prompt_tokens"] >= 30000]
-    if long_.empty:
-        raise NotTestable("no llama.cpp cell of ≥ 30,000 prompt tokens measured")
-    parts, ok = [], True
-    for (tr, quant), g in long_.groupby(["transport", "quant"]):
-        at = g["decode_tps"].mean()
-        base = data[(data["transport"] == tr) & (data["quant"] == quant)]
-        short = base[base["prompt_tokens"] == base["prompt_tokens"].min()]["decode_tps"].mean()
-        ok &= at <= 1.8
-        parts.append(f"{tr}/{quant}: {at:.2f} tok/s at {int(g['prompt_tokens'].max())} tokens "
-                     f"(n={len(g)}) vs {short:.2f} at {int(base['prompt_tokens'].min())} ({at / short - 1:+.0%})")
-    return ("supported" if ok else "contradicted", "; ".join(parts))
+    tests = []
+    for _, g in data.groupby(WHO):
+        shortest = g["prompt_tokens"].min()
+        if shortest >= 30000:
+            continue
+        base = g[g["prompt_tokens"] == shortest]
+        for n, long_ in g[g["prompt_tokens"] >= 30000].groupby("prompt_tokens"):
+            tests.append(ratio_test(base, long_, "decode_tps", f"{who(g)} decode", f"{n} ÷ {shortest} tokens", 0.5,
+                                    "contradicted", "supported"))
+    if not tests:
+        raise NotTestable("no llama.cpp transport/quant measured at ≥ 30,000 prompt tokens and a shorter ≥ 1k cell")
+    return combine(tests, "length pair")
 
 
-def ttft_exponents(rows: pd.DataFrame, min_tokens: int = 1024) -> dict[str, tuple[float, int]]:
-    """Per runtime/transport/quant with ≥ 2 lengths ≥ min_tokens: the fitted k of TTFT ∝ n^k (log-log least
-    squares over median TTFT per length; with two lengths, their log ratio) and how many lengths it used."""
+def log_slope(lengths: list[float], strata: list[list[float]]) -> float:
+    """k of TTFT ∝ n^k: the least-squares slope of log median TTFT per length over log length."""
+    return float(np.polyfit(np.log(lengths), np.log([np.median(s) for s in strata]), 1)[0])
+
+
+def ttft_exponents(rows: pd.DataFrame, min_tokens: int = 1024) -> list[Test]:
+    """Per runtime/transport/quant with ≥ 2 cold lengths ≥ min_tokens: the fitted k of TTFT ∝ n^k with its
+    bootstrap interval (requests resampled within each length), decided against the band K_BAND (supported
+    inside, contradicted outside); fewer than 3 lengths or n < MIN_N at a length is below minimum evidence."""
     data = cold_unique(rows)
-    data = data[data["prompt_tokens"] >= min_tokens]
-    out = {}
-    for key, g in data.groupby(["runtime", "transport", "quant"]):
-        med = g.groupby("prompt_tokens")["ttft_s"].median().dropna()
-        med = med[med > 0]
-        if len(med) >= 2:
-            k = np.polyfit(np.log(med.index.to_numpy(float)), np.log(med.to_numpy(float)), 1)[0]
-            out["/".join(key)] = (float(k), len(med))
-    return out
+    data = data[(data["prompt_tokens"] >= min_tokens) & (data["ttft_s"] > 0)]
+    tests = []
+    for _, g in data.groupby(WHO):
+        by_len = {n: list(s) for n, s in g.groupby("prompt_tokens")["ttft_s"]}
+        if len(by_len) < 2:
+            continue
+        lengths, strata = list(map(float, by_len)), list(by_len.values())
+        k = log_slope(lengths, strata)
+        lo, hi = stratified_ci(strata, lambda s, at=lengths: log_slope(at, s))
+        n = (min(map(len, strata)),)
+        where = f"{len(lengths)} lengths {int(lengths[0])}-{int(lengths[-1])}"
+        low = decided(f"{who(g)} k", where, k, lo, hi, n, K_BAND[0], "supported", "contradicted")
+        high = decided(f"{who(g)} k", where, k, lo, hi, n, K_BAND[1], "contradicted", "supported")
+        sides = (low.verdict, high.verdict)
+        verdict = ("contradicted" if "contradicted" in sides else
+                   "supported" if sides == ("supported", "supported") else "inconclusive")
+        test = replace(low, threshold=min(K_BAND, key=lambda e: abs(k - e)), verdict=verdict,
+                       need=max(low.need, high.need) if verdict == "inconclusive" else 0)
+        if len(lengths) < 3:
+            test = replace(test, verdict="inconclusive",
+                           missing=", ".join(filter(None, [test.missing, f"{len(lengths)} < 3 lengths"])))
+        tests.append(test)
+    return tests
 
 
 @claim("TTFT grows linearly with input length",
-       "fitted exponent k of TTFT ∝ n^k (cold unique prompts ≥ 1k tokens, ≥ 2 lengths) within [0.8, 1.2] for "
-       "every runtime/transport/quant")
+       f"fitted exponent k of TTFT ∝ n^k (cold unique prompts ≥ 1k tokens; interval: bootstrap over the requests "
+       f"at each length) within [{K_BAND[0]}, {K_BAND[1]}] for every runtime/transport/quant",
+       f"≥ 3 lengths of ≥ 1k tokens, n ≥ {MIN_N} requests per length")
 def ttft_linear(rows):
-    fits = ttft_exponents(rows)
-    if not fits:
+    tests = ttft_exponents(rows)
+    if not tests:
         raise NotTestable("no runtime measured two or more cold prompt lengths of ≥ 1k tokens")
-    ok = all(0.8 <= k <= 1.2 for k, _ in fits.values())
-    return ("supported" if ok else "contradicted",
-            "; ".join(f"{who}: k = {k:.2f} over {n} lengths" for who, (k, n) in sorted(fits.items())))
+    return combine(tests, "fit")
 
 
-def reuse_effect(rows: pd.DataFrame, runtime: str, workload: str = "prefix") -> tuple[float, float, int]:
-    """(latency cut, hit rate, matched prompts) of `runtime`'s reuse cells against the same prompts with reuse
-    off, over the prompts a cache can serve (after their set's first: prompts.can_hit); the hit rate is the
-    tokens the runtime reports reused over those requests' prompt tokens."""
+def reuse_tests(rows: pd.DataFrame, runtime: str, workload: str = "prefix") -> list[Test]:
+    """Per cell (transport, quant, length) of `runtime`'s `workload` prompts a cache can serve (after their set's
+    first: prompts.can_hit) measured with reuse on and off: the median TTFT on ÷ off (decided against 0.85: a
+    ≥ 15 % cut) and, where the runtime reports reused tokens, the hit rate (reused over prompt tokens per request,
+    mean with a bootstrap interval; decided against 0.70)."""
     warm = single_stream(rows)
     warm = warm[(warm["runtime"] == runtime) & (warm["workload"] == workload)]
     warm = warm[warm["prompt_id"].map(can_hit).astype(bool)]
-    on, off = warm[warm["cache_reuse"].astype(bool)], warm[~warm["cache_reuse"].astype(bool)]
-    both = set(on["prompt_id"]) & set(off["prompt_id"])
-    if not both:
-        raise NotTestable(f"no {workload} prompt measured by {runtime} with reuse both on and off")
-    on, off = on[on["prompt_id"].isin(both)], off[off["prompt_id"].isin(both)]
-    hits = kv_columns(on, {})["cached_tokens"].dropna()
-    hit_rate = hits.sum() / on.loc[hits.index, "prompt_tokens"].sum() if len(hits) else float("nan")
-    return 1 - on["ttft_s"].mean() / off["ttft_s"].mean(), float(hit_rate), len(both)
+    tests = []
+    for (tr, quant, n, out), g in warm.groupby(["transport", "quant", "prompt_tokens", "max_tokens"]):
+        reuse = g["cache_reuse"].astype(bool)
+        both = set(g.loc[reuse, "prompt_id"]) & set(g.loc[~reuse, "prompt_id"])
+        on, off = g[reuse & g["prompt_id"].isin(both)], g[~reuse & g["prompt_id"].isin(both)]
+        if on.empty:
+            continue
+        name, where = f"{runtime}/{tr}/{quant}", f"{workload} {n}→{out}"
+        tests.append(ratio_test(off, on, "ttft_s", f"{name} TTFT reuse on ÷ off", where, 0.85,
+                                "contradicted", "supported"))
+        hit = (kv_columns(on, {})["cached_tokens"] / on["prompt_tokens"]).dropna()
+        if len(hit):
+            lo, hi = bootstrap_ci(hit)
+            tests.append(decided(f"{name} hit rate", where, float(hit.mean()), lo, hi, (len(hit),), 0.70,
+                                 "supported", "contradicted"))
+    return tests
 
 
 @claim("Prefix reuse cuts latency by ~23 % with ~80 % hit rate (Ollama)",
-       "Ollama's prefix-heavy prompts after their set's first, with reuse: TTFT ≥ 15 % below the same prompts "
-       "without, and ≥ 70 % of their prompt tokens reported reused")
+       "Ollama's prefix-heavy prompts after their set's first, per cell: median TTFT with reuse ÷ without, 95 % "
+       "interval below 0.85 (a ≥ 15 % cut), and the share of prompt tokens reported reused, interval above 0.70",
+       f"n ≥ {MIN_N} requests per side per cell")
 def ollama_prefix_reuse(rows):
-    others = []
-    for rt in sorted(set(single_stream(rows)["runtime"]) - {"ollama"}):
-        try:
-            cut, hit, n = reuse_effect(rows, rt)
-            others.append(f"{rt}: latency cut {cut:.0%}, hit rate {hit:.0%} ({n} prompts)")
-        except NotTestable:
-            pass
-    try:
-        cut, hit, n = reuse_effect(rows, "ollama")
-    except NotTestable as exc:
-        raise NotTestable(f"{exc}" + (f" (for comparison: {'; '.join(others)})" if others else "")) from None
-    if not math.isfinite(hit):
+    others = [combine(t, "decision").effect for rt in sorted(set(single_stream(rows)["runtime"]) - {"ollama"})
+              if (t := reuse_tests(rows, rt))]
+    compare = f"for comparison: {'; '.join(others)}" if others else ""
+    tests = reuse_tests(rows, "ollama")
+    if not tests:
+        raise NotTestable("no prefix prompt measured by ollama with reuse both on and off" +
+                          (f" ({compare})" if compare else ""))
+    if not any(t.what.endswith("hit rate") for t in tests):
         raise NotTestable("Ollama reported no reused-token count")
-    verdict = "supported" if cut >= 0.15 and hit >= 0.70 else "contradicted"
-    return verdict, f"ollama: latency cut {cut:.0%}, hit rate {hit:.0%} over {n} prompts" + \
-        (f"; others: {'; '.join(others)}" if others else "")
+    return combine(tests, "decision", compare)
 
 
 @claim("MLX memory stays stable with a rotating window",
-       "with max_kv_size set, MLX's KV-cache bytes at the longest prompt beyond the window are ≤ 1.1 × those at "
-       "the shortest prompt that fills it")
+       "with max_kv_size set, MLX's median KV-cache bytes at the longest prompt beyond the window ÷ those at the "
+       "shortest prompt that fills it: 95 % interval below 1.1, per transport/quant",
+       f"n ≥ {MIN_N} requests per length")
 def mlx_rotating_stable(rows):
     warm = single_stream(rows)
     mlx = warm[warm["runtime"] == "mlx"]
@@ -268,101 +455,186 @@ def mlx_rotating_stable(rows):
     bound = kv_columns(bound, {})
     window = int(extra_of(bound["extra"].iloc[0])["max_kv_size"])
     full = bound[bound["prompt_tokens"] + bound["max_tokens"] >= window]
-    if full["prompt_tokens"].nunique() < 2:
+    tests = []
+    for _, g in full.groupby(WHO):
+        lengths = sorted(g["prompt_tokens"].unique())
+        if len(lengths) >= 2:
+            tests.append(ratio_test(g[g["prompt_tokens"] == lengths[0]], g[g["prompt_tokens"] == lengths[-1]],
+                                    "kv_runtime_bytes", f"{who(g)} KV bytes", f"{lengths[-1]} ÷ {lengths[0]} tokens",
+                                    1.1, "contradicted", "supported"))
+    if not tests:
         raise NotTestable(f"fewer than two MLX prompt lengths fill the window of {window} tokens")
-    by_len = full.groupby("prompt_tokens")["kv_runtime_bytes"].max()
-    ratio = by_len.iloc[-1] / by_len.iloc[0]
-    return ("supported" if ratio <= 1.1 else "contradicted",
-            f"window {window}: KV {by_len.iloc[0] / 2**20:.0f} MiB at {by_len.index[0]} tokens, "
-            f"{by_len.iloc[-1] / 2**20:.0f} MiB at {by_len.index[-1]} (×{ratio:.2f})")
+    return combine(tests, "length pair", f"window {window} tokens")
+
+
+OOM_TOKENS = 2048
 
 
 @claim("PyTorch OOMs beyond ~2k tokens",
-       "a torch request of > 2,048 prompt tokens ends `oom` (the paper: MPS's 4 GB tensor cap); contradicted "
-       "where torch completed such prompts without an OOM (device named)")
+       f"every torch request of > {OOM_TOKENS:,} prompt tokens ends `oom` (the paper: MPS's 4 GB tensor cap); "
+       "contradicted by any such prompt that completed (device named)",
+       f"≥ {MIN_N} torch requests of > {OOM_TOKENS:,} tokens to support (one completion contradicts)")
 def torch_ooms(rows):
     torch_rows = rows[(rows["runtime"] == "torch") & (rows["phase"] == "warm")]
-    long_ = torch_rows[torch_rows["prompt_tokens"] > 2048]
+    long_ = torch_rows[torch_rows["prompt_tokens"] > OOM_TOKENS]
     if long_.empty:
-        raise NotTestable("torch ran no prompt of more than 2,048 tokens")
+        raise NotTestable(f"torch ran no prompt of more than {OOM_TOKENS:,} tokens")
     ooms, done = long_[long_["status"] == "oom"], long_[long_["status"] == "ok"]
     device = ", ".join(sorted(set(torch_rows["device"].dropna()))) or "?"
-    if len(ooms):
-        return "supported", (f"on {device}: {len(ooms)} OOM rows from {int(ooms['prompt_tokens'].min())} tokens; "
-                             f"{len(done)} longer prompts completed")
-    if done.empty:
-        raise NotTestable(f"no torch request of > 2,048 tokens completed or failed with OOM on {device} "
+    if ooms.empty and done.empty:
+        raise NotTestable(f"no torch request of > {OOM_TOKENS:,} tokens completed or failed with OOM on {device} "
                           f"(statuses: {sorted(set(long_['status']))})")
-    top = done.loc[done["prompt_tokens"].idxmax()]
-    return "contradicted", (f"on {device}: no OOM; completed up to {int(top['prompt_tokens'])} tokens, peak RSS "
-                            f"{top['peak_rss_bytes'] / 2**30:.1f} GiB (the paper's cap is MPS's 4 GB per tensor)")
+    first = f"; first OOM at {int(ooms['prompt_tokens'].min())} tokens" if len(ooms) else ""
+    effect = (f"{len(ooms)} of {len(long_)} torch requests of > {OOM_TOKENS:,} tokens OOM, {len(done)} completed"
+              + first)
+    if len(done):
+        top = done.loc[done["prompt_tokens"].idxmax()]
+        rss = top.get("peak_rss_bytes")
+        rss = "" if pd.isna(rss) else f", peak RSS {rss / 2**30:.1f} GiB"
+        return Finding("contradicted", effect, f"on {device}: completed up to {int(top['prompt_tokens'])} tokens{rss} "
+                                               "(the paper's cap is MPS's 4 GB per tensor)")
+    if len(ooms) < MIN_N:
+        return Finding("inconclusive (below minimum evidence)", effect,
+                       f"on {device}: {len(ooms)} OOM requests < {MIN_N}")
+    return Finding("supported", effect, f"on {device}: every request of > {OOM_TOKENS:,} tokens ended oom")
 
 
+# --- the quality claim (a frame claim) ------------------------------------------------------------------------------
 QUALITY_CLAIM = "Quantization improves efficiency without noticeable accuracy loss"
 
 
+def accuracy_loss(r: dict, max_dppl: float, min_top1: float, min_tokens: int) -> tuple[str, str]:
+    """(verdict, effect) of "no noticeable loss" from the ΔPPL and top-1 intervals (bootstrap over scored windows):
+    supported where ΔPPL's interval lies below max_dppl and top-1's above min_top1, contradicted where either lies
+    wholly on the wrong side, else inconclusive (no interval, too few scored tokens, or the n that would decide)."""
+    point = f"ΔPPL {r['delta_ppl']:+.2%}, top-1 {r['top1']:.1%}"
+    if any(pd.isna(r.get(c)) for c in ("delta_ppl_lo", "delta_ppl_hi", "top1_lo", "top1_hi")):
+        return "inconclusive (no interval)", point + " (no interval)"
+    tokens = r.get("tokens_scored")
+    tokens = 0 if pd.isna(tokens) else int(tokens)
+    effect = (f"ΔPPL {r['delta_ppl']:+.2%} [{r['delta_ppl_lo']:+.2%}, {r['delta_ppl_hi']:+.2%}], top-1 "
+              f"{r['top1']:.1%} [{r['top1_lo']:.1%}, {r['top1_hi']:.1%}] over {tokens:,} scored tokens")
+    if tokens < min_tokens:
+        return f"inconclusive (below minimum evidence: {tokens:,} < {min_tokens:,} scored tokens)", effect
+    dppl = decide(r["delta_ppl_lo"], r["delta_ppl_hi"], max_dppl, "contradicted", "supported")
+    top1 = decide(r["top1_lo"], r["top1_hi"], min_top1, "supported", "contradicted")
+    if "contradicted" in (dppl, top1):
+        return "contradicted", effect
+    if dppl == top1 == "supported":
+        return "supported", effect
+    needs = [need(r[f"{c}_lo"], r[f"{c}_hi"], r[c], t, tokens)
+             for c, t, v in (("delta_ppl", max_dppl, dppl), ("top1", min_top1, top1)) if v == "inconclusive"]
+    return "inconclusive" + (f" (needs ≈ {max(needs):,} scored tokens)" if max(needs) else ""), effect
+
+
+def fewer_bits(r: dict, ok: pd.DataFrame) -> tuple[str, str]:
+    """(verdict, text): fewer bits per weight than the narrowest full-precision artifact of its own format."""
+    full = ok[(ok["format"] == r["format"]) & ok["quant"].isin(FULL_PRECISION.get(r["format"], ()))]
+    bits = full["bits_per_weight"].dropna() if "bits_per_weight" in full else pd.Series(dtype=float)
+    if bits.empty or pd.isna(r.get("bits_per_weight")):
+        return "inconclusive", f"bits/weight: no full-precision {r['format']} artifact to compare with"
+    ref = full.loc[bits.idxmin()]
+    verdict = "supported" if r["bits_per_weight"] < ref["bits_per_weight"] else "contradicted"
+    return verdict, f"{r['bits_per_weight']:.2f} vs {ref['bits_per_weight']:.2f} bits/weight ({r['format']}/{ref['quant']})"
+
+
+def faster_decode(r: dict, ok: pd.DataFrame) -> tuple[str | None, str]:
+    """(verdict, text): faster decode than its format's fastest full-precision artifact, decided by the two decode
+    intervals (decode_tps_lo/hi) where the frame has them, else the point values ("no interval"); None where
+    decode was not measured for both."""
+    full = ok[(ok["format"] == r["format"]) & ok["quant"].isin(FULL_PRECISION.get(r["format"], ()))]
+    full = full[full["decode_tps"].notna()] if "decode_tps" in full else full.iloc[0:0]
+    if full.empty or pd.isna(r.get("decode_tps")):
+        return None, "decode not measured in a shared cell"
+    base = full.loc[full["decode_tps"].idxmax()].to_dict()
+    name = f"{r['format']}/{base['quant']}"
+    bounds = [r.get("decode_tps_lo"), r.get("decode_tps_hi"), base.get("decode_tps_lo"), base.get("decode_tps_hi")]
+    if any(pd.isna(b) for b in bounds):
+        verdict = "supported" if r["decode_tps"] > base["decode_tps"] else "contradicted"
+        return verdict, f"decode {r['decode_tps']:.1f} vs {base['decode_tps']:.1f} tok/s ({name}; no interval)"
+    lo, hi, base_lo, base_hi = bounds
+    verdict = "supported" if lo > base_hi else "contradicted" if hi < base_lo else "inconclusive"
+    return verdict, (f"decode {r['decode_tps']:.1f} [{lo:.1f}, {hi:.1f}] vs {base['decode_tps']:.1f} "
+                     f"[{base_lo:.1f}, {base_hi:.1f}] tok/s ({name})")
+
+
 @frame_claim(QUALITY_CLAIM,
-             "per quantized artifact, against the reference: ΔPPL < quality.claim.max_delta_ppl and top-1 agreement "
-             "> quality.claim.min_top1 (no noticeable loss); fewer bits per weight and, where decode was measured "
-             "for both in one runtime, faster decode than its format's full precision (efficiency)", "quality")
-def quantization_keeps_accuracy(frame: pd.DataFrame, cfg: dict) -> list[dict]:
+             "per quantized artifact, against the reference: ΔPPL's 95 % interval below quality.claim.max_delta_ppl "
+             "and top-1 agreement's above quality.claim.min_top1 (no noticeable loss); fewer bits per weight than "
+             "its format's full precision and, where decode was measured for both in one runtime, faster decode "
+             "(efficiency)", "quality",
+             f"bootstrap intervals over scored windows (delta_ppl_lo/hi, top1_lo/hi) and ≥ quality.claim.min_tokens "
+             f"(default {MIN_TOKENS_SCORED:,}) scored tokens")
+def quantization_keeps_accuracy(frame: pd.DataFrame, cfg: dict) -> list[tuple[str, Finding]]:
     """`frame`: the quality frontier (data/quality_frontier.parquet); `cfg`: the quality params block, whose
-    `claim` holds the thresholds (defaults: ΔPPL < 2 %, top-1 > 90 %)."""
+    `claim` holds the thresholds (defaults: ΔPPL < 2 %, top-1 > 90 %, 8,192 scored tokens)."""
     thr = cfg.get("claim") or {}
     max_dppl, min_top1 = float(thr.get("max_delta_ppl", 0.02)), float(thr.get("min_top1", 0.90))
+    min_tokens = int(thr.get("min_tokens", MIN_TOKENS_SCORED))
     ok = frame[frame["status"] == "ok"] if len(frame) else frame
     quants = ok[~full_precision(ok)] if len(ok) else ok
     if quants.empty:
         raise NotTestable("no quantized artifact with quality numbers (synthetic weights or none converted)")
-    ref = ok[ok["reason"] == "reference"]
-    ref_bpw = float(ref["bits_per_weight"].iloc[0]) if len(ref) and "bits_per_weight" in ref else float("nan")
     out = []
-    for r in quants.itertuples():
-        full = ok[(ok["format"] == r.format) & ok["quant"].isin(FULL_PRECISION.get(r.format, ()))]
-        base_tps = full["decode_tps"].max() if "decode_tps" in full and len(full) else float("nan")
-        loss_ok = r.delta_ppl < max_dppl and r.top1 > min_top1
-        smaller = bool(r.bits_per_weight < ref_bpw) if not math.isnan(ref_bpw) else None
-        faster = bool(r.decode_tps > base_tps) if not (pd.isna(r.decode_tps) or pd.isna(base_tps)) else None
-        evidence = (f"ΔPPL {r.delta_ppl:+.2%} (threshold < {max_dppl:.0%}), top-1 {r.top1:.1%} (> {min_top1:.0%}), "
-                    f"KLD {r.kld_mean:.4f}; {r.bits_per_weight:.2f} vs {ref_bpw:.2f} bits/weight"
-                    + (f"; decode {r.decode_tps:.1f} vs {base_tps:.1f} tok/s ({r.format} full precision)"
-                       if faster is not None else "; decode not measured in a shared cell"))
-        if not loss_ok or smaller is False or faster is False:
+    for r in quants.to_dict("records"):
+        loss, loss_effect = accuracy_loss(r, max_dppl, min_top1, min_tokens)
+        size, size_text = fewer_bits(r, ok)
+        speed, speed_text = faster_decode(r, ok)
+        parts = [loss, size] + ([speed] if speed else [])
+        if any(p == "contradicted" for p in parts):
             verdict = "contradicted"
-        elif smaller is None:
-            verdict = "not testable here"
-        else:
+        elif all(p == "supported" for p in parts):
             verdict = "supported"
-        out.append({"claim": f"{QUALITY_CLAIM}: {r.runtime} {r.format}/{r.quant}", "verdict": verdict,
-                    "evidence": evidence})
+        else:
+            verdict = loss if loss.startswith("inconclusive") else "inconclusive"
+        evidence = (f"loss {loss} (ΔPPL < {max_dppl:.0%}, top-1 > {min_top1:.0%}), KLD {r['kld_mean']:.4f}; "
+                    f"size {size}: {size_text}; speed {speed or 'not decided'}: {speed_text}")
+        out.append((f"{QUALITY_CLAIM}: {r['runtime']} {r['format']}/{r['quant']}",
+                    Finding(verdict, f"{loss_effect}; {size_text}; {speed_text}", evidence)))
     return out
+
+
+# --- the registry judged ----------------------------------------------------------------------------------------------
+def judged(text: str, judge: Callable[[], list[tuple[str, Finding]]]) -> list[tuple[str, Finding]]:
+    """judge()'s findings; NotTestable as "not testable here", any other exception as the verdict `error` with its
+    one-line text (traceback logged at ERROR)."""
+    try:
+        return judge()
+    except NotTestable as exc:
+        return [(text, Finding("not testable here", None, str(exc)))]
+    except Exception as exc:      # a bug in a claim is shown in the report; it must not stop the stage
+        log.error("claim %r raised", text, exc_info=exc)
+        first = (str(exc).splitlines() or [""])[0]
+        return [(text, Finding("error", None, f"{type(exc).__name__}: {first}"))]
+
+
+def threshold_of(c: Claim | FrameClaim) -> str:
+    return f"{c.threshold}; minimum evidence: {c.min_evidence}" if c.min_evidence else c.threshold
+
+
+COLUMNS = ["claim", "threshold", "verdict", "effect", "evidence"]
 
 
 def check_all(rows: pd.DataFrame | None, extra: list[Claim] = (), *, quality: pd.DataFrame | None = None,
               cfg: dict | None = None) -> pd.DataFrame:
-    """Every registered claim judged: claim, threshold, verdict, evidence. The request-row claims (plus `extra`)
-    on `rows` (skipped when None); each frame claim on its frame when given (`quality`: the quality frontier,
-    with `cfg` the quality params block), one row per unit it judges."""
+    """Every registered claim judged: claim, threshold (with its minimum evidence), verdict, effect (with its 95 %
+    interval), evidence. The request-row claims (plus `extra`) on `rows` (skipped when None) without the rows of
+    drift-flagged windows (their number in the evidence); each frame claim on its frame when given (`quality`: the
+    quality frontier, with `cfg` the quality params block), one row per unit it judges."""
     out = []
-    for c in [*CLAIMS, *extra] if rows is not None else []:
-        try:
-            verdict, evidence = c.judge(rows)
-        except NotTestable as exc:
-            verdict, evidence = "not testable here", str(exc)
-        except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
-            verdict, evidence = "not testable here", f"not enough data ({type(exc).__name__}: {exc})"
-        out.append({"claim": c.text, "threshold": c.threshold, "verdict": verdict, "evidence": evidence})
+    if rows is not None:
+        kept = undrifted(rows)
+        left = len(rows) - len(kept)
+        note = f"; {left} row{'s' if left != 1 else ''} of drift-flagged windows left out" if left else ""
+        for c in [*CLAIMS, *extra]:
+            for text, f in judged(c.text, lambda c=c: [(c.text, c.judge(kept))]):
+                out.append({"claim": text, "threshold": threshold_of(c), "verdict": f.verdict, "effect": f.effect,
+                            "evidence": f.evidence + note})
     frames = {"quality": quality}
     for fc in FRAME_CLAIMS:
         if frames.get(fc.data) is None:
             continue
-        try:
-            units = fc.judge(frames[fc.data], cfg or {})
-        except NotTestable as exc:
-            units = [{"claim": fc.text, "verdict": "not testable here", "evidence": str(exc)}]
-        except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
-            units = [{"claim": fc.text, "verdict": "not testable here",
-                      "evidence": f"not enough data ({type(exc).__name__}: {exc})"}]
-        out += [{"claim": u["claim"], "threshold": fc.threshold, "verdict": u["verdict"], "evidence": u["evidence"]}
-                for u in units]
-    return pd.DataFrame(out, columns=["claim", "threshold", "verdict", "evidence"])
+        for text, f in judged(fc.text, lambda fc=fc: fc.judge(frames[fc.data], cfg or {})):
+            out.append({"claim": text, "threshold": threshold_of(fc), "verdict": f.verdict, "effect": f.effect,
+                        "evidence": f.evidence})
+    return pd.DataFrame(out, columns=COLUMNS)

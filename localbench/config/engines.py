@@ -30,7 +30,10 @@ class WorkloadNarrowing(Closed):
     """engine.<runtime>.workload: a subset of the workload for one runtime."""
     types: Optional[list[WorkloadType]] = None
     lengths: Optional[list[int]] = None
-    trials: Optional[int] = Field(default=None, gt=0)
+    min_trials: Optional[int] = Field(default=None, gt=0)
+    max_trials: Optional[int] = Field(default=None, gt=0)
+    cell_time_cap_s: Optional[float] = Field(default=None, gt=0)
+    rounds: Optional[int] = Field(default=None, gt=0)
     warmup: Optional[int] = Field(default=None, ge=0)
     max_tokens: Optional[int] = Field(default=None, gt=0)
     timeout_s: Optional[float] = Field(default=None, gt=0)

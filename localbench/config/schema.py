@@ -92,7 +92,11 @@ class Workload(Closed):
     prefix_fraction: float = Field(ge=0, lt=1)
     seed: int
     max_tokens: int = Field(gt=0)
-    trials: int = Field(gt=0)
+    min_trials: int = Field(gt=0)         # trials every adaptive cell runs (localbench.measure.schedule)
+    max_trials: int = Field(gt=0)         # at most this many (distinct prompts: per_length)
+    target_rel_ci: float = Field(gt=0)    # stop once the median's 95 % interval is within ± this fraction
+    cell_time_cap_s: float = Field(gt=0)  # ... or a cell's requests took this many seconds
+    rounds: int = Field(default=2, gt=0)  # sessions loaded this many times at least, a cell's trials spread over them
     warmup: int = Field(ge=0)
     timeout_s: float = Field(gt=0)
     cache_reuse: list[WorkloadType] = []
@@ -105,12 +109,16 @@ class Workload(Closed):
     warmup_max_tokens: Optional[int] = Field(default=None, gt=0)   # the session warm-up's output tokens (null: max_tokens)
     drift_probe_mib: int = Field(gt=0)
     drift_probe_repeats: int = Field(gt=0)
+    drift_tolerance: float = Field(default=0.10, gt=0)   # a window whose matmul probe moved more: re-run once, flagged
 
     @model_validator(mode="after")
     def lengths_positive(self):
         bad = [n for n in self.lengths if n <= 0]
         if bad:
             raise ValueError(f"workload.lengths must be positive token counts, got {bad}")
+        if self.max_trials < self.min_trials:
+            raise ValueError(f"workload.max_trials ({self.max_trials}) is below workload.min_trials "
+                             f"({self.min_trials}); raise it")
         return self
 
 
@@ -205,7 +213,6 @@ class Plots(Closed):
 class Report(Open):
     title: str = ""
     fidelity_tolerance: float = Field(default=0.05, ge=0)
-    drift_tolerance: float = Field(default=0.05, ge=0)
 
 
 class Params(Closed):

@@ -3,7 +3,10 @@ adds, and the memory-bandwidth probe (decode's access pattern: matrix-vector pro
 than the last-level cache, on all cores).
 
 The probe serves two callers: the roofline (`read_bandwidth`: the best of torch's and numpy's kernels, per device
-torch sees) and the drift probe around every measurement window (`probe`: numpy, median of a few products).
+torch sees) and the drift probe around every measurement window (`probe`: numpy, median of a few products). A
+compute-bound probe (`compute_probe`: a fixed small float32 matmul) sits beside it: prefill is compute-bound, and
+on these shared VMs the bandwidth reading swings by ~30 % between back-to-back probes while the matmul's stays
+within ~10 % (benchmarks/probe_noise.py), so a window is judged by the matmul's.
 On a CUDA host `python -m localbench.core.hardware check [OUT.json]` puts a device-to-device copy beside the
 probe (`copy_check`: the two should agree; benchmarks/gpu_run.py keeps it in the bundle's roofline.json).
 """
@@ -89,6 +92,20 @@ def probe(size_mib: int = 256, repeats: int = 5, best: bool = False) -> float:
         matrix @ vector
         times.append(time.perf_counter_ns() - t0)
     return matrix.nbytes / (float(min(times) if best else np.median(times)) * 1e-9) / 1e9
+
+
+def compute_probe(size: int = 256, repeats: int = 15) -> float:
+    """GFLOP/s of the median of `repeats` batches of 8 float32 `size`x`size` matmuls (cache-resident: the
+    cores' arithmetic, not memory; ~2 ms a batch here)."""
+    a = np.ones((size, size), dtype=np.float32)
+    a @ a
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        for _ in range(8):
+            a @ a
+        times.append(time.perf_counter_ns() - t0)
+    return 8 * 2 * size ** 3 / float(np.median(times))
 
 
 def _sync(device: str) -> None:

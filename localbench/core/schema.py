@@ -38,9 +38,11 @@ REQUEST_FIELDS: list[tuple[str, pa.DataType]] = [
     ("status", pa.string()),             # ok | short | error | timeout | oom | unavailable | unsupported | skipped
     ("error", pa.string()),
     ("flag", pa.string()),               # notes on an ok row: token counts that disagree, over-length output
-    ("window", pa.string()),             # the measurement window (session, prompt length) the row ran in
+    ("window", pa.string()),             # the measurement window (session, round) the row ran in
     ("probe_gbps", pa.float64()),        # the machine-speed probe at the window's start (localbench.measure.drift)
-    ("window_drift", pa.float64()),      # how far the window's probe readings moved: (max - min) / max
+    ("window_drift", pa.float64()),      # how far the window's matmul probe moved: (max - min) / max
+    ("drift_flag", pa.bool_()),          # the window moved beyond workload.drift_tolerance: outside every verdict
+    ("rerun", pa.bool_()),               # measured in the re-run of a window that moved
     ("host", pa.string()),
     ("started_at", pa.string()),
 ]

@@ -11,3 +11,12 @@ def moved(readings: list[float]) -> float:
     """How far a window's probe readings moved: (max - min) / max (0 = steady; NaN without two readings)."""
     values = [r for r in readings if r and r == r]
     return (max(values) - min(values)) / max(values) if len(values) > 1 else float("nan")
+
+
+def window_drift(window: dict | None) -> float:
+    """A window record's move: its matmul probe's (older records: the bandwidth probe's); NaN without one."""
+    if not window:
+        return float("nan")
+    if "drift" in window:
+        return float(window["drift"])
+    return moved(window.get("probes_gflops") or window.get("probes_gbps") or [])

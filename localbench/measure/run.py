@@ -54,7 +54,7 @@ def measure_runtime(name: str, cfg: dict, out: Path) -> None:
             raise SystemExit(f"measure@{name}: no prompts match lengths {wl['lengths']} and types {wl['types']}; "
                              f"engine.{name}.workload must pick among workload.lengths/types")
         key = config_key(settings.model_dump(mode="json"), wl, load, [vars(a) for a in ok], failed,
-                         [(c.prompt_id, c.request.reuse_cache, c.quants, c.transports) for c in plan])
+                         [(c.prompt_id, c.trial, c.request.reuse_cache, c.quants, c.transports) for c in plan])
         partial = Path("data/partial") / f"{name}.jsonl"
         store = ResultStore(partial, key)
         run = Measurement(runtime, store, environment.fingerprint(), wl, load, warmups)
@@ -73,6 +73,7 @@ def measure_runtime(name: str, cfg: dict, out: Path) -> None:
                 extra["records_error"] = f"{type(exc).__name__}: {exc}"
         rows = store.rows_with_drift()
         extra["windows"] = store.windows
+        extra["cells"] = run.stops
     pq.write_table(to_table(rows, REQUEST_SCHEMA), out / "requests.parquet")
     (out / "extra.json").write_text(json.dumps(extra, indent=2, default=str))
     (Path("data/partial") / f"{name}.jsonl").unlink(missing_ok=True)

@@ -1,15 +1,18 @@
-"""The measure loop for one runtime: probe, load (cold start timed), warm up, then every (prompt, trial).
+"""The measure loop for one runtime: probe, then rounds of load (cold start timed), warm-up, one window of trials.
 
-Every request becomes one row; a failure is a row with a status, never a lost run. A session's requests run in
-measurement windows, one per prompt length: the machine's speed is probed (localbench.core.hardware.probe)
-before and after each window and around any in-window reference the runtime runs (llama-bench), so a
-comparison is made inside one window and a window whose probe moved is flagged.
+Every request becomes one row; a failure is a row with a status, never a lost run. Which trials run when is the
+schedule's (localbench.measure.schedule): each round loads every session that still has trials to run, in
+alternating order, and runs them as one measurement window, lengths interleaved in a seeded random order. The
+machine's speed is probed before and after each window and around any in-window reference the runtime runs
+(llama-bench); a window whose matmul probe moved beyond workload.drift_tolerance is re-run once, and a window
+that moved is flagged (its rows stay, outside every verdict).
 """
 from __future__ import annotations
 
 import datetime as dt
 import itertools
 import logging
+import random
 import time
 import uuid
 from dataclasses import replace
@@ -20,7 +23,7 @@ from localbench.config.engines import Engine
 from localbench.core import hardware
 from localbench.core.schema import empty_row
 from localbench.core.types import Artifact, Request
-from localbench.measure import loadgen
+from localbench.measure import drift, loadgen, schedule
 from localbench.measure.executor import classify, one_line, run_request, stop_caller
 from localbench.measure.memory import PeakRSS, baseline_rss
 from localbench.measure.plan import Cell
@@ -39,7 +42,10 @@ class Measurement:
                  warmups: dict[int, Request] | None = None):
         self.runtime, self.store, self.host, self.load = runtime, store, host, load or {}
         self.load_summaries: list[dict] = []
-        self.trials = int(workload["trials"])
+        self.rule = schedule.Rule.of(workload)
+        self.seed = workload.get("seed", 0)
+        self.drift_tolerance = float(workload["drift_tolerance"])
+        self.stops: list[dict] = []             # per cell: n and why it stopped (extra.json "cells")
         self.warmup = int(workload["warmup"])
         # warm-up prompts by length, outside the plan (warm-up leaves no cache a cell could hit): the shortest
         # warms the session up; those up to window_warmup_max_tokens warm up the window of their length
@@ -79,77 +85,131 @@ class Measurement:
                 self.progress.advance()
 
     def run(self, artifacts: list[Artifact], cells: list[Cell]) -> None:
+        """Every session's cells in rounds (localbench.measure.schedule): each round loads each session once,
+        in alternating order (A B … then … B A), and runs the next trials of the cells not stopped yet."""
         transports = list(self.runtime.settings.transports)
         only = self.runtime.settings.transport_quants     # engine.<runtime>.transport_quants
-        done = self.store.done()
-        sessions = [(artifact, transport, [c for c in cells if c.runs_on(artifact.quant, transport)
-                                           and ResultStore.cell_key(
-                        {"format": artifact.format, "quant": artifact.quant, "transport": transport,
-                         "prompt_id": c.prompt_id, "trial": c.trial, "phase": "warm",
-                         "cache_reuse": c.request.reuse_cache}) not in done])
+        sessions = [(artifact, transport, [c for c in cells if c.runs_on(artifact.quant, transport)])
                     for artifact in artifacts for transport in transports
                     if artifact.quant in only.get(transport, [artifact.quant])]
-        self.progress = Progress(f"measure@{self.runtime.name}", sum(len(todo) for *_, todo in sessions))
+        self.progress = Progress(f"measure@{self.runtime.name}", sum(
+            len({(c.series, c.trial) for c in todo if c.fixed or c.trial < self.rule.min_trials})
+            for *_, todo in sessions))
         try:
             for artifact, transport, todo in sessions:
-                if not todo and not (transport != "inprocess" and self.load_pending(artifact, transport)):
+                todo[:] = self.skip_long(artifact, transport, todo)
+                if not todo:
                     continue
-                self.progress.at(f"{artifact.format}/{artifact.quant} {transport}")
-                started, before = time.monotonic(), len(self.store.rows)
-                todo = self.skip_long(artifact, transport, todo)
-                if not todo and not (transport != "inprocess" and self.load_pending(artifact, transport)):
-                    pass
-                elif not self.probe.available:
-                    self.fail_all(artifact, transport, todo, "unavailable", self.probe.reason)
-                elif transport not in self.runtime.transports:
-                    self.fail_all(artifact, transport, todo, "unsupported",
-                                  f"{self.runtime.name} has no {transport!r} transport; fix "
-                                  f"engine.{self.runtime.name}.transports")
-                else:
-                    self.run_session(artifact, transport, todo, cells, done)
-                self.progress.say(summary(f"{self.runtime.name}/{transport} {artifact.format} {artifact.quant}",
-                                          self.store.rows[before:], time.monotonic() - started))
+                reason = (self.probe.reason if not self.probe.available else
+                          f"{self.runtime.name} has no {transport!r} transport; fix engine.{self.runtime.name}."
+                          f"transports" if transport not in self.runtime.transports else None)
+                if reason:
+                    status = "unavailable" if not self.probe.available else "unsupported"
+                    self.fail_all(artifact, transport, [c for c in todo if c.trial == 0], status, reason)
+                    todo.clear()
+            for round_ in itertools.count():
+                ran = False
+                for artifact, transport, todo in sessions if round_ % 2 == 0 else sessions[::-1]:
+                    units = self.units_for(artifact, transport, todo)
+                    sweep = transport != "inprocess" and bool(todo) and self.load_pending(artifact, transport)
+                    if not units and not sweep:
+                        continue
+                    ran = True
+                    self.progress.at(f"{artifact.format}/{artifact.quant} {transport} (round {round_ + 1})")
+                    started, before = time.monotonic(), len(self.store.rows)
+                    self.run_session(artifact, transport, units, todo, round_)
+                    self.progress.say(summary(f"{self.runtime.name}/{transport} {artifact.format} {artifact.quant} "
+                                              f"round {round_ + 1}", self.store.rows[before:],
+                                              time.monotonic() - started))
+                if not ran:
+                    break
+            self.stops = [self.stop_record(artifact, transport, todo) for artifact, transport, todo in sessions]
+            self.stops = [s for group in self.stops for s in group]
         finally:
             self.progress.close()
 
+    def session_rows(self, artifact: Artifact, transport: str) -> list[dict]:
+        """This session's warm rows so far, each with `drift_flag` from its window."""
+        flagged = {w["window"] for w in self.store.windows if w.get("flagged")}
+        return [{**r, "drift_flag": r.get("window") in flagged} for r in self.store.rows
+                if r["phase"] == "warm" and (r["format"], r["quant"], r["transport"])
+                == (artifact.format, artifact.quant, transport)]
+
+    def by_series(self, artifact: Artifact, transport: str, todo: list[Cell]) -> dict[tuple, tuple[list, list]]:
+        """Per cell (Cell.series): its planned requests and this session's rows of them so far."""
+        series: dict[tuple, tuple[list, list]] = {}
+        key_of = {}
+        for c in todo:
+            series.setdefault(c.series, ([], []))[0].append(c)
+            key_of[(c.prompt_id, c.trial, c.request.reuse_cache)] = c.series
+        for r in self.session_rows(artifact, transport):
+            s = key_of.get((r["prompt_id"], r["trial"], bool(r.get("cache_reuse"))))
+            if s is not None:
+                series[s][1].append(r)
+        return series
+
+    def units_for(self, artifact: Artifact, transport: str, todo: list[Cell]) -> list[list[Cell]]:
+        """This round's trials of every cell not stopped yet, each a unit of requests run back to back."""
+        units = []
+        for planned, rows in self.by_series(artifact, transport, todo).values():
+            for trial in schedule.next_trials(self.rule, planned, rows, {r["trial"] for r in rows}):
+                units.append(sorted((c for c in planned if c.trial == trial), key=lambda c: c.order))
+        return units
+
+    def stop_record(self, artifact: Artifact, transport: str, todo: list[Cell]) -> list[dict]:
+        """Per cell: n (trials with an ok request outside flagged windows) and why it stopped."""
+        out = []
+        for (workload, group, reuse), (planned, rows) in self.by_series(artifact, transport, todo).items():
+            valid = [r for r in rows if r.get("status") == "ok" and not r.get("drift_flag")]
+            out.append({"runtime": self.runtime.name, "transport": transport, "format": artifact.format,
+                        "quant": artifact.quant, "workload": workload, "target_tokens": group, "cache_reuse": reuse,
+                        "trials": len({r["trial"] for r in valid}), "requests": len(valid),
+                        "stop": schedule.stop_reason(self.rule, planned[0].fixed, len({c.trial for c in planned}),
+                                                     rows) or "interrupted"})
+        return out
+
     def skip_long(self, artifact: Artifact, transport: str, todo: list[Cell]) -> list[Cell]:
         """Cells whose prompt exceeds workload.max_prompt_tokens (a runtime's per-request time budget here)
-        become `skipped` rows with the reason; the rest is returned."""
+        become `skipped` rows with the reason (one per prompt); the rest is returned."""
         limit = self.max_prompt_tokens
         if not limit:
             return todo
         over = [c for c in todo if len(c.request.prompt_ids) > int(limit)]
         if over:
-            self.fail_all(artifact, transport, over, "skipped",
+            self.fail_all(artifact, transport, [c for c in over if c.trial == 0], "skipped",
                           f"prompt longer than engine.{self.runtime.name}.workload.max_prompt_tokens={limit} "
                           f"(this runtime's per-request time budget on this machine); not run")
         return [c for c in todo if len(c.request.prompt_ids) <= int(limit)]
 
-    def run_session(self, artifact: Artifact, transport: str, todo: list[Cell], plan: list[Cell],
-                    done: set) -> None:
-        log.info("%s/%s: loading %s %s", self.runtime.name, transport, artifact.format, artifact.quant)
+    def run_session(self, artifact: Artifact, transport: str, units: list[list[Cell]], plan: list[Cell],
+                    round_: int) -> None:
+        """Load (cold start timed), one window of this round's units (re-run once if the machine drifted), then
+        the load sweep where one is pending; a load failure fails this round's requests."""
+        log.info("%s/%s: loading %s %s (round %d)", self.runtime.name, transport, artifact.format, artifact.quant,
+                 round_ + 1)
+        flat = [c for unit in units for c in unit]
         bad = integrity.problem(artifact)         # missing or corrupt: caught before the runtime loads it
         if bad:
-            self.fail_all(artifact, transport, todo, "error", bad)
+            self.fail_all(artifact, transport, flat, "error", bad)
             return
         rss_baseline = baseline_rss()
         t0 = time.perf_counter_ns()
         try:
             session = self.runtime.load(artifact, transport)
         except Exception as exc:  # noqa: BLE001
-            self.fail_all(artifact, transport, todo, classify(exc), one_line(exc))
+            self.fail_all(artifact, transport, flat, classify(exc), one_line(exc))
             return
         cold_start_s = (time.perf_counter_ns() - t0) * 1e-9
         ctx = {"session": session, "artifact": artifact, "transport": transport, "cold_start_s": cold_start_s,
-               "rss_baseline": rss_baseline}
+               "rss_baseline": rss_baseline, "round": round_}
         try:
-            warmups = self.warmup
-            for group, cells in itertools.groupby(sorted(todo, key=lambda c: c.group), key=lambda c: c.group):
-                if session.hung:
-                    self.fail_all(artifact, transport, cells, "error", session.hung)
-                    continue
-                self.run_window(ctx, group, list(cells), warmups, done)
-                warmups = 0
+            warmed = self.warm_up(ctx, units)
+            if units:
+                window = self.run_window(ctx, units, warmed)
+                if window["flagged"] and not session.hung:
+                    log.warning("%s: the machine's speed moved %.0f%% in this window: re-running it once",
+                                window["window"], 100 * window["drift"])
+                    self.run_window(ctx, units, warmed, rerun_of=window["window"])
             if self.wants_load(session, artifact, transport) and not session.hung:
                 self.run_load(session, artifact, transport, plan, cold_start_s)
         finally:
@@ -161,49 +221,74 @@ class Measurement:
                 stop_caller(session)
                 session.close()
 
-    def probe_speed(self) -> float:
-        return hardware.probe(**self.drift_probe)
+    def probe_speed(self) -> tuple[float, float]:
+        """(memory GB/s, matmul GFLOP/s): the machine's speed now."""
+        return hardware.probe(**self.drift_probe), hardware.compute_probe()
 
-    def run_window(self, ctx: dict, group: int, cells: list[Cell], warmups: int, done: set) -> None:
-        """Warm-ups (first window only), one unrecorded warm-up at the window's prompt length (where the
-        prompt set has one), the cells of that length, then the runtime's in-window references; the machine's
-        speed is probed before, between and after."""
-        artifact, transport = ctx["artifact"], ctx["transport"]
-        window = f"{self.run_id}/{artifact.format}/{artifact.quant}/{transport}/{group}"
-        probes = [self.probe_speed()]
-        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        tagged = {"window": window, "probe_gbps": probes[0], "cold_start_s": ctx["cold_start_s"]}
-        warm = self.warmup_request or cells[0].request
+    def warm_up(self, ctx: dict, units: list[list[Cell]]) -> str | None:
+        """The session's warm-up requests after its load; the first is this round's `cold` row (its cold start
+        and first-request TTFT). Returns the warm-up prompt's id."""
+        artifact, transport, round_ = ctx["artifact"], ctx["transport"], ctx["round"]
+        first = units[0][0] if units else None
+        warm = self.warmup_request or (first.request if first else None)
+        if warm is None:
+            return None
         if self.warmup_max_tokens:      # a slow backend: the cold row needs the first token, not a full answer
             warm = replace(warm, max_tokens=min(warm.max_tokens, self.warmup_max_tokens))
-        for i in range(warmups):
+        done = self.store.done()
+        for i in range(self.warmup):
             if ctx["session"].hung:
                 break
             fields = run_request(ctx["session"], warm, self.timeout_s, ctx["rss_baseline"])
-            cold = Cell("warmup" if self.warmup_request else cells[0].workload, warm.prompt_id, warm, trial=-1)
-            if i == 0 and not any(k[:3] == (artifact.format, artifact.quant, transport) and k[5] == "cold"
-                                  for k in done):       # one cold row per (artifact, transport), also on resume
-                self.store.append({**self.base_row(artifact, transport, cold, "cold"), **fields, **tagged})
-        shape = self.window_warmups.get(group)
-        if shape and not (warmups and shape.prompt_id == warm.prompt_id) and not ctx["session"].hung:
-            # the first request at a new length pays one-time costs (compute-buffer pages, graph shapes: +20-25 %
-            # at 128 tokens on llama.cpp here) that llama-bench's own warm-up run hides: one unrecorded request
-            run_request(ctx["session"], replace(shape, max_tokens=cells[0].request.max_tokens), self.timeout_s)
-        for cell in cells:
-            if ctx["session"].hung:
-                fields = {"status": "error", "error": ctx["session"].hung}
-            else:
-                fields = run_request(ctx["session"], cell.request, self.timeout_s, ctx["rss_baseline"])
-            self.store.append({**self.base_row(artifact, transport, cell, "warm"), **fields, **tagged})
-            self.progress.advance()
+            cold = Cell("warmup" if self.warmup_request else first.workload, warm.prompt_id, warm, trial=round_)
+            row = {**self.base_row(artifact, transport, cold, "cold"), **fields, "cold_start_s": ctx["cold_start_s"]}
+            if i == 0 and ResultStore.cell_key(row) not in done:     # one cold row per (session, round)
+                self.store.append(row)
+        return warm.prompt_id
+
+    def run_window(self, ctx: dict, units: list[list[Cell]], warmed: str | None, rerun_of: str | None = None) -> dict:
+        """One measurement window: the units in a seeded random order across lengths, one unrecorded warm-up
+        before the first request of each length (where the prompt set has one), then the runtime's in-window
+        references (first round only); the machine's speed is probed before and after. A window whose matmul
+        probe moved beyond workload.drift_tolerance is `flagged` (its rows leave verdicts out)."""
+        artifact, transport, round_ = ctx["artifact"], ctx["transport"], ctx["round"]
+        name = f"{artifact.format}/{artifact.quant}/{transport}/r{round_ + 1}" + ("/rerun" if rerun_of else "")
+        window = f"{self.run_id}/{name}"
+        order = list(units)
+        random.Random(f"{self.seed}/{name}").shuffle(order)
+        probes = [self.probe_speed()]
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        tagged = {"window": window, "probe_gbps": probes[0][0], "cold_start_s": ctx["cold_start_s"],
+                  "rerun": bool(rerun_of)}
+        warmed_lengths = set()
+        for unit in order:
+            group = unit[0].group
+            shape = self.window_warmups.get(group)
+            if group not in warmed_lengths and shape and shape.prompt_id != warmed and not ctx["session"].hung:
+                # the first request at a new length pays one-time costs (compute-buffer pages, graph shapes: +20-25 %
+                # at 128 tokens on llama.cpp here) that llama-bench's own warm-up run hides: one unrecorded request
+                run_request(ctx["session"], replace(shape, max_tokens=unit[0].request.max_tokens), self.timeout_s)
+            warmed_lengths.add(group)
+            for cell in unit:
+                if ctx["session"].hung:
+                    fields = {"status": "error", "error": ctx["session"].hung}
+                else:
+                    fields = run_request(ctx["session"], cell.request, self.timeout_s, ctx["rss_baseline"])
+                self.store.append({**self.base_row(artifact, transport, cell, "warm"), **fields, **tagged})
+                if not rerun_of and cell.order == 0 and (cell.fixed or cell.trial < self.rule.min_trials):
+                    self.progress.advance()
         probes.append(self.probe_speed())
-        references = [] if ctx["session"].hung else self.runtime.window_references(artifact,
-                                                                                    [c.request for c in cells])
+        references = [] if ctx["session"].hung or round_ or rerun_of else self.runtime.window_references(
+            artifact, [c.request for unit in units for c in unit])
         if references:
             probes.append(self.probe_speed())
-        self.store.append_window({"window": window, "runtime": self.runtime.name, "transport": transport,
-                                  "format": artifact.format, "quant": artifact.quant, "group": group,
-                                  "started_at": started, "probes_gbps": probes, "references": references})
+        moved = drift.moved([p[1] for p in probes])
+        record = {"window": window, "runtime": self.runtime.name, "transport": transport, "format": artifact.format,
+                  "quant": artifact.quant, "group": f"round {round_ + 1}", "started_at": started,
+                  "probes_gbps": [p[0] for p in probes], "probes_gflops": [p[1] for p in probes], "drift": moved,
+                  "flagged": bool(moved > self.drift_tolerance), "rerun_of": rerun_of, "references": references}
+        self.store.append_window(record)
+        return record
 
     def load_pending(self, artifact: Artifact, transport: str) -> bool:
         """load.enabled, the quant is one load.quants names, and no sweep of it finished yet (tracked apart

@@ -92,9 +92,11 @@ class ResultStore:
                              f"before it are kept: free space and rerun to resume") from None
 
     def rows_with_drift(self) -> list[dict]:
-        """The rows, each with how far its window's probe moved (NaN where the window was interrupted)."""
-        moved = {w["window"]: drift.moved(w["probes_gbps"]) for w in self.windows}
-        return [{**r, "window_drift": moved.get(r.get("window"), float("nan"))} for r in self.rows]
+        """The rows, each with how far its window's probe moved (NaN where the window was interrupted) and whether
+        the window is flagged (localbench.measure.drift)."""
+        windows = {w["window"]: w for w in self.windows}
+        return [{**r, "window_drift": drift.window_drift(windows.get(r.get("window"))),
+                 "drift_flag": bool((windows.get(r.get("window")) or {}).get("flagged"))} for r in self.rows]
 
 
 def config_key(*parts) -> str:

@@ -13,6 +13,12 @@ log-probabilities are stored in llama.cpp's KL base format (localbench.quality.l
 reads it for GGUF rows, Python computes the same statistics for MLX/HF rows with llama.cpp's formulas.
 When the reference is a GGUF, llama-perplexity writes that file itself (`--kl-divergence-base` without
 `--kl-divergence`).
+
+**Uncertainty.** Each row keeps its per-window sums (localbench.quality.logits.WINDOW_COLUMNS) and 95 %
+intervals of ΔPPL, mean KL and top-1 (`delta_ppl_lo`/`_hi`, `kld_lo`/`_hi`, `top1_lo`/`_hi`), and says how they
+were made (`ci_method`): a bootstrap over scored windows (Python rows; GGUF rows from llama-perplexity's
+per-chunk table), else llama-perplexity's own ± (tokens as independent units). `forward` says whose forward
+pass produced the logits (on MLX's CPU backend the "mlx" rows are transformers fp32 passes of MLX's weights).
 """
 from __future__ import annotations
 
@@ -26,19 +32,26 @@ from pathlib import Path
 import pandas as pd
 
 from localbench.config.registry import FORMAT_RUNTIME
-from localbench.quality.backends import (gguf_vocab, hf_forward, llama_perplexity, llamacpp_ids, llamacpp_version,
-                                         mlx_forward, mlx_in_torch_forward, mlx_path, native_check, parse_final_ppl,
-                                         parse_kld)
-from localbench.quality.logits import BaseFile, Scores, encode_logprobs
+from localbench.quality.backends import (gguf_vocab, hf_forward, llama_perplexity, llamacpp_ids, llamacpp_label,
+                                         llamacpp_version, mlx_forward, mlx_in_torch_forward, mlx_path, native_check,
+                                         parse_final_ppl, parse_kld, parse_kld_windows, parse_ppl_windows,
+                                         pm_intervals)
+from localbench.quality.logits import WINDOW_COLUMNS, BaseFile, Scores, encode_logprobs, window_intervals
 from localbench.quality.text import (build_text, canonical_ids, scored, scored_per_window, token_windows,
                                      tokenizer_adds_bos)
 
 log = logging.getLogger("quality")
 
-COLUMNS = ["model", "format", "quant", "runtime", "runtime_version", "status", "reason", "reference",
+INTERVALS = ["delta_ppl_lo", "delta_ppl_hi", "kld_lo", "kld_hi", "top1_lo", "top1_hi"]
+COLUMNS = ["model", "format", "quant", "runtime", "forward", "runtime_version", "status", "reason", "reference",
            "n_ctx", "windows", "tokens_scored", "ppl", "ppl_ref", "delta_ppl", "kld_mean", "kld_p99", "kld_max",
-           "top1", "ids_match", "native_tokens", "native_kld", "native_top1", "eval_s", "text_sha256",
-           "text_pinned"]
+           "top1", *INTERVALS, "ci_method", "ids_match", "native_tokens", "native_kld", "native_top1",
+           "native_max_logit_diff", "eval_s", "text_sha256", "text_pinned", *WINDOW_COLUMNS]
+FLOATS = ["ppl", "ppl_ref", "delta_ppl", "kld_mean", "kld_p99", "kld_max", "top1", *INTERVALS, "native_kld",
+          "native_top1", "native_max_logit_diff", "eval_s"]
+BOOTSTRAP = "bootstrap over scored windows"
+PER_TOKEN = "llama-perplexity ± (tokens as independent units, normal)"
+REFERENCE = "reference (by definition)"
 SYNTHETIC_REASON = ("the model source is synthetic (random weights): perplexity and KL divergence of random "
                     "weights say nothing about quantization quality, so the quality stage writes no rows")
 
@@ -88,27 +101,33 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
     base = work / "reference.kld"
     ref_ok = False
 
+    per_window = scored_per_window(n_ctx)
+
     def python_eval(art: dict, reference: BaseFile | None) -> dict:
         t0 = time.perf_counter()
-        extra = {}
+        check = 0
         if art["format"] == "hf":
-            forward, version = hf_forward(art["path"], art["quant"], n_ctx, threads)
+            forward = hf_forward(art["path"], art["quant"], n_ctx, threads)
         elif mlx_path(mlx_cfg) == "mlx":
-            forward, version = mlx_forward(art["path"], n_ctx)
+            forward = mlx_forward(art["path"], n_ctx)
         else:
-            forward, version = mlx_in_torch_forward(art["path"], source_dir, n_ctx, threads)
+            forward = mlx_in_torch_forward(art["path"], source_dir, n_ctx, threads)
             if art["quant"] in (mlx_cfg.get("check_quants") or []):
-                extra = native_check(art["path"], forward, wins[0], n_ctx, int(mlx_cfg.get("check_tokens", 64)))
-        scores, ref_rows = Scores([], [], []), []
+                check = min(int(mlx_cfg.get("check_tokens", 32)), per_window)
+        scores, ref_rows, checked = Scores([], [], []), [], None
         for w, win in enumerate(wins):
-            logits = forward(win)
-            _, targets = scored(win, n_ctx)
+            logits = forward.logits(win)
+            first, targets = scored(win, n_ctx)
             scores.add(logits, targets, reference.window(w) if reference else None)
             if reference is None:
                 ref_rows.append(encode_logprobs(logits))
+            if w == 0 and check:
+                checked = logits[:check].copy()        # the first scored positions, for mlx_lm's own forward
         if reference is None:
             BaseFile.write(base, n_ctx, int(logits.shape[1]), ids, ref_rows)
-        return {"runtime_version": version, "eval_s": time.perf_counter() - t0, **scores.summary(), **extra}
+        extra = native_check(art["path"], checked, wins[0], first) if checked is not None else {}
+        return {"runtime_version": forward.version, "forward": forward.label, "ci_method": BOOTSTRAP,
+                "eval_s": time.perf_counter() - t0, **scores.summary(), **extra}
 
     # 1. the reference: its log-probs become llama.cpp's base file
     if ref is not None:
@@ -117,7 +136,8 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
                 t0 = time.perf_counter()
                 out = llama_perplexity(ref["path"], text_file, base, n_ctx, n_win, threads, write_base=True)
                 values = {"ppl": parse_final_ppl(out), "runtime_version": llamacpp_version(),
-                          "tokens_scored": n_win * scored_per_window(n_ctx), "eval_s": time.perf_counter() - t0}
+                          "forward": llamacpp_label(), "tokens_scored": n_win * per_window,
+                          "eval_s": time.perf_counter() - t0, **(parse_ppl_windows(out, n_win, per_window) or {})}
                 if BaseFile(base).tokens != ids[:n_ctx * n_win]:
                     raise RuntimeError("llama.cpp tokenized the evaluation text differently from the HF tokenizer; "
                                        "pick a Python reference (quality.reference)")
@@ -126,7 +146,12 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
             else:
                 raise ValueError(f"format {ref['format']} cannot be the reference")
             ref_ok = True
-            values |= {"kld_mean": 0.0, "kld_p99": 0.0, "kld_max": 0.0, "top1": 1.0}     # by definition
+            values |= {"kld_mean": 0.0, "kld_p99": 0.0, "kld_max": 0.0, "top1": 1.0, "ci_method": REFERENCE,
+                       "delta_ppl_lo": 0.0, "delta_ppl_hi": 0.0, "kld_lo": 0.0, "kld_hi": 0.0, "top1_lo": 1.0,
+                       "top1_hi": 1.0}     # by definition
+            if values.get("win_nll") is not None:
+                n = len(values["win_nll"])
+                values |= {"win_nll_ref": values["win_nll"], "win_kld": [0.0] * n, "win_top1": values["win_tokens"]}
             rows[(ref["format"], ref["quant"])] = row(ref, "ok", "reference", reference=ref_name, **common, **values)
         except Exception as exc:  # noqa: BLE001 - recorded, the stage goes on
             log.exception("reference %s failed", ref_name)
@@ -156,10 +181,13 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
                     raise RuntimeError(f"no reference log-probs ({ref_name} failed)")
                 t0 = time.perf_counter()
                 out = llama_perplexity(art["path"], text_file, base, n_ctx, n_win, threads, write_base=False)
-                values = parse_kld(out)
-                values.pop("ppl_base")
-                values |= {"runtime_version": llamacpp_version(), "eval_s": time.perf_counter() - t0,
-                           "tokens_scored": n_win * scored_per_window(n_ctx)}
+                found = parse_kld(out)
+                windows = parse_kld_windows(out, n_win, per_window) if n_win > 1 else None
+                values = {k: found[k] for k in ("ppl", "kld_mean", "kld_p99", "kld_max", "top1")}
+                values |= ({**windows, "ci_method": BOOTSTRAP} if windows else
+                           {**pm_intervals(found), "ci_method": PER_TOKEN})
+                values |= {"runtime_version": llamacpp_version(), "forward": llamacpp_label(),
+                           "eval_s": time.perf_counter() - t0, "tokens_scored": n_win * per_window}
             else:
                 values = python_eval(art, reference)
             rows[key] = row(art, "ok", reference=ref_name, **common, **values)
@@ -175,10 +203,14 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
         except Exception as exc:  # noqa: BLE001
             log.warning("llama.cpp tokenization check failed: %s", exc)
     ordered = [rows[(a["format"], a["quant"])] for a in artifacts]
-    ref_ppl = rows.get((ref["format"], ref["quant"]), {}).get("ppl") if ref else None
+    ref_row = rows.get((ref["format"], ref["quant"]), {}) if ref else {}
     for r in ordered:
-        r["ppl_ref"] = ref_ppl
-        r["delta_ppl"] = (r["ppl"] / ref_ppl - 1) if r["ppl"] is not None and ref_ppl else None
+        r["ppl_ref"] = ref_row.get("ppl")
+        r["delta_ppl"] = (r["ppl"] / r["ppl_ref"] - 1) if r["ppl"] is not None and r["ppl_ref"] else None
+        if r["ci_method"] == BOOTSTRAP:
+            if r["win_nll_ref"] is None:             # Python rows: the reference's NLL on the same windows
+                r["win_nll_ref"] = ref_row.get("win_nll")
+            r |= window_intervals(*(r[c] for c in WINDOW_COLUMNS))
     return ordered + unserved_rows(artifacts, ref_name, common)
 
 
@@ -196,8 +228,7 @@ def unserved_rows(artifacts: list[dict], ref_name: str | None, common: dict) -> 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("ppl", "ppl_ref", "delta_ppl", "kld_mean", "kld_p99", "kld_max", "top1", "native_kld", "native_top1",
-                "eval_s"):
+    for col in FLOATS:
         frame[col] = frame[col].astype(float)
     return frame
 
@@ -209,7 +240,7 @@ def metrics(frame: pd.DataFrame) -> dict:
         out.setdefault(r.format, {})[r.quant] = {
             k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 6))
             for k, v in (("ppl", r.ppl), ("delta_ppl", r.delta_ppl), ("kld_mean", r.kld_mean),
-                         ("kld_p99", r.kld_p99), ("top1", r.top1))}
+                         ("kld_p99", r.kld_p99), ("top1", r.top1), *((c, getattr(r, c)) for c in INTERVALS))}
     refs = frame["reference"].dropna().unique()
     return {"reference": refs[0] if len(refs) else None, "artifacts": out}
 

@@ -1,11 +1,14 @@
-"""Quality beside size and speed: the warm decode tok/s of each artifact, the Pareto front of speed vs KL
-divergence, and the cross-runtime check (the same weights through different runtimes must agree)."""
+"""Quality beside size and speed: the warm decode tok/s of each artifact (median with its 95 % interval), the
+Pareto front of speed vs KL divergence, and the cross-runtime check (the same weights through different runtimes
+must agree)."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
 import pandas as pd
+
+from localbench.core.stats import median_ci
 
 FULL_PRECISION = {"gguf": ("F32", "BF16", "F16"), "hf": ("fp32", "bf16", "fp16"), "mlx": ("fp32", "bf16", "fp16")}
 SPEED_KEYS = ("workload", "prompt_tokens", "transport")
@@ -17,12 +20,15 @@ def full_precision(frame: pd.DataFrame) -> pd.Series:
 
 
 def decode_speed(requests: pd.DataFrame | None, speed: dict) -> pd.DataFrame:
-    """Warm single-stream decode tok/s per (runtime, quant) in the configured cell (mean, n, max_tokens)."""
-    cols = ["runtime", "quant", "decode_tps", "decode_n", "speed_cell"]
+    """Warm single-stream decode tok/s per (runtime, quant) in the configured cell: the median with its 95 %
+    interval (localbench.core.stats.median_ci over the rows' measurement windows), n and the cell. Rows of a
+    drifted window (`drift_flag`) are left out: the claim decides on these numbers."""
+    cols = ["runtime", "quant", "decode_tps", "decode_tps_lo", "decode_tps_hi", "decode_n", "speed_cell"]
     if requests is None or requests.empty:
         return pd.DataFrame(columns=cols)
+    drifted = requests.get("drift_flag", pd.Series(False, index=requests.index)).fillna(False).astype(bool)
     warm = requests[(requests["status"] == "ok") & (requests["phase"] == "warm") & (requests["concurrency"] == 1)
-                    & ~requests["cache_reuse"].fillna(False).astype(bool)]
+                    & ~requests["cache_reuse"].fillna(False).astype(bool) & ~drifted]
     for key in SPEED_KEYS:
         if speed.get(key) is not None:
             warm = warm[warm[key] == speed[key]]
@@ -30,8 +36,10 @@ def decode_speed(requests: pd.DataFrame | None, speed: dict) -> pd.DataFrame:
     for (runtime, quant), g in warm.groupby(["runtime", "quant"]):
         cell = f"{speed.get('workload') or '*'}/{speed.get('prompt_tokens') or '*'} in, " \
                f"{'/'.join(str(int(m)) for m in sorted(g['max_tokens'].unique()))} out, {speed.get('transport') or '*'}"
-        out.append({"runtime": runtime, "quant": quant, "decode_tps": float(g["decode_tps"].mean()),
-                    "decode_n": int(len(g)), "speed_cell": cell})
+        windows = g["window"] if "window" in g and g["window"].notna().all() else None
+        est = median_ci(g["decode_tps"], windows)
+        out.append({"runtime": runtime, "quant": quant, "decode_tps": est.value, "decode_tps_lo": est.lo,
+                    "decode_tps_hi": est.hi, "decode_n": est.n, "speed_cell": cell})
     return pd.DataFrame(out, columns=cols)
 
 
@@ -73,8 +81,7 @@ def cross_runtime(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         if r.reason == "reference":
             continue
         diff = abs(r.ppl / r.ppl_ref - 1)
-        mlx_weights = "weights of the MLX artifact" in str(getattr(r, "runtime_version", ""))
-        via = " (its weights in transformers)" if mlx_weights else ""
+        via = f" via {r.forward}" if isinstance(getattr(r, "forward", None), str) else ""
         rows.append({"check": f"{r.runtime} {r.format}/{r.quant}{via} vs {r.reference}", "ppl": r.ppl,
                      "ppl_ref": r.ppl_ref, "rel_diff": diff, "kld_mean": r.kld_mean, "top1": r.top1,
                      "verdict": "agree" if diff <= tolerance else "DISAGREE"})
@@ -82,7 +89,7 @@ def cross_runtime(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     for r in native.itertuples():
         # ln(PPL) moves by at most about the mean KL between the two distributions: hold it to the same tolerance
         rows.append({"check": f"mlx_lm forward vs {r.format}/{r.quant} weights in transformers "
-                              f"(first {int(r.native_tokens)} tokens)", "ppl": None, "ppl_ref": None,
+                              f"(the first {int(r.native_tokens)} scored positions)", "ppl": None, "ppl_ref": None,
                      "rel_diff": None, "kld_mean": r.native_kld, "top1": r.native_top1,
                      "verdict": "agree" if r.native_kld <= math.log1p(tolerance) else "DISAGREE"})
     return pd.DataFrame(rows, columns=["check", "ppl", "ppl_ref", "rel_diff", "kld_mean", "top1", "verdict"])

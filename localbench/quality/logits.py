@@ -4,13 +4,20 @@ The reference's log-probabilities are stored in llama.cpp's `--kl-divergence-bas
 per token, truncated 16 nats below the top, `_logits_` header + tokens): llama-perplexity reads it for GGUF
 rows, `Scores` computes the same statistics for MLX/HF rows with llama.cpp's formulas (KL summed over
 reference log-probs > -16, top-1 = same argmax).
+
+**Per window.** Every row keeps, per scored window, its sums (`WINDOW_COLUMNS`: tokens, NLL of the artifact and
+of the reference on the same tokens, KL, top-1 matches); `window_intervals` turns them into bootstrap 95 %
+intervals over windows (tokens within a window are not independent: the window is the unit resampled).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from localbench.core.stats import bootstrap_ci
 
 MAGIC = b"_logits_"
 FLOOR = -16.0            # llama.cpp ignores reference log-probs at or below this in the KL sum
@@ -82,9 +89,12 @@ class BaseFile:
 
 # ---------------------------------------------------------------------------------------- statistics
 
+WINDOW_COLUMNS = ["win_tokens", "win_nll", "win_nll_ref", "win_kld", "win_top1"]   # per scored window: lists
+
+
 @dataclass
 class Scores:
-    """Per scored token: negative log-likelihood, KL(reference || artifact), same argmax."""
+    """Per scored token, one array per window: negative log-likelihood, KL(reference || artifact), same argmax."""
     nll: list[np.ndarray]
     kld: list[np.ndarray]
     same_top: list[np.ndarray]
@@ -100,10 +110,33 @@ class Scores:
             self.same_top.append(logits.argmax(axis=1) == ref_logp.argmax(axis=1))
 
     def summary(self) -> dict:
+        """Totals over every scored token, and the per-window sums (the reference's NLL is filled in later)."""
         nll = np.concatenate(self.nll)
-        out = {"tokens_scored": int(len(nll)), "ppl": float(np.exp(nll.mean()))}
+        out = {"tokens_scored": int(len(nll)), "ppl": float(np.exp(nll.mean())),
+               "win_tokens": [len(w) for w in self.nll], "win_nll": [float(w.sum()) for w in self.nll]}
         if self.kld:
             kld = np.concatenate(self.kld)
             out |= {"kld_mean": float(kld.mean()), "kld_p99": float(np.percentile(kld, 99)),
-                    "kld_max": float(kld.max()), "top1": float(np.concatenate(self.same_top).mean())}
+                    "kld_max": float(kld.max()), "top1": float(np.concatenate(self.same_top).mean()),
+                    "win_kld": [float(w.sum()) for w in self.kld], "win_top1": [int(w.sum()) for w in self.same_top]}
         return out
+
+
+def window_intervals(tokens, nll, nll_ref, kld, top1) -> dict:
+    """Bootstrap 95 % intervals over scored windows (localbench.core.stats.bootstrap_ci) of ΔPPL = PPL/PPL(ref) - 1,
+    mean KL and top-1 agreement from per-window sums; NaN where a sum is missing or below 2 windows. Every window
+    scores the same number of tokens, so the mean of the per-window means is the pooled mean: ΔPPL's interval is
+    exp(interval of the mean NLL difference) - 1."""
+    t = np.asarray(tokens, dtype=float)
+    if t.size and (t != t[0]).any():
+        raise ValueError(f"windows scored different numbers of tokens ({sorted(set(t.tolist()))})")
+
+    def ci(sums) -> tuple[float, float]:
+        return bootstrap_ci(np.asarray(sums, dtype=float) / t) if sums is not None and len(sums) == t.size \
+            else (math.nan, math.nan)
+
+    have_ref = nll is not None and nll_ref is not None and len(nll_ref) == len(nll)
+    d_lo, d_hi = ci(np.subtract(nll, nll_ref)) if have_ref else (math.nan, math.nan)
+    (k_lo, k_hi), (t_lo, t_hi) = ci(kld), ci(top1)
+    return {"delta_ppl_lo": math.expm1(d_lo), "delta_ppl_hi": math.expm1(d_hi), "kld_lo": k_lo, "kld_hi": k_hi,
+            "top1_lo": t_lo, "top1_hi": t_hi}

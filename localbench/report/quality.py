@@ -1,23 +1,52 @@
-"""The report's quantization-quality section: quality beside size and speed, the cross-runtime check, the
-figure (localbench.report.quality_figure) and the claim's rows (localbench.analysis.claims)."""
+"""The report's quantization-quality section: quality beside size and speed, each number with its 95 % interval
+and the scored token count, the cross-runtime check, the figure (localbench.report.quality_figure) and the
+claim's rows (localbench.analysis.claims)."""
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
 from localbench.analysis import claims
 from localbench.core.markdown import table
+from localbench.core.stats import Estimate
 from localbench.quality.evaluate import SYNTHETIC_REASON
 from localbench.quality.frontier import cross_runtime
+from localbench.quality.text import scored_per_window
+
+MIN_TOKENS = 8192    # scored tokens the claim's interval needs (issue 23: "at least 8k"); quality.claim.min_tokens
 
 
-def forward_of(r) -> str:
-    """Whose forward pass produced a row's logits."""
-    version = str(r.get("runtime_version") or "")
-    if r.get("status") != "ok":
-        return ""
-    if "weights of the MLX artifact" in version:
-        return "transformers (MLX weights, fp32)"
-    return {"gguf": "llama-perplexity", "hf": "transformers", "mlx": "mlx_lm"}.get(r["format"], "")
+def with_interval(value, lo, hi, scale: float = 1.0, signed: bool = False) -> str:
+    """'value [lo, hi]' (scaled, e.g. to %); '–' without a value, '[–]' without an interval."""
+    if value is None or value != value:
+        return "–"
+    v = f"{value * scale:+.3g}" if signed else f"{value * scale:.3g}"
+    ci = f"[{lo * scale:.3g}, {hi * scale:.3g}]" if lo is not None and lo == lo and hi == hi else "[–]"
+    return f"{v} {ci}"
+
+
+def decode_cell(r) -> str:
+    """Decode tok/s as 'median [lo, hi] (n=..)' (localbench.core.stats.Estimate), '–' where not measured."""
+    n = r.get("decode_n")
+    if n is None or n != n or not n:
+        return "–"
+    return Estimate(r["decode_tps"], r.get("decode_tps_lo", math.nan), r.get("decode_tps_hi", math.nan), int(n)).text()
+
+
+def budget_note(ok: pd.DataFrame, cfg: dict) -> str:
+    """How many tokens were scored, in how many windows, and whether that is enough to decide the claim."""
+    need = int((cfg.get("claim") or {}).get("min_tokens", MIN_TOKENS))
+    tokens = int(ok["tokens_scored"].max()) if len(ok) else 0
+    windows, n_ctx = int(ok["windows"].max()) if len(ok) else 0, int(ok["n_ctx"].max()) if len(ok) else 0
+    enough = (f"at least the {need:,} the claim's interval needs" if tokens >= need else
+              f"**fewer than the {need:,} scored tokens the claim's interval needs** (the default profile keeps the "
+              f"quality stage to ~2 minutes of a 20-minute `dvc repro` on 2 CPU cores): the intervals are wide and a "
+              f"bootstrap over {windows} windows is little more than their range, so a verdict on this evidence is "
+              f"provisional. The `paper` and `long` profiles (conf/experiment/) score "
+              f"{math.ceil(need / scored_per_window(n_ctx)) if n_ctx else '?'} windows or more, ≥ {need:,} tokens "
+              f"(`dvc exp run -S experiment=long`)")
+    return f"Scored: {tokens:,} tokens in {windows} windows, {enough}."
 
 
 def section(frame: pd.DataFrame | None, cfg: dict) -> str:
@@ -39,20 +68,39 @@ def section(frame: pd.DataFrame | None, cfg: dict) -> str:
                 "**llama.cpp's own tokenization differs from the HF ids** (the ids are still the same for every "
                 "runtime: they are passed in the base file)" if len(matches) else "")
     speed = cfg.get("speed") or {}
+    forwards = frame["forward"].dropna().astype(str) if "forward" in frame else pd.Series(dtype=str)
+    mlx_note = (" (the mlx rows here are transformers fp32 passes of the MLX artifacts' dequantized weights; mlx_lm's "
+                "own forward is checked against them on scored positions in the cross-runtime check)"
+                if forwards.str.contains("MLX's dequantized").any() else "")
     intro = (f"Every artifact evaluated on one fixed text (sha256 `{first['text_sha256'][:12]}`: a standard-library "
              f"source file and a Language Reference topic of the running Python, token quotas in conf/quality){pinned} "
              f"with the runtime that serves its format, in {int(first['windows'])} windows of {int(first['n_ctx'])} "
-             f"tokens, the second half of each scored ({int(ok['tokens_scored'].max()) if len(ok) else 0} tokens). "
+             f"tokens, the second half of each scored. "
              f"All runtimes get the same token ids (the HF tokenizer's; {ids_note or 'no GGUF'}). Reference: "
              f"{ref_text}; ΔPPL = PPL / PPL(reference) − 1; KLD = KL(reference ‖ artifact) per token (llama.cpp's "
              f"definition: reference log-probs below −16 ignored), mean and p99; top-1 = same most likely token. "
-             f"Decode tok/s: warm single-stream mean in the cell {speed.get('workload')}/{speed.get('prompt_tokens')} "
-             f"prompt tokens ({speed.get('transport')}). Pareto: no other artifact is both faster and closer.\n")
-    show = frame.assign(delta_ppl_pct=frame["delta_ppl"] * 100, top1_pct=frame["top1"] * 100,
-                        forward=frame.apply(forward_of, axis=1))
-    cols = ["runtime", "forward", "format", "quant", "status", "size_mib", "bits_per_weight", "ppl", "delta_ppl_pct",
-            "kld_mean", "kld_p99", "top1_pct", "decode_tps", "pareto", "reason"]
-    show = show[[c for c in cols if c in show]]
+             f"Each value is followed by its 95 % interval `[lo, hi]` (column `CI`: a bootstrap over the scored "
+             f"windows, which resamples windows because a window's tokens are not independent; llama-perplexity's own "
+             f"± where its per-window table is missing, which takes tokens as independent and is narrower). "
+             f"{budget_note(ok, cfg)} `forward`: whose forward pass produced the logits{mlx_note}. "
+             f"Decode tok/s: warm single-stream median [95 % interval] (n) in the cell "
+             f"{speed.get('workload')}/{speed.get('prompt_tokens')} prompt tokens ({speed.get('transport')}), rows of "
+             f"drifted windows left out. Pareto: no other artifact is both faster and closer.\n")
+    show = pd.DataFrame({
+        "runtime": frame["runtime"], "forward": frame.get("forward"), "format": frame["format"],
+        "quant": frame["quant"], "status": frame["status"], "size_mib": frame.get("size_mib"),
+        "bits_per_weight": frame.get("bits_per_weight"), "ppl": frame["ppl"],
+        "ΔPPL % [95 % CI]": [with_interval(r.get("delta_ppl"), r.get("delta_ppl_lo"), r.get("delta_ppl_hi"), 100, True)
+                              for _, r in frame.iterrows()],
+        "KLD mean [95 % CI]": [with_interval(r.get("kld_mean"), r.get("kld_lo"), r.get("kld_hi"))
+                               for _, r in frame.iterrows()],
+        "kld_p99": frame["kld_p99"],
+        "top-1 % [95 % CI]": [with_interval(r.get("top1"), r.get("top1_lo"), r.get("top1_hi"), 100)
+                              for _, r in frame.iterrows()],
+        "tokens": frame.get("tokens_scored"), "CI": frame.get("ci_method"),
+        "decode tok/s [95 % CI] (n)": [decode_cell(r) for _, r in frame.iterrows()],
+        "pareto": frame.get("pareto"), "reason": frame["reason"]})
+    show = show[[c for c in show if show[c].notna().any()] if len(show) else list(show)]
     tol = float(cfg.get("cross_runtime_tolerance", 0.02))
     cross = cross_runtime(frame, tol)
     cross_text = (table(cross) if len(cross) else "_Only one runtime evaluated a full-precision artifact: not "
@@ -60,7 +108,7 @@ def section(frame: pd.DataFrame | None, cfg: dict) -> str:
     flag = ("**Disagreement: a conversion or a runtime is wrong.**\n" if (cross["verdict"] == "DISAGREE").any()
             else "")
     fig = cfg.get("figure")
-    claim_rows = claims.check_all(None, quality=frame, cfg=cfg)[["claim", "verdict", "evidence"]]
+    claim_rows = claims.check_all(None, quality=frame, cfg=cfg)[["claim", "verdict", "effect", "evidence"]]
     parts = [head, intro, table(show),
              f"\n### Cross-runtime check (same weights, PPL within {tol:.1%} of the reference)\n", cross_text, flag,
              (f"\n![decode tok/s vs KL divergence]({fig})\n" if fig else ""),

@@ -1,5 +1,5 @@
-"""plots/quality: the quality frontier's figure (decode tok/s vs KL divergence, the Pareto front drawn) and its
-data as CSV (a DVC plot), written by the `quality-frontier` stage."""
+"""plots/quality: the quality frontier's figure (decode tok/s vs KL divergence with their 95 % intervals, the
+Pareto front drawn) and its data as CSV (a DVC plot), written by the `quality-frontier` stage."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,12 +11,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-CSV_COLUMNS = ["runtime", "format", "quant", "size_mib", "bits_per_weight", "ppl", "delta_ppl", "kld_mean", "kld_p99",
-               "top1", "decode_tps", "pareto"]
+CSV_COLUMNS = ["runtime", "forward", "format", "quant", "size_mib", "bits_per_weight", "ppl", "delta_ppl",
+               "delta_ppl_lo", "delta_ppl_hi", "kld_mean", "kld_lo", "kld_hi", "kld_p99", "top1", "top1_lo", "top1_hi",
+               "tokens_scored", "ci_method", "decode_tps", "decode_tps_lo", "decode_tps_hi", "decode_n", "pareto"]
+
+
+def error_bars(value: pd.Series, lo: pd.Series, hi: pd.Series) -> list[pd.Series]:
+    """matplotlib's [below, above] bar lengths of an interval (0 where there is none)."""
+    return [(value - lo).clip(lower=0).fillna(0), (hi - value).clip(lower=0).fillna(0)]
 
 
 def figure(frame: pd.DataFrame, path: Path, dpi: int = 120, style: str = "whitegrid") -> Path | None:
-    """Decode tok/s vs mean KL divergence, one point per artifact, the Pareto front drawn; None without data."""
+    """Decode tok/s vs mean KL divergence, one point per artifact with its 95 % intervals (bars), the Pareto front
+    drawn; None without data."""
     data = frame[(frame["status"] == "ok") & frame["decode_tps"].notna() & frame["kld_mean"].notna()].copy()
     data["pareto"] = data["pareto"].astype(bool)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +32,11 @@ def figure(frame: pd.DataFrame, path: Path, dpi: int = 120, style: str = "whiteg
     sns.set_theme(style=style)
     data["artifact"] = data["runtime"] + " " + data["quant"]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ax.errorbar(data["kld_mean"], data["decode_tps"], fmt="none", ecolor="grey", elinewidth=0.8, capsize=2,
+                xerr=error_bars(data["kld_mean"], data.get("kld_lo", data["kld_mean"]),
+                                data.get("kld_hi", data["kld_mean"])),
+                yerr=error_bars(data["decode_tps"], data.get("decode_tps_lo", data["decode_tps"]),
+                                data.get("decode_tps_hi", data["decode_tps"])))
     sns.scatterplot(data=data, x="kld_mean", y="decode_tps", hue="runtime", style="pareto", s=80, ax=ax)
     front = data[data["pareto"]].sort_values("kld_mean")
     ax.step(front["kld_mean"], front["decode_tps"], where="post", color="black", lw=1, ls="--",
@@ -34,7 +46,7 @@ def figure(frame: pd.DataFrame, path: Path, dpi: int = 120, style: str = "whiteg
     ax.set_xscale("symlog", linthresh=1e-3)
     ax.set_xlim(left=0)
     ax.set(xlabel="mean KL divergence vs the reference (nats/token, symlog)", ylabel="decode tok/s (warm)",
-           title="Quality vs speed, one point per artifact")
+           title="Quality vs speed, one point per artifact (bars: 95 % intervals)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
@@ -49,6 +61,6 @@ def write(frame: pd.DataFrame, out: Path, cfg: dict) -> None:
     for old in out.glob("*"):
         old.unlink()
     ok = frame[frame["status"] == "ok"]
-    ok.assign(artifact=ok["runtime"] + "/" + ok["quant"])[["artifact", *CSV_COLUMNS]].to_csv(out / "frontier.csv",
-                                                                                             index=False)
+    ok = ok.assign(artifact=ok["runtime"] + "/" + ok["quant"])
+    ok[["artifact", *CSV_COLUMNS]].to_csv(out / "frontier.csv", index=False)
     figure(frame, out / "frontier.png", dpi=int((cfg.get("figure") or {}).get("dpi", 120)))

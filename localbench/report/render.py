@@ -20,7 +20,7 @@ from localbench.core.markdown import table
 from localbench.report import bundles, harness, longctx, quality, runtimes, tables
 
 
-def report_from_outputs(cfg: dict, quality_cfg: dict, out_dir: Path, data: Path = Path("data"),
+def report_from_outputs(cfg: dict, quality_cfg: dict, workload: dict, out_dir: Path, data: Path = Path("data"),
                         models: Path = Path("models"), plots: Path = Path("plots"),
                         results: Path = host_bundles.RESULTS) -> Path:
     """The report of this run's outputs (data/, models/source/, plots/) beside every result bundle under
@@ -40,7 +40,8 @@ def report_from_outputs(cfg: dict, quality_cfg: dict, out_dir: Path, data: Path 
     quality_md = quality.section(pd.read_parquet(frontier) if frontier.exists() else None,
                                  {**quality_cfg, "source": provenance.get("source"),
                                   "figure": f"../{figure.as_posix()}" if figure.exists() else None})
-    md = render(rows, artifacts, extras, manifest, sorted((plots / "figures").glob("*.*")), provenance, cfg,
+    md = render(rows, artifacts, extras, manifest, sorted((plots / "figures").glob("*.*")), provenance,
+                {**cfg, "drift_tolerance": workload["drift_tolerance"]},
                 calib=pd.read_parquet(data / "calibration.parquet"), bandwidth=bandwidth, hosts=hosts,
                 quality_md=quality_md)
     return write_report(md, out_dir, cfg["title"])
@@ -62,10 +63,13 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         "that could not run here is listed as unavailable with the reason, never estimated.\n",
         "## Runtimes on this machine\n", table(runtimes.runtimes_table(extras)),
         "## Metric definitions\n", harness.definitions(),
-        "## Decode throughput on matched cells (tok/s, mean ± std (n))\n",
+        "## Decode throughput on matched cells (tok/s, median [95 % CI] (n))\n",
         "Columns are cells (workload, prompt tokens → output tokens, reuse); a blank is a cell that runtime did "
-        "not measure: nothing is averaged across cells.\n\n", table(tables.pivot(rows, "decode_tps")),
-        "## TTFT on matched cells (s, mean ± std (n))\n", table(tables.pivot(rows, "ttft_s")),
+        "not measure: nothing is averaged across cells. The interval is distribution-free (order statistics) within "
+        "one window and a bootstrap over the windows a cell's trials ran in otherwise; `[–]` where n cannot support "
+        "a 95 % interval. A cell that stopped short of its stopping rule says why (time cap, max trials); rows of "
+        "windows flagged for machine drift are left out.\n\n", table(tables.pivot(rows, "decode_tps", extras=extras)),
+        "## TTFT on matched cells (s, median [95 % CI] (n))\n", table(tables.pivot(rows, "ttft_s", extras=extras)),
         "## Cold start\n", table(tables.cold_start(rows)),
         "## Peak memory\n", table(tables.memory(rows)),
         "## Decode roofline: memory bandwidth / weight bytes\n",
@@ -80,7 +84,7 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         f"## llama.cpp fidelity: pipeline vs llama-bench in the same window (flag above "
         f"{cfg['fidelity_tolerance']:.0%})\n",
         table(tables.fidelity(rows, extras, cfg["fidelity_tolerance"], cfg["drift_tolerance"])),
-        f"## Machine drift (probe readings per window; flag above {cfg['drift_tolerance']:.0%})\n",
+        f"## Machine drift (probe readings per window; re-run once and flagged above {cfg['drift_tolerance']:.0%})\n",
         table(tables.drift_table(extras, cfg["drift_tolerance"])),
         "## Extra measurements\n", runtimes.extra_tables(extras),
         longctx.section(rows, extras, figures),
@@ -88,7 +92,7 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         "## Claims of the paper, checked on this machine\n", table(claims.check_all(rows)),
         "## Harness self-calibration\n", harness.calibration_section(calib),
         "## Failed, unavailable, unsupported and flagged requests\n", table(tables.failures(rows)),
-        "## All single-stream cells\n", table(tables.detail(rows)),
+        "## All single-stream cells\n", table(tables.detail(rows, extras)),
         "## Environment\n", table(env),
     ]
     return "\n".join(parts)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from localbench.analysis.cells import MATCH, WHO, label, single_stream
-from localbench.core.stats import mean_std, percentile
+from localbench.core.stats import median_ci, percentile
 from localbench.measure import drift
 
 
@@ -22,43 +22,74 @@ def cell_name(frame: pd.DataFrame) -> pd.Series:
             + reuse)
 
 
-def pivot(rows: pd.DataFrame, metric: str, digits: int = 3) -> pd.DataFrame:
-    """One row per runtime/transport/quant, one column per matched cell: 'mean ± std (n)' of `metric`;
+def stop_notes(extras: list[dict]) -> dict[tuple, str]:
+    """Per (runtime, transport, quant, workload, prompt tokens, reuse): why a cell stopped, where it stopped short
+    of its stopping rule (the time cap, max trials, a failure; localbench.measure.schedule)."""
+    notes = {}
+    for e in extras:
+        for c in e.get("cells") or []:
+            if c["stop"] not in ("target interval", "planned trials"):
+                notes[(c["runtime"], c["transport"], c["quant"], c["workload"], int(c["target_tokens"]),
+                       bool(c["cache_reuse"]))] = c["stop"]
+    return notes
+
+
+def estimate(g: pd.DataFrame, metric: str, digits: int = 3, note: str | None = None) -> str:
+    """'median [95 % CI] (n)' of one cell's `metric` (interval over its windows; localbench.core.stats), with the
+    reason the cell stopped where it stopped short."""
+    text = median_ci(g[metric], g["window"]).text(digits)
+    return text[:-1] + f", {note})" if note and text.endswith(")") else text
+
+
+def pivot(rows: pd.DataFrame, metric: str, digits: int = 3, extras: list[dict] = ()) -> pd.DataFrame:
+    """One row per runtime/transport/quant, one column per matched cell: 'median [95 % CI] (n)' of `metric`;
     blank where that runtime did not measure the cell."""
     warm = single_stream(rows)
     if warm.empty:
         return pd.DataFrame()
+    notes = stop_notes(list(extras))
     warm = warm.assign(cell=cell_name(warm), who=label(warm, WHO))
     order = warm.drop_duplicates("cell").sort_values(["cache_reuse", "workload", "prompt_tokens"])["cell"]
-    out = warm.groupby(["who", "cell"])[metric].agg(lambda v: f"{mean_std(v)} (n={v.notna().sum()})")
-    return out.unstack("cell").reindex(columns=list(order)).fillna("").reset_index().rename(
+    out = {}
+    for (who, cell), g in warm.groupby(["who", "cell"]):
+        r = g.iloc[0]
+        note = notes.get((r["runtime"], r["transport"], r["quant"], r["workload"], int(r["prompt_tokens"]),
+                          bool(r["cache_reuse"])))
+        out[(who, cell)] = estimate(g, metric, digits, note)
+    frame = pd.Series(out, dtype=object)
+    frame.index.names = ["who", "cell"]
+    return frame.unstack("cell").reindex(columns=list(order)).fillna("").reset_index().rename(
         columns={"who": "runtime/transport/quant"})
 
 
-def detail(rows: pd.DataFrame) -> pd.DataFrame:
-    """Every single-stream cell of every runtime: n, decode mean ± std, TTFT/e2e/ITL percentiles (or max of n),
-    cold start and peak memory."""
+def detail(rows: pd.DataFrame, extras: list[dict] = ()) -> pd.DataFrame:
+    """Every single-stream cell of every runtime: n, windows, decode and TTFT medians with their 95 % intervals,
+    TTFT/e2e/ITL percentiles where n supports them (else the max of n), peak memory and why the cell stopped."""
     warm = single_stream(rows)
+    notes = stop_notes(list(extras))
     out = []
     for key, g in warm.groupby(MATCH + WHO, sort=True):
         cell = dict(zip(MATCH + WHO, key))
         gaps = [x * 1e3 for lst in g["itl_s"] for x in (lst if lst is not None else [])]
+        note = notes.get((cell["runtime"], cell["transport"], cell["quant"], cell["workload"],
+                          int(cell["prompt_tokens"]), bool(cell["cache_reuse"])))
         out.append({**{k: cell[k] for k in WHO + ["workload", "prompt_tokens", "max_tokens", "cache_reuse"]},
-                    "n": len(g), "decode tok/s": mean_std(g["decode_tps"]),
-                    "TTFT p50 (s)": percentile(g["ttft_s"], 50), "TTFT p99 (s)": percentile(g["ttft_s"], 99),
-                    "e2e p50 (s)": percentile(g["e2e_s"], 50), "e2e p90 (s)": percentile(g["e2e_s"], 90),
+                    "n": len(g), "windows": g["window"].nunique(), "decode tok/s": estimate(g, "decode_tps"),
+                    "TTFT (s)": estimate(g, "ttft_s"), "TTFT p99 (s)": percentile(g["ttft_s"], 99),
+                    "e2e p90 (s)": percentile(g["e2e_s"], 90),
                     "ITL p50 (ms)": percentile(gaps, 50), "ITL p99 (ms)": percentile(gaps, 99),
-                    "peak RSS (MiB)": g["peak_rss_bytes"].max() / 2**20,
+                    "peak RSS (MiB)": g["peak_rss_bytes"].max() / 2**20, "stopped short": note or "",
                     "flagged": int(g["flag"].notna().sum()) if "flag" in g else 0})
     return pd.DataFrame(out)
 
 
 def cold_start(rows: pd.DataFrame) -> pd.DataFrame:
-    """Load -> ready per runtime/transport/quant (n sessions), and the first request's TTFT after it."""
+    """Load -> ready per runtime/transport/quant (one per session load: a round), and the first request's TTFT
+    after it, each 'median [95 % CI] (n)'."""
     cold = rows[rows["phase"] == "cold"]
-    return pd.DataFrame([{"runtime/transport/quant": "/".join(map(str, k)), "sessions": len(g),
-                          "cold start (s)": mean_std(g["cold_start_s"]),
-                          "first request TTFT (s)": mean_std(g["ttft_s"])}
+    return pd.DataFrame([{"runtime/transport/quant": "/".join(map(str, k)),
+                          "cold start (s)": median_ci(g["cold_start_s"]).text(),
+                          "first request TTFT (s)": median_ci(g["ttft_s"]).text()}
                          for k, g in cold.groupby(WHO)])
 
 
@@ -85,20 +116,26 @@ def failures(rows: pd.DataFrame) -> pd.DataFrame:
 
 def windows_of(extras: list[dict]) -> list[dict]:
     """Every measurement window of every runtime (localbench.measure.session), with how far its probe moved."""
-    return [{**w, "moved": drift.moved(w.get("probes_gbps") or [])} for e in extras for w in e.get("windows") or []]
+    return [{**w, "moved": drift.window_drift(w)} for e in extras for w in e.get("windows") or []]
 
 
 def drift_table(extras: list[dict], tolerance: float) -> pd.DataFrame:
-    """Per runtime/transport/quant: windows, the probe's range (GB/s), the largest move, windows flagged."""
+    """Per runtime/transport/quant: windows, the matmul probe's range (GFLOP/s) and largest move (what flags a
+    window), windows flagged and re-run, and the bandwidth probe's range beside (GB/s; noisy on shared VMs)."""
     frame = pd.DataFrame(windows_of(extras))
     if frame.empty:
         return frame
-    frame["lo"] = frame["probes_gbps"].map(min)
-    frame["hi"] = frame["probes_gbps"].map(max)
+    span = lambda col, f: frame[col].map(lambda v: f(v) if v else float("nan")) if col in frame else np.nan  # noqa: E731
+    frame = frame.assign(flo=span("probes_gflops", min), fhi=span("probes_gflops", max),
+                         blo=span("probes_gbps", min), bhi=span("probes_gbps", max),
+                         flagged=frame["flagged"] if "flagged" in frame else frame["moved"] > tolerance,
+                         rerun=frame["rerun_of"].notna() if "rerun_of" in frame else False)
     return pd.DataFrame([{"runtime/transport/quant": "/".join(k), "windows": len(g),
-                          "probe min (GB/s)": g["lo"].min(), "probe max (GB/s)": g["hi"].max(),
+                          "matmul probe (GFLOP/s)": f"{g['flo'].min():.0f}-{g['fhi'].max():.0f}",
                           "largest move in a window": f"{g['moved'].max():.1%}",
-                          f"windows moved > {tolerance:.0%}": int((g["moved"] > tolerance).sum())}
+                          f"windows moved > {tolerance:.0%} (flagged)": int(g["flagged"].sum()),
+                          "re-runs": int(g["rerun"].sum()),
+                          "bandwidth probe (GB/s)": f"{g['blo'].min():.0f}-{g['bhi'].max():.0f}"}
                          for k, g in frame.groupby(["runtime", "transport", "quant"])])
 
 
@@ -131,7 +168,7 @@ def fidelity(rows: pd.DataFrame, extras: list[dict], tolerance: float, drift_tol
                             f"{phase} diff": f"{diff:+.1%}" if diff == diff else "–"})
                 if abs(diff) > tolerance:
                     flags.append(f"{phase} {diff:+.1%}")
-            if flags and w["moved"] > drift_tolerance:
+            if flags and w.get("flagged", w["moved"] > drift_tolerance):
                 flags.append(f"probe moved {w['moved']:.1%} in this window (machine drift)")
             row["flag"] = "; ".join(flags) or "ok"
             out.append(row)

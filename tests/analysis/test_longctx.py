@@ -91,9 +91,8 @@ def test_plan_pairs_reuse_on_before_off_and_slices_narrow():
 
 
 def test_cells_over_the_budget_become_skipped_rows(tmp_path):
-    from fakes import ART, ScriptedRuntime, plan
-    wl = {"trials": 2, "warmup": 0, "timeout_s": 30, "drift_probe_mib": 8, "drift_probe_repeats": 2,
-          "max_prompt_tokens": 10}
+    from fakes import ART, WL, ScriptedRuntime, plan
+    wl = {**WL, "warmup": 0, "max_prompt_tokens": 10}
     store = ResultStore(tmp_path / "p.jsonl", "k")
     runtime = ScriptedRuntime()
     Measurement(runtime, store, "host", wl).run([ART], plan(n=3, trials=1))

@@ -9,6 +9,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
+from fakes import WL
 from stage_project import ROOT, make_project
 
 
@@ -79,8 +80,7 @@ def test_prompt_text_never_reaches_the_logs(tmp_path, caplog):
                                          "log_dir": str(tmp_path / "logs")})
     request = Request("p0", tuple(range(6)), f"{secret} " * 3, 4)
     store = ResultStore(tmp_path / "p.jsonl", "k")
-    Measurement(runtime, store, "host", {"trials": 1, "warmup": 1, "timeout_s": 30, "drift_probe_mib": 4,
-                                         "drift_probe_repeats": 1}).run(
+    Measurement(runtime, store, "host", {**WL, "drift_probe_mib": 4}).run(
         [Artifact("reference", "server", "n/a", "")], [Cell("unique", "p0", request, 0)])
     assert [r["status"] for r in store.rows] == ["ok", "ok"] and caplog.records
     logs = "\n".join(r.getMessage() for r in caplog.records)

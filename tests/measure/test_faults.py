@@ -137,7 +137,7 @@ def test_server_killed_mid_sweep_gives_error_rows_and_the_next_artifact_runs(tmp
 
 
 def test_kill_9_mid_measure_then_resume_loses_no_row(tmp_path):
-    project = make_project(tmp_path, n_prompts=3, trials=6, itl_ms=20)
+    project = make_project(tmp_path, n_prompts=3, trials=18, itl_ms=20)     # one cell, 18 trials over 3 prompts
     proc = start_measure(project)
     partial = project / "data/partial/reference.jsonl"
     deadline = time.monotonic() + 60
@@ -159,7 +159,7 @@ def test_kill_9_mid_measure_then_resume_loses_no_row(tmp_path):
     assert "last line is incomplete" in err and "resuming" in err
     rows = pd.read_parquet(project / "data/raw/reference/requests.parquet")
     keys = list(zip(rows.prompt_id, rows.trial, rows.phase))
-    assert len(keys) == len(set(keys)) == 1 + 3 * 6                     # one cold row, every cell once
+    assert len(keys) == len(set(keys)) == 1 + 18                        # one cold row, every trial once
     assert kept <= set(keys) and set(rows.status) == {"ok"}
 
 

@@ -46,14 +46,17 @@ def test_drift_probe_buffer_is_not_counted_as_the_runtimes_memory(tmp_path, monk
     assert all(r["peak_rss_bytes"] < 64 * 2**20 for r in store.rows), [r["peak_rss_bytes"] for r in store.rows]
 
 
-def test_windows_group_cells_and_carry_the_drift_probe(tmp_path):
+def test_windows_are_rounds_and_carry_both_drift_probes(tmp_path):
     store = ResultStore(tmp_path / "p.jsonl", "k")
-    Measurement(ScriptedRuntime(), store, "host", WL).run([ART], plan())
-    assert [w["group"] for w in store.windows] == [10, 11]           # one window per prompt length group
-    assert all(len(w["probes_gbps"]) == 2 and min(w["probes_gbps"]) > 0.1 for w in store.windows)
+    Measurement(ScriptedRuntime(), store, "host", {**WL, "rounds": 2}).run([ART], plan())
+    assert [w["group"] for w in store.windows] == ["round 1", "round 2"]     # one window per session load
+    assert all(len(w["probes_gbps"]) == len(w["probes_gflops"]) == 2 and min(w["probes_gflops"]) > 1
+               for w in store.windows)
     rows = store.rows_with_drift()
-    assert {r["window"] for r in rows} == {w["window"] for w in store.windows}
-    assert all(r["probe_gbps"] > 0.1 and 0 <= r["window_drift"] < 1 for r in rows)
+    warm = [r for r in rows if r["phase"] == "warm"]
+    assert {r["window"] for r in warm} == {w["window"] for w in store.windows}
+    assert all(r["probe_gbps"] > 0.1 and 0 <= r["window_drift"] < 1 and r["drift_flag"] is False for r in warm)
+    assert [r["trial"] for r in rows if r["phase"] == "cold"] == [0, 1]      # a cold row per load
     again = ResultStore(tmp_path / "p.jsonl", "k")                   # windows survive a resume
     assert len(again.windows) == 2 and len(again.rows) == len(store.rows)
 
@@ -157,7 +160,7 @@ def test_unavailable_runtime_gives_reason_rows(tmp_path):
             return Probe(False, "libfoo is not installed: pip install foo")
     store = ResultStore(tmp_path / "p.jsonl", "k")
     Measurement(Missing(), store, "host", WL).run([ART], plan())
-    assert len(store.rows) == 6 and {r["status"] for r in store.rows} == {"unavailable"}
+    assert len(store.rows) == 3 and {r["status"] for r in store.rows} == {"unavailable"}     # a row per prompt
     assert store.rows[0]["error"] == "libfoo is not installed: pip install foo"
 
 
@@ -167,11 +170,11 @@ def test_resume_after_interrupt(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         Measurement(first, ResultStore(path, "k"), "host", WL).run([ART], plan())
     kept = ResultStore(path, "k").rows
-    assert [r["prompt_id"] for r in kept] == ["p0", "p0", "p1", "p0", "p1"]   # cold row, window 10 (p0, p1 x 2)
+    assert kept[0]["phase"] == "cold" and "p2" not in [r["prompt_id"] for r in kept]
     second = ScriptedRuntime()
     store = ResultStore(path, "k")
     Measurement(second, store, "host", WL).run([ART], plan())
-    assert second.calls == 1 + 2                                           # warm-up + the 2 cells not yet done
+    assert second.calls == 1 + 6 - (len(kept) - 1)                         # warm-up + the cells not yet done
     assert len(store.rows) == 7
     keys = [ResultStore.cell_key(r) for r in store.rows]
     assert len(set(keys)) == len(keys)
