@@ -61,7 +61,7 @@ def test_report_and_rows(repo, first_run):
 def test_experiment_is_listed(repo, first_run):
     names = sh("dvc exp list --name-only", repo).split()
     assert names, "dvc exp list shows no experiment"
-    assert "torch.inprocess.fp32.decode_tps_mean" in sh("dvc exp show --no-pager --csv", repo)
+    assert "torch.inprocess.fp32.decode_tps_median" in sh("dvc exp show --no-pager --csv", repo)
 
 
 def test_plot_param_change_reruns_only_plots_and_report(repo, first_run):

@@ -84,10 +84,11 @@ def _boot_medians(clusters: list[np.ndarray], rng: np.random.Generator, boot: in
 
 
 def groups_of(values, windows=None) -> list[np.ndarray]:
-    """Values split by window (one group without windows); NaNs and empty groups dropped."""
+    """Values split by window (one group without windows; rows without a window form one group); NaN values
+    dropped."""
     frame = pd.DataFrame({"v": pd.to_numeric(pd.Series(list(values)), errors="coerce"),
                           "w": list(windows) if windows is not None else 0}).dropna(subset=["v"])
-    return [g["v"].to_numpy(float) for _, g in frame.groupby("w", sort=True) if len(g)]
+    return [g["v"].to_numpy(float) for _, g in frame.groupby("w", sort=True, dropna=False) if len(g)]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from localbench.core.stats import quantile
 from localbench.core.types import Request
 from localbench.measure import loadgen
 from localbench.measure.executor import run_request, stop_caller
@@ -108,7 +109,8 @@ def measure(cfg: dict, log_dir: Path) -> pd.DataFrame:
 
 
 def error_table(df: pd.DataFrame) -> pd.DataFrame:
-    """p50/p99 of each error (ms) per path, protocol and concurrency; ITL and the splits pool every gap
+    """p50/p99 of each error (ms) per path, protocol and concurrency (a p99 needs 100 values: localbench.core.stats);
+    ITL and the splits pool every gap
     (the single-stream path has the server's lateness only: run_request keeps no raw stamps to split the rest)."""
     out = []
     for (path, protocol, n), g in df.groupby(["path", "protocol", "concurrency"], sort=False):
@@ -121,7 +123,7 @@ def error_table(df: pd.DataFrame) -> pd.DataFrame:
             values = np.concatenate([np.atleast_1d(np.asarray(v, dtype=float)) for v in present]) \
                 if present else np.array([])
             for q in (50, 99):
-                row[f"{col[:-3]}_p{q}_ms"] = float(np.percentile(values, q)) if values.size else float("nan")
+                row[f"{col[:-3]}_p{q}_ms"] = quantile(values, q)        # NaN where n cannot support it
         out.append(row)
     return pd.DataFrame(out)
 

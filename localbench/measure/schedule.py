@@ -47,7 +47,7 @@ def stop_reason(rule: Rule, fixed: bool, planned: int, rows: list[dict]) -> str 
     ok = [r for r in valid if r.get("status") == "ok"]
     if len(tried) >= planned:
         return "planned trials" if fixed else "max trials"
-    if rows and not ok and len(tried) >= rule.per_round:
+    if rows and not any(r.get("status") == "ok" for r in rows) and len(tried) >= rule.per_round:
         return "failed"
     if sum(float(r.get("e2e_s") or 0) for r in rows) >= rule.cell_time_cap_s:
         return "time cap"

@@ -1,7 +1,8 @@
 """The paper's figures from the per-request rows: each a PNG/SVG in plots/figures and its data as CSV.
 
 Figures: decode throughput per runtime (Fig. 1), cold start (Fig. 2), peak memory (Fig. 3), TTFT vs
-prompt length, throughput vs prompt length, inter-token latency CDF; error bars are one std over trials.
+prompt length, throughput vs prompt length, inter-token latency CDF. Points are medians and error bars their 95 %
+intervals (localbench.core.stats.median_ci: over the windows a cell's trials ran in; none where n cannot support one).
 One-number-per-runtime figures (1, 3, 6) show one matched cell (localbench.analysis.cells.reference_cell, named in
 the title); the per-length figures show cold-cache cells, one line per runtime/transport/quant.
 """
@@ -19,6 +20,7 @@ import seaborn as sns  # noqa: E402
 
 from localbench.analysis.cells import WHO, cold_unique, in_cell, label, reference_cell, single_stream  # noqa: E402
 from localbench.analysis.longctx import kv_columns, load_config
+from localbench.core.stats import median_ci, quantile
 
 
 def labelled(rows: pd.DataFrame) -> pd.DataFrame:
@@ -32,11 +34,27 @@ def with_cell(rows: pd.DataFrame) -> pd.DataFrame:
     return labelled(warm[~warm["cache_reuse"].astype(bool)])
 
 
+def intervals(data: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """Per group: the median of `value`, its 95 % interval (lo, hi; NaN where n cannot support one) and n."""
+    out = []
+    for key, g in data.groupby(by, sort=True):
+        est = median_ci(g[value], g["window"] if "window" in g else None)
+        out.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "median": est.value, "lo": est.lo,
+                    "hi": est.hi, "n": est.n})
+    return pd.DataFrame(out, columns=[*by, "median", "lo", "hi", "n"])
+
+
+def errors(stats: pd.DataFrame) -> np.ndarray:
+    """Asymmetric error bars (below, above) from an intervals() frame; 0 where there is no interval."""
+    return np.vstack([(stats["median"] - stats["lo"]).fillna(0), (stats["hi"] - stats["median"]).fillna(0)])
+
+
 def bar(data: pd.DataFrame, value: str, xlabel: str, title: str, path: Path, fmt: str, dpi: int) -> None:
-    """Horizontal bars of the per-cell mean with std error bars."""
-    order = data.groupby("cell")[value].mean().sort_values(ascending=False).index
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(order), 3) + 1.2))
-    sns.barplot(data=data, y="cell", x=value, order=order, errorbar="sd", ax=ax, color="#4C72B0")
+    """Horizontal bars of the per-cell median with its 95 % interval (n in the label)."""
+    stats = intervals(data, ["cell"], value).sort_values("median")
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(stats), 3) + 1.2))
+    ax.barh([f"{c} (n={n})" for c, n in zip(stats["cell"], stats["n"])], stats["median"], xerr=errors(stats),
+            capsize=3, color="#4C72B0")
     ax.set(xlabel=xlabel, ylabel="", title=title)
     save(fig, path, fmt, dpi)
 
@@ -48,14 +66,18 @@ def save(fig, path: Path, fmt: str, dpi: int) -> None:
 
 
 def versus_length(data: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, fmt: str, dpi: int) -> None:
-    """Mean +- std against prompt length, one line per cell, one panel per workload."""
+    """Median and its 95 % interval against prompt length, one line per cell, one panel per workload."""
     data = data[data["workload"] != "chat"]
-    grid = sns.relplot(data=data, x="prompt_tokens", y=value, hue="cell", col="workload", kind="line",
-                       marker="o", errorbar="sd", height=3.2, aspect=1.1, facet_kws={"sharey": False})
-    grid.set_axis_labels("prompt tokens", ylabel)
-    grid.figure.suptitle(title, y=1.02)
-    grid.figure.savefig(path.with_suffix(f".{fmt}"), dpi=dpi, bbox_inches="tight")
-    plt.close(grid.figure)
+    workloads = sorted(data["workload"].unique())
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads) + 1.5, 3.6), squeeze=False)
+    for ax, workload in zip(axes[0], workloads):
+        for name, g in intervals(data[data["workload"] == workload], ["cell", "prompt_tokens"], value).groupby("cell"):
+            ax.errorbar(g["prompt_tokens"], g["median"], yerr=errors(g), marker="o", capsize=3, label=name)
+        ax.set(xlabel="prompt tokens", ylabel=ylabel, title=workload)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.suptitle(title)
+    fig.savefig(path.with_suffix(f".{fmt}"), dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
 
 
 def itl_cdf(data: pd.DataFrame) -> pd.DataFrame:
@@ -70,12 +92,10 @@ def itl_cdf(data: pd.DataFrame) -> pd.DataFrame:
 
 def versus_context(data: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, fmt: str, dpi: int,
                    logy: bool = False) -> None:
-    """Mean ± std (over trials) against prompt tokens on a log x axis, one line per runtime/transport/quant."""
+    """Median and its 95 % interval against prompt tokens on a log x axis, one line per runtime/transport/quant."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, g in data.groupby("cell"):
-        stats = g.groupby("prompt_tokens")[value].agg(["mean", "std"]).reset_index()
-        ax.errorbar(stats["prompt_tokens"], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
-                    label=name)
+    for name, g in intervals(data, ["cell", "prompt_tokens"], value).groupby("cell"):
+        ax.errorbar(g["prompt_tokens"], g["median"], yerr=errors(g), marker="o", capsize=3, label=name)
     ax.set(xscale="log", xlabel="prompt tokens (log)", ylabel=ylabel, title=title)
     if logy:
         ax.set_yscale("log")
@@ -106,11 +126,11 @@ def longctx_figures(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str 
     if len(chat):
         chat["turn"] = chat["prompt_id"].str.extract(r"-t(\d+)$")[0].astype(int)
         chat["line"] = chat["cell"] + np.where(chat["cache_reuse"].astype(bool), " reuse on", " reuse off")
-        per_turn = chat.groupby(["line", "turn"])["ttft_s"].agg(["mean", "std"]).reset_index()
+        per_turn = intervals(chat, ["line", "turn"], "ttft_s")
         per_turn.to_csv(data_dir / "longctx_ttft_per_turn.csv", index=False)
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for name, g in per_turn.groupby("line"):
-            ax.errorbar(g["turn"] + 1, g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3, label=name,
+            ax.errorbar(g["turn"] + 1, g["median"], yerr=errors(g), marker="o", capsize=3, label=name,
                         linestyle="-" if name.endswith("on") else "--")
         ax.set(xlabel="chat turn (the context grows each turn)", ylabel="TTFT (s)", title="TTFT per chat turn")
         ax.legend(fontsize=8)
@@ -133,11 +153,11 @@ def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png"
     cold = rows[(rows["phase"] == "cold") & rows["cold_start_s"].notna()].copy()
     cold = labelled(cold)
     tables = {
-        "decode_throughput": ref.groupby("cell", as_index=False)["decode_tps"].mean(),
-        "cold_start": cold.groupby("cell", as_index=False)["cold_start_s"].mean(),
+        "decode_throughput": intervals(ref, ["cell"], "decode_tps"),
+        "cold_start": intervals(cold, ["cell"], "cold_start_s"),
         "peak_memory": ref.groupby("cell", as_index=False)["peak_rss_mib"].max(),
-        "ttft_vs_length": ok.groupby(["cell", "workload", "prompt_tokens"], as_index=False)["ttft_s"].mean(),
-        "throughput_vs_length": ok.groupby(["cell", "workload", "prompt_tokens"], as_index=False)["decode_tps"].mean(),
+        "ttft_vs_length": intervals(ok, ["cell", "workload", "prompt_tokens"], "ttft_s"),
+        "throughput_vs_length": intervals(ok, ["cell", "workload", "prompt_tokens"], "decode_tps"),
         "itl_cdf": itl_cdf(ref),
     }
     for name, table in tables.items():
@@ -145,10 +165,10 @@ def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png"
     made = []
     if len(ok):
         specs = [
-            (bar, ref, "decode_tps", "decode tokens/s", f"Fig. 1: decode throughput ({where}; mean ± std)",
+            (bar, ref, "decode_tps", "decode tokens/s", f"Fig. 1: decode throughput ({where}; median, 95 % CI)",
              "fig1_throughput"),
-            (bar, ref, "peak_rss_mib", "peak RSS (MiB)", f"Fig. 3: peak memory ({where}; servers: process tree, "
-             "in-process: above the pre-load baseline)", "fig3_peak_memory"),
+            (bar, ref, "peak_rss_mib", "peak RSS (MiB)", f"Fig. 3: peak memory ({where}; median, 95 % CI; servers: "
+             "process tree, in-process: above the pre-load baseline)", "fig3_peak_memory"),
             (versus_length, ok, "ttft_s", "TTFT (s)", "TTFT vs prompt length", "fig4_ttft_vs_length"),
             (versus_length, ok, "decode_tps", "decode tokens/s", "Throughput vs prompt length",
              "fig5_throughput_vs_length"),
@@ -165,17 +185,17 @@ def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png"
     if len(load):
         load = labelled(load)
         per_level = (load.groupby(["cell", "concurrency"]).agg(ttft_p50_s=("ttft_s", "median"),
-                                                               ttft_p99_s=("ttft_s", lambda v: v.quantile(0.99)),
+                                                               ttft_p99_s=("ttft_s", lambda v: quantile(v, 99)),
                                                                tpot_p50_s=("tpot_s", "median"),
-                                                               tpot_p99_s=("tpot_s", lambda v: v.quantile(0.99)))
-                     .reset_index())
+                                                               tpot_p99_s=("tpot_s", lambda v: quantile(v, 99)))
+                     .reset_index())      # a p99 only from 100 requests a level (localbench.core.stats)
         per_level.to_csv(data_dir / "load_vs_concurrency.csv", index=False)
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for ax, metric in zip(axes, ("ttft", "tpot")):
             sns.lineplot(data=per_level, x="concurrency", y=f"{metric}_p50_s", hue="cell", marker="o", ax=ax)
             sns.lineplot(data=per_level, x="concurrency", y=f"{metric}_p99_s", hue="cell", marker="x", ax=ax,
                          linestyle="--", legend=False)
-            ax.set(xlabel="concurrent clients", ylabel=f"{metric.upper()} (s): p50 solid, p99 dashed")
+            ax.set(xlabel="concurrent clients", ylabel=f"{metric.upper()} (s): p50 solid, p99 dashed (n ≥ 100)")
         fig.suptitle("Fig. 7: latency under closed-loop concurrency")
         save(fig, figures / "fig7_concurrency", fmt, dpi)
         made.append(figures / f"fig7_concurrency.{fmt}")

@@ -42,7 +42,7 @@ def test_every_profile_is_valid(tmp_path, monkeypatch, overrides):
 
 
 @pytest.mark.parametrize("path, value, expected", [
-    ("workload.trials", "abc", "params.yaml: workload.trials = 'abc' is not allowed: a whole number (conf/workload/)"),
+    ("workload.min_trials", "abc", "params.yaml: workload.min_trials = 'abc' is not allowed: a whole number (conf/workload/)"),
     ("workload.timeout_s", -1, "params.yaml: workload.timeout_s = -1 is not allowed: greater than 0 (conf/workload/)"),
     ("plots.format", "jpg", "params.yaml: plots.format = 'jpg' is not allowed: 'png' or 'svg' (conf/config.yaml)"),
     ("runtime.mlx", "maybe", "params.yaml: runtime.mlx = 'maybe' is not allowed: true or false (conf/runtime/)"),
@@ -63,13 +63,13 @@ def test_unknown_key_is_an_error_listing_the_allowed_ones():
 
 
 def test_missing_key_and_inconsistent_group():
-    assert validate(broken("workload.trials", delete=True)) == \
-        "params.yaml: workload.trials is missing (a required key; conf/workload/)"
+    assert validate(broken("workload.min_trials", delete=True)) == \
+        "params.yaml: workload.min_trials is missing (a required key; conf/workload/)"
     assert "model.source is 'hf' but there is no model.hf section" in validate(broken("model.source", "hf"))
 
 
 def test_several_errors_are_counted_in_the_one_line():
-    cfg = broken("workload.trials", "abc")
+    cfg = broken("workload.min_trials", "abc")
     cfg["load"]["seed"] = "x"
     line = validate(cfg)
     assert "\n" not in line and line.endswith("(+1 more: python -m localbench.config.check)")
@@ -83,11 +83,11 @@ def run_in(tmp_path, argv, params_text):
 
 
 def test_first_stage_rejects_a_wrong_value_in_one_line_without_work(tmp_path):
-    """`dvc exp run -S workload.trials=abc`: download (the first stage) stops before downloading anything."""
-    text = yaml.safe_dump(broken("workload.trials", "abc"))
+    """`dvc exp run -S workload.min_trials=abc`: download (the first stage) stops before downloading anything."""
+    text = yaml.safe_dump(broken("workload.min_trials", "abc"))
     done = run_in(tmp_path, [str(ROOT / "stages/download.py")], text)
     assert done.returncode == 1
-    assert done.stderr.strip() == "params.yaml: workload.trials = 'abc' is not allowed: a whole number (conf/workload/)"
+    assert done.stderr.strip() == "params.yaml: workload.min_trials = 'abc' is not allowed: a whole number (conf/workload/)"
     assert not (tmp_path / "models").exists()
 
 

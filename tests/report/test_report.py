@@ -17,8 +17,23 @@ def test_only_matched_cells_are_compared():
     assert set(both["prompt_tokens"]) == {32} and set(both["max_tokens"]) == {32}
     assert reference_cell(rows)["prompt_tokens"] == 32
     pivot = tables.pivot(rows, "decode_tps").set_index("runtime/transport/quant")
-    assert pivot.loc["torch/inprocess/fp32", "unique 128→32"] == "10 (n=1)"
+    assert pivot.loc["torch/inprocess/fp32", "unique 128→32"] == "10 [–] (n=1)"     # no interval from n=1
     assert pivot.loc["mlx/inprocess/bf16", "unique 128→32"] == ""       # not measured: blank, never pooled
+
+
+def test_cells_print_median_interval_n_and_why_they_stopped_short():
+    decode = [10, 11, 12, 9, 10.5, 30]
+    rows = pd.DataFrame([row("torch", "fp32", v, 100.0, window=f"w{i % 2}") for i, v in enumerate(decode)]
+                        + [row("mlx", "bf16", 5.0, 50.0), row("mlx", "bf16", 6.0, 50.0)])
+    extras = [{"cells": [{"runtime": "mlx", "transport": "inprocess", "quant": "bf16", "workload": "unique",
+                          "target_tokens": 128, "cache_reuse": False, "trials": 2, "stop": "time cap"}]}]
+    pivot = tables.pivot(rows, "decode_tps", extras=extras).set_index("runtime/transport/quant")
+    torch = pivot.loc["torch/inprocess/fp32", "unique 128→32"]
+    assert torch == "10.8 [9, 30] (n=6)"             # order statistics (the range at n=6) or wider
+    assert pivot.loc["mlx/inprocess/bf16", "unique 128→32"] == "5.5 [–] (n=2, time cap)"
+    detail = tables.detail(rows, extras).set_index("runtime")
+    assert detail.loc["mlx", "stopped short"] == "time cap" and detail.loc["torch", "windows"] == 2
+    assert detail.loc["torch", "TTFT p99 (s)"].startswith("max of 6")      # no p99 from 6 requests
 
 
 def test_fidelity_pairs_measurements_of_one_window():
