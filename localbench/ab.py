@@ -20,8 +20,9 @@ holding 1 "no detectable difference"; a side with fewer than 3 values has no int
 
 Writes DIR/ab.md (the table, also printed) and DIR/ab.json
 `{"a", "b", "cells": [{"cell", "metric", "ratio", "ci", "n", "verdict"}], "summary"}`; DIR defaults to
-results/ab/<a-label>_vs_<b-label>/. A source that cannot be read, an unknown filter key or no matched cell is one
-line on stderr and exit code 2.
+results/ab/<a-label>_vs_<b-label>/. A source that cannot be read, an unknown filter key or value, no matched cell,
+or a key filtered on one side only while the other side's cells hold several of its values (they would be pooled)
+is one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from localbench.analysis.bundles import RESULTS, load_bundle
-from localbench.analysis.cells import HOST_CELL, single_stream
+from localbench.analysis.cells import HOST_CELL, single_stream, undrifted
 from localbench.core import markdown, stats
 from localbench.core.schema import REQUEST_SCHEMA
 
@@ -166,11 +167,6 @@ def verdict(ratio: stats.Ratio, higher_is_better: bool) -> str:
     return NO_DIFFERENCE if decided == "inconclusive" else decided
 
 
-def _usable(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows outside drifted windows (drift_flag True: left out of every verdict; a missing column reads False)."""
-    return rows[~rows["drift_flag"].eq(True)] if "drift_flag" in rows else rows
-
-
 def _windows(rows: pd.DataFrame) -> pd.Series:
     """Each row's measurement window (rows without one share one window rather than being dropped)."""
     return rows["window"].astype(object).where(rows["window"].notna(), "")
@@ -189,7 +185,7 @@ def compare(a: Side, b: Side, metrics: tuple[str, ...] = tuple(HIGHER_IS_BETTER)
                       "differs out with --a-where/--b-where")
     out = []
     for cell in matched:
-        ra, rb = _usable(cells_a[cell]), _usable(cells_b[cell])
+        ra, rb = undrifted(cells_a[cell]), undrifted(cells_b[cell])
         for metric in metrics:
             r = stats.ratio_ci(ra[metric], rb[metric], _windows(ra), _windows(rb))
             out.append({"cell": dict(zip(key, cell)), "metric": metric, "ratio": _number(r.ratio),
@@ -204,7 +200,7 @@ def compare(a: Side, b: Side, metrics: tuple[str, ...] = tuple(HIGHER_IS_BETTER)
     only = {"a_only": _sorted(set(cells_a) - set(cells_b)), "b_only": _sorted(set(cells_b) - set(cells_a))}
     summary["unmatched"] = {side: len(cells) for side, cells in only.items()}
     summary["unmatched_cells"] = {side: [dict(zip(key, c)) for c in cells] for side, cells in only.items()}
-    summary["drift_excluded"] = {side: sum(len(g) - len(_usable(g)) for g in cells.values())
+    summary["drift_excluded"] = {side: sum(len(g) - len(undrifted(g)) for g in cells.values())
                                  for side, cells in (("a", cells_a), ("b", cells_b))}
     return {"a": a.describe(), "b": b.describe(), "cells": out, "summary": summary}
 

@@ -1,19 +1,22 @@
 """The study's claims, each one registered unit: the data it needs, its threshold, its minimum evidence, its verdict.
 
-A claim function gets the request rows (check_all leaves out rows of drift-flagged windows first) and returns a
-Finding: its verdict, its effect with a 95 % interval, and the evidence. A claim is a set of decisions (Test), each
-an effect at one matched cell with its interval (localbench.core.stats): a decision reads `supported` or
-`contradicted` only where the interval excludes the threshold and both sides have the minimum evidence, else
-`inconclusive`. The decisions combine into the claim's verdict: supported only where every one is, contradicted
-where any one is, else `inconclusive (… needs n ≈ …)`. Runtimes are compared per matched cell (MATCH) of one
-transport and one precision class (localbench.analysis.cells.precision: 4-bit against 4-bit, 16-bit against
-16-bit), artifact pair by artifact pair. Data that is simply absent raises NotTestable ("not testable here"); any
-other exception is the verdict `error` in the report (its traceback logged), never a verdict.
+A claim function gets the request rows (check_all leaves out the rows of drift-flagged windows first) and returns
+a Finding: its verdict, its effect with a 95 % interval, and the evidence. A claim is a set of decisions
+(localbench.analysis.decisions): each an effect at one matched cell with its interval, `supported` or
+`contradicted` only where the interval excludes the threshold and the minimum evidence is there, combined into the
+claim's verdict (supported only where every one is, contradicted where any one is, else `inconclusive (… needs
+n ≈ …)`). Runtimes are compared per matched cell of one transport and one precision class (4-bit against 4-bit,
+16-bit against 16-bit), artifact pair by artifact pair. Data that is simply absent raises NotTestable ("not
+testable here"); any other exception is the verdict `error` in the report (its traceback logged).
 
 A claim judged on another stage's frame instead of the request rows is registered with `@frame_claim(text,
 threshold, data, min_evidence)`: its function gets that frame and the config block holding its thresholds and
 returns one (claim, Finding) per unit it judges (e.g. per quantized artifact); `check_all(rows, quality=frame,
 cfg=...)` judges it when its frame is given.
+
+The module is over 400 lines because it is the one registry of the study's claims: one short function per claim,
+each beside its wording, threshold and minimum evidence (the decision machinery they share lives in
+localbench.analysis.decisions).
 """
 from __future__ import annotations
 
@@ -26,15 +29,29 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from localbench.analysis.cells import MATCH, WHO, cold_unique, label, precision, single_stream, undrifted
+from localbench.analysis.cells import MATCH, WHO, cold_unique, single_stream, undrifted
+from localbench.analysis.decisions import (
+    MIN_N,
+    SAME_CELL,
+    Decision,
+    Finding,
+    cell_text,
+    combine,
+    decided,
+    matched_pairs,
+    measured_artifacts,
+    n_to_decide,
+    ratio_decision,
+    ratio_per_pair,
+    who_served,
+)
 from localbench.analysis.longctx import extra_of, kv_columns
-from localbench.core.stats import bootstrap_ci, decide, median_ci, n_needed, quantile, ratio_ci, stratified_ci
+from localbench.core.stats import bootstrap_ci, decide, median_ci, quantile, stratified_ci
 from localbench.quality.frontier import FULL_PRECISION, full_precision
 from localbench.workload.prompts import can_hit
 
 log = logging.getLogger(__name__)
 
-MIN_N = 5                 # requests per side per cell before a decision (the adaptive trials' min_trials)
 MIN_LOADS = 6             # loads before a median load time has a 95 % interval (stats.order_ci)
 MIN_GAPS = 100            # inter-token gaps per side before a p99 means something (stats.min_n)
 K_BAND = (0.8, 1.2)       # "linear": the fitted exponent of TTFT ∝ n^k within this band
@@ -43,14 +60,6 @@ MIN_TOKENS_SCORED = 8192  # scored tokens before the quality claim is decided (i
 
 class NotTestable(Exception):
     """The rows hold no data the claim can judge; the message says what is missing."""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A claim's outcome: verdict, its effect with the 95 % interval (None without one), the evidence."""
-    verdict: str
-    effect: str | None
-    evidence: str
 
 
 @dataclass(frozen=True)
@@ -94,151 +103,18 @@ def frame_claim(text: str, threshold: str, data: str, min_evidence: str):
     return register
 
 
-# --- decisions ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Test:
-    """One decision inside a claim: an effect (`what`) at one cell (`where`) with its 95 % interval, the n it rests
-    on as printed ("6/6": per side), the threshold it was decided against, its verdict, the n that would decide it
-    (0: decided, or no estimate) and the minimum evidence it lacks."""
-    what: str
-    where: str
-    value: float
-    lo: float
-    hi: float
-    n: str
-    threshold: float
-    verdict: str
-    need: int = 0
-    missing: str = ""
-
-    def text(self) -> str:
-        ci = f"[{self.lo:.3g}, {self.hi:.3g}]" if self.lo == self.lo else "[–]"
-        return f"{self.what}: {self.value:.3g} {ci} (n {self.n})" + (f" at {self.where}" if self.where else "")
-
-
-def need(lo: float, hi: float, value: float, threshold: float, n: int) -> int:
-    """n (per side) at which an interval as wide as [lo, hi] at n would shrink off the threshold (0: no estimate)."""
-    if not all(map(math.isfinite, (lo, hi, value))) or value == threshold or not value:
-        return 0
-    return n_needed((hi - lo) / 2 / abs(value), n, abs(value - threshold) / abs(value))
-
-
-def decided(what: str, where: str, value: float, lo: float, hi: float, n: tuple[int, ...], threshold: float,
-            above: str, below: str, min_n: int = MIN_N) -> Test:
-    """An effect decided against `threshold` by its interval (stats.decide): `above` or `below` where the interval
-    lies wholly on that side, else inconclusive; inconclusive too where a side has fewer than min_n values."""
-    shown, fewest = "/".join(map(str, n)), min(n)
-    estimate = need(lo, hi, value, threshold, fewest)
-    if fewest < min_n:
-        return Test(what, where, value, lo, hi, shown, threshold, "inconclusive", max(min_n, estimate),
-                    f"n {shown} < {min_n}")
-    verdict = decide(lo, hi, threshold, above, below)
-    return Test(what, where, value, lo, hi, shown, threshold, verdict, estimate if verdict == "inconclusive" else 0)
-
-
-def windows(frame: pd.DataFrame) -> pd.Series | None:
-    """The rows' measurement windows (the bootstrap's clusters), None where the rows carry none."""
-    return frame["window"].fillna("").astype(str) if "window" in frame else None
-
-
-def ratio_test(a: pd.DataFrame, b: pd.DataFrame, metric: str, what: str, where: str, threshold: float, above: str,
-               below: str, min_n: int = MIN_N) -> Test:
-    """median(b[metric]) / median(a[metric]) with its 95 % interval (stats.ratio_ci, windows as clusters), decided."""
-    r = ratio_ci(a[metric], b[metric], windows(a), windows(b))
-    return decided(what, where, r.ratio, r.lo, r.hi, (r.n_a, r.n_b), threshold, above, below, min_n)
-
-
-def cell_text(cell: dict) -> str:
-    """'unique 1024→32' (', reuse' where the cell reuses a cache)."""
-    reuse = ", reuse" if cell.get("cache_reuse") else ""
-    return f"{cell['workload']} {int(cell['prompt_tokens'])}→{int(cell['max_tokens'])}{reuse}"
-
-
-def who(frame: pd.DataFrame) -> str:
-    """'runtime/transport/quant' of rows that one artifact served."""
-    return label(frame.iloc[:1], WHO).iloc[0]
-
-
-def pairs(rows: pd.DataFrame, keys: list[str], side_a: Callable, side_b: Callable):
-    """Matched artifact pairs: within each group of the single-stream rows on `keys` (MATCH plus e.g. transport and
-    precision class), every artifact (runtime/transport/quant) where side_a(frame) against every one where
-    side_b(frame); yields (cell, A rows, B rows). Rows of a quant of unknown precision class match nothing."""
-    warm = single_stream(rows)
-    warm = warm.assign(precision=warm["quant"].map(precision))
-    for key, g in warm.groupby(keys, sort=True):
-        cell = dict(zip(keys, key))
-        for _, a in g[side_a(g)].groupby(WHO):
-            for _, b in g[side_b(g)].groupby(WHO):
-                yield cell, a, b
-
-
-def compared(rows: pd.DataFrame, keys: list[str], side_a: Callable, side_b: Callable, metric: str, name: str,
-             threshold: float, above: str, below: str) -> list[Test]:
-    """The ratio B ÷ A of median `metric` decided per matched cell pair (pairs): one Test per cell and artifact pair."""
-    return [ratio_test(a, b, metric, f"{who(b)} ÷ {who(a)} {name}", cell_text(cell), threshold, above, below)
-            for cell, a, b in pairs(rows, keys, side_a, side_b)]
-
-
-RANK = {"contradicted": 0, "inconclusive": 1, "supported": 2}
-
-
-def least_favourable(tests: list[Test]) -> Test:
-    """The decision furthest from supporting the claim: contradicted first, then inconclusive (without an interval
-    first), then the supported one whose interval comes closest to its threshold."""
-    def margin(t: Test) -> float:
-        return min(abs(t.lo - t.threshold), abs(t.hi - t.threshold)) if t.lo == t.lo else -1.0
-    return min(tests, key=lambda t: (RANK[t.verdict], margin(t)))
-
-
-def combine(tests: list[Test], unit: str, note: str = "") -> Finding:
-    """The claim's Finding from its decisions (`unit`: what one decision is, e.g. "cell pair"), each decided on
-    its own: supported only where every one is, contradicted where any one is, else inconclusive with what is
-    missing and the n that would decide it. The effect: per compared pair, its least favourable cell (of how many)."""
-    verdicts = [t.verdict for t in tests]
-    units = unit + ("s" if len(tests) != 1 else "")
-    if "contradicted" in verdicts:
-        verdict = "contradicted"
-    elif all(v == "supported" for v in verdicts):
-        verdict = "supported"
-    else:
-        thin = [t for t in tests if t.missing]
-        needs = [t.need for t in tests if t.verdict == "inconclusive" and t.need]
-        parts = ([f"{len(thin)} of {len(tests)} {units} below minimum evidence"] if thin else []) + \
-                ([f"needs n ≈ {max(needs)}"] if needs else [])
-        verdict = "inconclusive" + (f" ({'; '.join(parts)})" if parts else "")
-    by_what: dict[str, list[Test]] = {}
-    for t in tests:
-        by_what.setdefault(t.what, []).append(t)
-    effect = "; ".join(least_favourable(ts).text() + (f", least favourable of {len(ts)}" if len(ts) > 1 else "")
-                       for ts in by_what.values())
-    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in RANK if v in verdicts)
-    missing = sorted({t.missing for t in tests if t.missing})
-    evidence = (f"{len(tests)} {units} ({counts}), each decided on its own: supported only if every one is, "
-                f"contradicted if any one is" + (f"; below minimum evidence: {', '.join(missing)}" if missing else "")
-                + (f"; {note}" if note else ""))
-    return Finding(verdict, effect, evidence)
-
-
-def measured(rows: pd.DataFrame) -> str:
-    """The artifacts (runtime/transport/quant) the single-stream rows hold."""
-    return ", ".join(sorted(label(single_stream(rows), WHO).unique())) or "none"
-
-
-SAME_CELL = MATCH + ["transport", "precision"]     # runtimes compared: one cell, one transport, one precision class
-
-
 # --- the claims ---------------------------------------------------------------------------------------------------
 @claim("MLX achieves the highest sustained decode throughput",
        "MLX's median decode tok/s ÷ each other runtime's, per matched cell of one transport and precision class "
        "(4-bit vs 4-bit, 16-bit vs 16-bit ...): 95 % interval above 1 in every cell pair",
        f"n ≥ {MIN_N} requests per side per cell")
 def mlx_highest_decode(rows):
-    tests = compared(rows, SAME_CELL, lambda f: f["runtime"] != "mlx", lambda f: f["runtime"] == "mlx",
-                     "decode_tps", "decode", 1.0, "supported", "contradicted")
-    if not tests:
+    decisions = ratio_per_pair(rows, SAME_CELL, lambda f: f["runtime"] != "mlx", lambda f: f["runtime"] == "mlx",
+                               "decode_tps", "decode", 1.0, "supported", "contradicted")
+    if not decisions:
         raise NotTestable("MLX shares no matched cell (same transport and precision class) with another runtime "
-                          f"(measured: {measured(rows)})")
-    return combine(tests, "cell pair")
+                          f"(measured: {measured_artifacts(rows)})")
+    return combine(decisions, "cell pair")
 
 
 @claim("MLC-LLM has lower TTFT than MLX on moderate prompts (≤16k)",
@@ -246,12 +122,12 @@ def mlx_highest_decode(rows):
        "interval below 1 in every cell pair",
        f"n ≥ {MIN_N} requests per side per cell")
 def mlc_ttft_below_mlx(rows):
-    tests = compared(rows[rows["prompt_tokens"] <= 16384], SAME_CELL, lambda f: f["runtime"] == "mlx",
-                     lambda f: f["runtime"] == "mlc", "ttft_s", "TTFT", 1.0, "contradicted", "supported")
-    if not tests:
+    decisions = ratio_per_pair(rows[rows["prompt_tokens"] <= 16384], SAME_CELL, lambda f: f["runtime"] == "mlx",
+                               lambda f: f["runtime"] == "mlc", "ttft_s", "TTFT", 1.0, "contradicted", "supported")
+    if not decisions:
         raise NotTestable("no matched cell of ≤ 16k tokens (same transport and precision class) measured by both "
-                          f"MLC and MLX (measured: {measured(rows)})")
-    return combine(tests, "cell pair")
+                          f"MLC and MLX (measured: {measured_artifacts(rows)})")
+    return combine(decisions, "cell pair")
 
 
 @claim("llama.cpp cold start is under 0.5 s (cached GGUF)",
@@ -263,9 +139,9 @@ def llamacpp_cold_start(rows):
     if loads.empty:
         raise NotTestable("llama.cpp's in-process cold start is missing")
     est = median_ci(loads)
-    test = decided("llama.cpp in-process load -> ready (s), median over sessions", "", est.value, est.lo, est.hi,
-                   (est.n,), 0.5, "contradicted", "supported", MIN_LOADS)
-    return combine([test], "median")
+    decision = decided("llama.cpp in-process load -> ready (s), median over sessions", "", est.value, est.lo,
+                       est.hi, (est.n,), 0.5, "contradicted", "supported", MIN_LOADS)
+    return combine([decision], "median")
 
 
 @claim("TTFT rises with input length (full prefill before the first token)",
@@ -274,15 +150,16 @@ def llamacpp_cold_start(rows):
        f"n ≥ {MIN_N} requests per length")
 def ttft_grows(rows):
     data = cold_unique(rows)
-    tests = []
+    decisions = []
     for _, g in data.groupby(WHO):
         lengths = sorted(g["prompt_tokens"].unique())
         for short, long_ in pairwise(lengths):
-            tests.append(ratio_test(g[g["prompt_tokens"] == short], g[g["prompt_tokens"] == long_], "ttft_s",
-                                    f"{who(g)} TTFT", f"{long_} ÷ {short} tokens", 1.0, "supported", "contradicted"))
-    if not tests:
+            at = g[g["prompt_tokens"] == short], g[g["prompt_tokens"] == long_]
+            decisions.append(ratio_decision(*at, "ttft_s", f"{who_served(g)} TTFT", f"{long_} ÷ {short} tokens",
+                                            1.0, "supported", "contradicted"))
+    if not decisions:
         raise NotTestable("no runtime measured two prompt lengths of the unique workload")
-    return combine(tests, "length pair")
+    return combine(decisions, "length pair")
 
 
 @claim("Quantization improves throughput (4-bit vs 16-bit)",
@@ -290,12 +167,13 @@ def ttft_grows(rows):
        "1.05 in every cell pair",
        f"n ≥ {MIN_N} requests per side per cell")
 def quantization_speeds_decode(rows):
-    tests = compared(rows, MATCH + ["runtime", "transport"], lambda f: f["precision"] == "16-bit",
-                     lambda f: f["precision"] == "4-bit", "decode_tps", "decode", 1.05, "supported", "contradicted")
-    if not tests:
+    decisions = ratio_per_pair(rows, MATCH + ["runtime", "transport"], lambda f: f["precision"] == "16-bit",
+                               lambda f: f["precision"] == "4-bit", "decode_tps", "decode", 1.05, "supported",
+                               "contradicted")
+    if not decisions:
         raise NotTestable("no runtime measured a 4-bit and a 16-bit artifact on the same cells "
-                          f"(measured: {measured(rows)})")
-    return combine(tests, "cell pair")
+                          f"(measured: {measured_artifacts(rows)})")
+    return combine(decisions, "cell pair")
 
 
 def gaps_of(frame: pd.DataFrame) -> list[list[float]]:
@@ -315,21 +193,22 @@ def itl_spread(requests: list[list[float]]) -> float:
        "bootstrap over requests): 95 % interval below 1 in every cell pair",
        f"n ≥ {MIN_N} requests and ≥ {MIN_GAPS} gaps per side per cell")
 def mlx_most_stable_itl(rows):
-    tests = []
-    for cell, a, b in pairs(rows, SAME_CELL, lambda f: f["runtime"] != "mlx", lambda f: f["runtime"] == "mlx"):
+    decisions = []
+    for cell, a, b in matched_pairs(rows, SAME_CELL, lambda f: f["runtime"] != "mlx", lambda f: f["runtime"] == "mlx"):
         ga, gb = gaps_of(a), gaps_of(b)
         lo, hi = stratified_ci([ga, gb], lambda s: itl_spread(s[1]) / itl_spread(s[0]))
-        test = decided(f"{who(b)} ÷ {who(a)} ITL p99/p50", cell_text(cell), itl_spread(gb) / itl_spread(ga), lo, hi,
-                       (len(ga), len(gb)), 1.0, "contradicted", "supported")
+        decision = decided(f"{who_served(b)} ÷ {who_served(a)} ITL p99/p50", cell_text(cell),
+                           itl_spread(gb) / itl_spread(ga), lo, hi, (len(ga), len(gb)), 1.0, "contradicted",
+                           "supported")
         fewest = min(sum(map(len, ga)), sum(map(len, gb)))
         if fewest < MIN_GAPS:
-            test = replace(test, verdict="inconclusive", need=max(test.need, MIN_N),
-                           missing=", ".join(filter(None, [test.missing, f"{fewest} < {MIN_GAPS} gaps a side"])))
-        tests.append(test)
-    if not tests:
+            lacks = ", ".join(filter(None, [decision.missing, f"{fewest} < {MIN_GAPS} gaps a side"]))
+            decision = replace(decision, verdict="inconclusive", need=max(decision.need, MIN_N), missing=lacks)
+        decisions.append(decision)
+    if not decisions:
         raise NotTestable("MLX shares no matched cell (same transport and precision class) with another runtime "
-                          f"(measured: {measured(rows)})")
-    return combine(tests, "cell pair")
+                          f"(measured: {measured_artifacts(rows)})")
+    return combine(decisions, "cell pair")
 
 
 @claim("llama.cpp decode collapses beyond 32k tokens (~1.2 tok/s)",
@@ -339,18 +218,18 @@ def mlx_most_stable_itl(rows):
 def llamacpp_decode_collapse(rows):
     data = cold_unique(rows)
     data = data[(data["runtime"] == "llamacpp") & (data["prompt_tokens"] >= 1024)]
-    tests = []
+    decisions = []
     for _, g in data.groupby(WHO):
         shortest = g["prompt_tokens"].min()
         if shortest >= 30000:
             continue
         base = g[g["prompt_tokens"] == shortest]
         for n, long_ in g[g["prompt_tokens"] >= 30000].groupby("prompt_tokens"):
-            tests.append(ratio_test(base, long_, "decode_tps", f"{who(g)} decode", f"{n} ÷ {shortest} tokens", 0.5,
-                                    "contradicted", "supported"))
-    if not tests:
+            decisions.append(ratio_decision(base, long_, "decode_tps", f"{who_served(g)} decode",
+                                            f"{n} ÷ {shortest} tokens", 0.5, "contradicted", "supported"))
+    if not decisions:
         raise NotTestable("no llama.cpp transport/quant measured at ≥ 30,000 prompt tokens and a shorter ≥ 1k cell")
-    return combine(tests, "length pair")
+    return combine(decisions, "length pair")
 
 
 def log_slope(lengths: list[float], strata: list[list[float]]) -> float:
@@ -358,13 +237,13 @@ def log_slope(lengths: list[float], strata: list[list[float]]) -> float:
     return float(np.polyfit(np.log(lengths), np.log([np.median(s) for s in strata]), 1)[0])
 
 
-def ttft_exponents(rows: pd.DataFrame, min_tokens: int = 1024) -> list[Test]:
+def ttft_exponents(rows: pd.DataFrame, min_tokens: int = 1024) -> list[Decision]:
     """Per runtime/transport/quant with ≥ 2 cold lengths ≥ min_tokens: the fitted k of TTFT ∝ n^k with its
     bootstrap interval (requests resampled within each length), decided against the band K_BAND (supported
     inside, contradicted outside); fewer than 3 lengths or n < MIN_N at a length is below minimum evidence."""
     data = cold_unique(rows)
     data = data[(data["prompt_tokens"] >= min_tokens) & (data["ttft_s"] > 0)]
-    tests = []
+    decisions = []
     for _, g in data.groupby(WHO):
         by_len = {n: list(s) for n, s in g.groupby("prompt_tokens")["ttft_s"]}
         if len(by_len) < 2:
@@ -374,18 +253,18 @@ def ttft_exponents(rows: pd.DataFrame, min_tokens: int = 1024) -> list[Test]:
         lo, hi = stratified_ci(strata, lambda s, at=lengths: log_slope(at, s))
         n = (min(map(len, strata)),)
         where = f"{len(lengths)} lengths {int(lengths[0])}-{int(lengths[-1])}"
-        low = decided(f"{who(g)} k", where, k, lo, hi, n, K_BAND[0], "supported", "contradicted")
-        high = decided(f"{who(g)} k", where, k, lo, hi, n, K_BAND[1], "contradicted", "supported")
+        low = decided(f"{who_served(g)} k", where, k, lo, hi, n, K_BAND[0], "supported", "contradicted")
+        high = decided(f"{who_served(g)} k", where, k, lo, hi, n, K_BAND[1], "contradicted", "supported")
         sides = (low.verdict, high.verdict)
         verdict = ("contradicted" if "contradicted" in sides else
                    "supported" if sides == ("supported", "supported") else "inconclusive")
-        test = replace(low, threshold=min(K_BAND, key=lambda e: abs(k - e)), verdict=verdict,
-                       need=max(low.need, high.need) if verdict == "inconclusive" else 0)
+        decision = replace(low, threshold=min(K_BAND, key=lambda e: abs(k - e)), verdict=verdict,
+                           need=max(low.need, high.need) if verdict == "inconclusive" else 0)
         if len(lengths) < 3:
-            test = replace(test, verdict="inconclusive",
-                           missing=", ".join(filter(None, [test.missing, f"{len(lengths)} < 3 lengths"])))
-        tests.append(test)
-    return tests
+            lacks = ", ".join(filter(None, [decision.missing, f"{len(lengths)} < 3 lengths"]))
+            decision = replace(decision, verdict="inconclusive", missing=lacks)
+        decisions.append(decision)
+    return decisions
 
 
 @claim("TTFT grows linearly with input length",
@@ -393,13 +272,13 @@ def ttft_exponents(rows: pd.DataFrame, min_tokens: int = 1024) -> list[Test]:
        f"at each length) within [{K_BAND[0]}, {K_BAND[1]}] for every runtime/transport/quant",
        f"≥ 3 lengths of ≥ 1k tokens, n ≥ {MIN_N} requests per length")
 def ttft_linear(rows):
-    tests = ttft_exponents(rows)
-    if not tests:
+    decisions = ttft_exponents(rows)
+    if not decisions:
         raise NotTestable("no runtime measured two or more cold prompt lengths of ≥ 1k tokens")
-    return combine(tests, "fit")
+    return combine(decisions, "fit")
 
 
-def reuse_tests(rows: pd.DataFrame, runtime: str, workload: str = "prefix") -> list[Test]:
+def reuse_decisions(rows: pd.DataFrame, runtime: str, workload: str = "prefix") -> list[Decision]:
     """Per cell (transport, quant, length) of `runtime`'s `workload` prompts a cache can serve (after their set's
     first: prompts.can_hit) measured with reuse on and off: the median TTFT on ÷ off (decided against 0.85: a
     ≥ 15 % cut) and, where the runtime reports reused tokens, the hit rate (reused over prompt tokens per request,
@@ -407,7 +286,7 @@ def reuse_tests(rows: pd.DataFrame, runtime: str, workload: str = "prefix") -> l
     warm = single_stream(rows)
     warm = warm[(warm["runtime"] == runtime) & (warm["workload"] == workload)]
     warm = warm[warm["prompt_id"].map(can_hit).astype(bool)]
-    tests = []
+    decisions = []
     for (tr, quant, n, out), g in warm.groupby(["transport", "quant", "prompt_tokens", "max_tokens"]):
         reuse = g["cache_reuse"].astype(bool)
         both = set(g.loc[reuse, "prompt_id"]) & set(g.loc[~reuse, "prompt_id"])
@@ -415,14 +294,14 @@ def reuse_tests(rows: pd.DataFrame, runtime: str, workload: str = "prefix") -> l
         if on.empty:
             continue
         name, where = f"{runtime}/{tr}/{quant}", f"{workload} {n}→{out}"
-        tests.append(ratio_test(off, on, "ttft_s", f"{name} TTFT reuse on ÷ off", where, 0.85,
-                                "contradicted", "supported"))
+        decisions.append(ratio_decision(off, on, "ttft_s", f"{name} TTFT reuse on ÷ off", where, 0.85,
+                                        "contradicted", "supported"))
         hit = (kv_columns(on, {})["cached_tokens"] / on["prompt_tokens"]).dropna()
         if len(hit):
             lo, hi = bootstrap_ci(hit)
-            tests.append(decided(f"{name} hit rate", where, float(hit.mean()), lo, hi, (len(hit),), 0.70,
-                                 "supported", "contradicted"))
-    return tests
+            decisions.append(decided(f"{name} hit rate", where, float(hit.mean()), lo, hi, (len(hit),), 0.70,
+                                     "supported", "contradicted"))
+    return decisions
 
 
 @claim("Prefix reuse cuts latency by ~23 % with ~80 % hit rate (Ollama)",
@@ -430,16 +309,16 @@ def reuse_tests(rows: pd.DataFrame, runtime: str, workload: str = "prefix") -> l
        "interval below 0.85 (a ≥ 15 % cut), and the share of prompt tokens reported reused, interval above 0.70",
        f"n ≥ {MIN_N} requests per side per cell")
 def ollama_prefix_reuse(rows):
-    others = [combine(t, "decision").effect for rt in sorted(set(single_stream(rows)["runtime"]) - {"ollama"})
-              if (t := reuse_tests(rows, rt))]
+    others = [combine(found, "decision").effect for rt in sorted(set(single_stream(rows)["runtime"]) - {"ollama"})
+              if (found := reuse_decisions(rows, rt))]
     compare = f"for comparison: {'; '.join(others)}" if others else ""
-    tests = reuse_tests(rows, "ollama")
-    if not tests:
+    decisions = reuse_decisions(rows, "ollama")
+    if not decisions:
         raise NotTestable("no prefix prompt measured by ollama with reuse both on and off" +
                           (f" ({compare})" if compare else ""))
-    if not any(t.what.endswith("hit rate") for t in tests):
+    if not any(d.what.endswith("hit rate") for d in decisions):
         raise NotTestable("Ollama reported no reused-token count")
-    return combine(tests, "decision", compare)
+    return combine(decisions, "decision", compare)
 
 
 @claim("MLX memory stays stable with a rotating window",
@@ -455,16 +334,16 @@ def mlx_rotating_stable(rows):
     bound = kv_columns(bound, {})
     window = int(extra_of(bound["extra"].iloc[0])["max_kv_size"])
     full = bound[bound["prompt_tokens"] + bound["max_tokens"] >= window]
-    tests = []
+    decisions = []
     for _, g in full.groupby(WHO):
         lengths = sorted(g["prompt_tokens"].unique())
         if len(lengths) >= 2:
-            tests.append(ratio_test(g[g["prompt_tokens"] == lengths[0]], g[g["prompt_tokens"] == lengths[-1]],
-                                    "kv_runtime_bytes", f"{who(g)} KV bytes", f"{lengths[-1]} ÷ {lengths[0]} tokens",
-                                    1.1, "contradicted", "supported"))
-    if not tests:
+            at = g[g["prompt_tokens"] == lengths[0]], g[g["prompt_tokens"] == lengths[-1]]
+            decisions.append(ratio_decision(*at, "kv_runtime_bytes", f"{who_served(g)} KV bytes",
+                                            f"{lengths[-1]} ÷ {lengths[0]} tokens", 1.1, "contradicted", "supported"))
+    if not decisions:
         raise NotTestable(f"fewer than two MLX prompt lengths fill the window of {window} tokens")
-    return combine(tests, "length pair", f"window {window} tokens")
+    return combine(decisions, "length pair", f"window {window} tokens")
 
 
 OOM_TOKENS = 2048
@@ -495,7 +374,7 @@ def torch_ooms(rows):
                                                "(the paper's cap is MPS's 4 GB per tensor)")
     if len(ooms) < MIN_N:
         return Finding("inconclusive (below minimum evidence)", effect,
-                       f"on {device}: {len(ooms)} OOM requests < {MIN_N}")
+                       f"on {device}: {len(ooms)} OOM, fewer than the {MIN_N} requests a verdict needs")
     return Finding("supported", effect, f"on {device}: every request of > {OOM_TOKENS:,} tokens ended oom")
 
 
@@ -522,7 +401,7 @@ def accuracy_loss(r: dict, max_dppl: float, min_top1: float, min_tokens: int) ->
         return "contradicted", effect
     if dppl == top1 == "supported":
         return "supported", effect
-    needs = [need(r[f"{c}_lo"], r[f"{c}_hi"], r[c], t, tokens)
+    needs = [n_to_decide(r[f"{c}_lo"], r[f"{c}_hi"], r[c], t, tokens)
              for c, t, v in (("delta_ppl", max_dppl, dppl), ("top1", min_top1, top1)) if v == "inconclusive"]
     return "inconclusive" + (f" (needs ≈ {max(needs):,} scored tokens)" if max(needs) else ""), effect
 
@@ -535,7 +414,8 @@ def fewer_bits(r: dict, ok: pd.DataFrame) -> tuple[str, str]:
         return "inconclusive", f"bits/weight: no full-precision {r['format']} artifact to compare with"
     ref = full.loc[bits.idxmin()]
     verdict = "supported" if r["bits_per_weight"] < ref["bits_per_weight"] else "contradicted"
-    return verdict, f"{r['bits_per_weight']:.2f} vs {ref['bits_per_weight']:.2f} bits/weight ({r['format']}/{ref['quant']})"
+    return verdict, (f"{r['bits_per_weight']:.2f} vs {ref['bits_per_weight']:.2f} bits/weight "
+                     f"({r['format']}/{ref['quant']})")
 
 
 def faster_decode(r: dict, ok: pd.DataFrame) -> tuple[str | None, str]:

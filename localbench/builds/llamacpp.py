@@ -207,3 +207,8 @@ def buffer_sizes(log: str) -> dict[str, int]:
     if sizes:
         sizes["device_mem_bytes"] = sum(sizes.values())
     return sizes
+
+
+def output_tail(text: str, lines: int = 15) -> str:
+    """The last lines of a llama.cpp tool's output, for error messages."""
+    return "\n".join(text.strip().splitlines()[-lines:])

@@ -162,11 +162,8 @@ PATTERNS = {          # value and, where llama-perplexity prints one, its ± (a 
 # chunk, PPL(Q) ± u, ln(PPL(Q)/PPL(base)) ± u, KLD ± u, Δp RMS ± u %, same top p ± u %
 CHUNK_ROW = re.compile(r"^\s*(\d+)" + r"\s+(\S+)\s+±\s+\S+" * 3 + r"\s+\S+\s+±\s+\S+\s+%\s+(\S+)\s+±\s+\S+\s+%\s*$",
                        re.MULTILINE)
+TABLE_RESOLUTION = 0.5e-5    # half the last printed digit of the table's ln-ratio and KL running means
 RUNNING_PPL = re.compile(r"\[(\d+)\]([\d.]+|[-]?nan|inf),")     # perplexity mode: [chunk]running PPL,
-
-
-def _tail(output: str) -> str:
-    return "\n".join(output.splitlines()[-15:])
 
 
 def parse_kld(output: str) -> dict:
@@ -176,7 +173,7 @@ def parse_kld(output: str) -> dict:
     for key, pattern in PATTERNS.items():
         m = re.search(pattern, output)
         if m is None:
-            raise RuntimeError(f"llama-perplexity printed no {key!r}:\n" + _tail(output))
+            raise RuntimeError(f"llama-perplexity printed no {key!r}:\n" + llamacpp_build.output_tail(output))
         found[key] = float(m.group(1))
         if m.lastindex == 2:
             found[f"{key}_pm"] = float(m.group(2))
@@ -203,9 +200,9 @@ def _per_window(running_means, per_window: int) -> np.ndarray:
 
 def parse_kld_windows(output: str, windows: int, per_window: int) -> dict | None:
     """Per-window sums (logits.WINDOW_COLUMNS) from the per-chunk table of llama-perplexity --kl-divergence,
-    whose rows are running means (printed to 4-5 decimals: a window's sums carry that rounding times the
-    windows before it; top-1 matches are whole numbers, recovered exactly). The reference's NLL is the base
-    file's, as llama.cpp reads it. None when the table does not hold `windows` rows."""
+    whose rows are running means (printed to 4-5 decimals, TABLE_RESOLUTION: a window's sums carry that rounding
+    times the windows before it; top-1 matches are whole numbers, recovered exactly). The reference's NLL is the
+    base file's, as llama.cpp reads it. None when the table does not hold `windows` rows."""
     rows = [m.groups() for m in CHUNK_ROW.finditer(output)]
     if [int(r[0]) for r in rows] != list(range(1, windows + 1)):
         return None
@@ -231,7 +228,7 @@ def parse_ppl_windows(output: str, windows: int, per_window: int) -> dict | None
 def parse_final_ppl(output: str) -> float:
     m = re.search(r"Final estimate: PPL = ([\d.]+)", output)
     if m is None:
-        raise RuntimeError("llama-perplexity printed no final PPL:\n" + _tail(output))
+        raise RuntimeError("llama-perplexity printed no final PPL:\n" + llamacpp_build.output_tail(output))
     return float(m.group(1))
 
 

@@ -17,7 +17,8 @@ When the reference is a GGUF, llama-perplexity writes that file itself (`--kl-di
 **Uncertainty.** Each row keeps its per-window sums (localbench.quality.logits.WINDOW_COLUMNS) and 95 %
 intervals of ΔPPL, mean KL and top-1 (`delta_ppl_lo`/`_hi`, `kld_lo`/`_hi`, `top1_lo`/`_hi`), and says how they
 were made (`ci_method`): a bootstrap over scored windows (Python rows; GGUF rows from llama-perplexity's
-per-chunk table), else llama-perplexity's own ± (tokens as independent units). `forward` says whose forward
+per-chunk table of running means, bounds widened by its printed rounding), else llama-perplexity's own ± (tokens
+as independent units, normal). `forward` says whose forward
 pass produced the logits (on MLX's CPU backend the "mlx" rows are transformers fp32 passes of MLX's weights).
 """
 from __future__ import annotations
@@ -32,10 +33,10 @@ from pathlib import Path
 import pandas as pd
 
 from localbench.config.registry import FORMAT_RUNTIME
-from localbench.quality.backends import (gguf_vocab, hf_forward, llama_perplexity, llamacpp_ids, llamacpp_label,
-                                         llamacpp_version, mlx_forward, mlx_in_torch_forward, mlx_path, native_check,
-                                         parse_final_ppl, parse_kld, parse_kld_windows, parse_ppl_windows,
-                                         pm_intervals)
+from localbench.quality.backends import (TABLE_RESOLUTION, gguf_vocab, hf_forward, llama_perplexity, llamacpp_ids,
+                                         llamacpp_label, llamacpp_version, mlx_forward, mlx_in_torch_forward, mlx_path,
+                                         native_check, parse_final_ppl, parse_kld, parse_kld_windows,
+                                         parse_ppl_windows, pm_intervals)
 from localbench.quality.logits import WINDOW_COLUMNS, BaseFile, Scores, encode_logprobs, window_intervals
 from localbench.quality.text import (build_text, canonical_ids, scored, scored_per_window, token_windows,
                                      tokenizer_adds_bos)
@@ -50,6 +51,7 @@ COLUMNS = ["model", "format", "quant", "runtime", "forward", "runtime_version", 
 FLOATS = ["ppl", "ppl_ref", "delta_ppl", "kld_mean", "kld_p99", "kld_max", "top1", *INTERVALS, "native_kld",
           "native_top1", "native_max_logit_diff", "eval_s"]
 BOOTSTRAP = "bootstrap over scored windows"
+BOOTSTRAP_TABLE = "bootstrap over scored windows (llama-perplexity's per-chunk running means)"
 PER_TOKEN = "llama-perplexity ± (tokens as independent units, normal)"
 REFERENCE = "reference (by definition)"
 SYNTHETIC_REASON = ("the model source is synthetic (random weights): perplexity and KL divergence of random "
@@ -184,7 +186,7 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
                 found = parse_kld(out)
                 windows = parse_kld_windows(out, n_win, per_window) if n_win > 1 else None
                 values = {k: found[k] for k in ("ppl", "kld_mean", "kld_p99", "kld_max", "top1")}
-                values |= ({**windows, "ci_method": BOOTSTRAP} if windows else
+                values |= ({**windows, "ci_method": BOOTSTRAP_TABLE} if windows else
                            {**pm_intervals(found), "ci_method": PER_TOKEN})
                 values |= {"runtime_version": llamacpp_version(), "forward": llamacpp_label(),
                            "eval_s": time.perf_counter() - t0, "tokens_scored": n_win * per_window}
@@ -207,10 +209,11 @@ def evaluate(artifacts: list[dict], cfg: dict, source_dir: Path, work: Path, sou
     for r in ordered:
         r["ppl_ref"] = ref_row.get("ppl")
         r["delta_ppl"] = (r["ppl"] / r["ppl_ref"] - 1) if r["ppl"] is not None and r["ppl_ref"] else None
-        if r["ci_method"] == BOOTSTRAP:
-            if r["win_nll_ref"] is None:             # Python rows: the reference's NLL on the same windows
-                r["win_nll_ref"] = ref_row.get("win_nll")
+        if r["ci_method"] == BOOTSTRAP:              # Python rows: the reference's NLL on the same windows
+            r["win_nll_ref"] = ref_row.get("win_nll")
             r |= window_intervals(*(r[c] for c in WINDOW_COLUMNS))
+        elif r["ci_method"] == BOOTSTRAP_TABLE:
+            r |= window_intervals(*(r[c] for c in WINDOW_COLUMNS), resolution=TABLE_RESOLUTION)
     return ordered + unserved_rows(artifacts, ref_name, common)
 
 

@@ -122,21 +122,24 @@ class Scores:
         return out
 
 
-def window_intervals(tokens, nll, nll_ref, kld, top1) -> dict:
+def window_intervals(tokens, nll, nll_ref, kld, top1, resolution: float = 0.0) -> dict:
     """Bootstrap 95 % intervals over scored windows (localbench.core.stats.bootstrap_ci) of ΔPPL = PPL/PPL(ref) - 1,
     mean KL and top-1 agreement from per-window sums; NaN where a sum is missing or below 2 windows. Every window
     scores the same number of tokens, so the mean of the per-window means is the pooled mean: ΔPPL's interval is
-    exp(interval of the mean NLL difference) - 1."""
+    exp(interval of the mean NLL difference) - 1. `resolution`: how far a per-window mean of NLL difference or KL
+    may be off by rounding (sums recovered from printed running means): the bounds are widened by it."""
     t = np.asarray(tokens, dtype=float)
     if t.size and (t != t[0]).any():
         raise ValueError(f"windows scored different numbers of tokens ({sorted(set(t.tolist()))})")
 
-    def ci(sums) -> tuple[float, float]:
-        return bootstrap_ci(np.asarray(sums, dtype=float) / t) if sums is not None and len(sums) == t.size \
-            else (math.nan, math.nan)
+    def ci(sums, pad: float = 0.0) -> tuple[float, float]:
+        if sums is None or len(sums) != t.size:
+            return math.nan, math.nan
+        lo, hi = bootstrap_ci(np.asarray(sums, dtype=float) / t)
+        return lo - pad, hi + pad
 
     have_ref = nll is not None and nll_ref is not None and len(nll_ref) == len(nll)
-    d_lo, d_hi = ci(np.subtract(nll, nll_ref)) if have_ref else (math.nan, math.nan)
-    (k_lo, k_hi), (t_lo, t_hi) = ci(kld), ci(top1)
+    d_lo, d_hi = ci(np.subtract(nll, nll_ref), resolution) if have_ref else (math.nan, math.nan)
+    (k_lo, k_hi), (t_lo, t_hi) = ci(kld, resolution), ci(top1)
     return {"delta_ppl_lo": math.expm1(d_lo), "delta_ppl_hi": math.expm1(d_hi), "kld_lo": k_lo, "kld_hi": k_hi,
             "top1_lo": t_lo, "top1_hi": t_hi}

@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from localbench.analysis.cells import WHO, cold_unique, in_cell, label, reference_cell, single_stream  # noqa: E402
+from localbench.analysis.cells import (WHO, cold_unique, in_cell, label, reference_cell, single_stream,  # noqa: E402
+                                       undrifted)
 from localbench.analysis.longctx import kv_columns, load_config
 from localbench.core.stats import median_ci, quantile
 
@@ -141,7 +142,9 @@ def longctx_figures(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str 
 
 def make_all(rows: pd.DataFrame, figures: Path, data_dir: Path, fmt: str = "png", dpi: int = 120,
              style: str = "whitegrid") -> list[Path]:
-    """Write every figure and its CSV; returns the figure paths (figures with no data are skipped)."""
+    """Write every figure and its CSV; returns the figure paths (figures with no data are skipped). Rows of
+    drift-flagged windows are left out."""
+    rows = undrifted(rows)
     sns.set_theme(style=style)
     figures.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,6 @@ from localbench.quality.evaluate import SYNTHETIC_REASON
 from localbench.quality.frontier import cross_runtime
 from localbench.quality.text import scored_per_window
 
-MIN_TOKENS = 8192    # scored tokens the claim's interval needs (issue 23: "at least 8k"); quality.claim.min_tokens
-
-
 def with_interval(value, lo, hi, scale: float = 1.0, signed: bool = False) -> str:
     """'value [lo, hi]' (scaled, e.g. to %); '–' without a value, '[–]' without an interval."""
     if value is None or value != value:
@@ -36,7 +33,7 @@ def decode_cell(r) -> str:
 
 def budget_note(ok: pd.DataFrame, cfg: dict) -> str:
     """How many tokens were scored, in how many windows, and whether that is enough to decide the claim."""
-    need = int((cfg.get("claim") or {}).get("min_tokens", MIN_TOKENS))
+    need = int((cfg.get("claim") or {}).get("min_tokens", claims.MIN_TOKENS_SCORED))
     tokens = int(ok["tokens_scored"].max()) if len(ok) else 0
     windows, n_ctx = int(ok["windows"].max()) if len(ok) else 0, int(ok["n_ctx"].max()) if len(ok) else 0
     enough = (f"at least the {need:,} the claim's interval needs" if tokens >= need else

@@ -45,7 +45,7 @@ def figure(frame: pd.DataFrame, path: Path, dpi: int = 120, style: str = "whiteg
         ax.annotate(r.artifact, (r.kld_mean, r.decode_tps), fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("symlog", linthresh=1e-3)
     ax.set_xlim(left=0)
-    ax.set(xlabel="mean KL divergence vs the reference (nats/token, symlog)", ylabel="decode tok/s (warm)",
+    ax.set(xlabel="mean KL divergence vs the reference (nats/token, symlog)", ylabel="decode tok/s (warm, median)",
            title="Quality vs speed, one point per artifact (bars: 95 % intervals)")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from localbench.analysis.cells import MATCH, WHO, label, single_stream
+from localbench.analysis.cells import MATCH, WHO, label, single_stream, undrifted
 from localbench.core.stats import median_ci, percentile
 from localbench.measure import drift
 
@@ -44,7 +44,7 @@ def estimate(g: pd.DataFrame, metric: str, digits: int = 3, note: str | None = N
 def pivot(rows: pd.DataFrame, metric: str, digits: int = 3, extras: list[dict] = ()) -> pd.DataFrame:
     """One row per runtime/transport/quant, one column per matched cell: 'median [95 % CI] (n)' of `metric`;
     blank where that runtime did not measure the cell."""
-    warm = single_stream(rows)
+    warm = single_stream(undrifted(rows))
     if warm.empty:
         return pd.DataFrame()
     notes = stop_notes(list(extras))
@@ -65,7 +65,7 @@ def pivot(rows: pd.DataFrame, metric: str, digits: int = 3, extras: list[dict] =
 def detail(rows: pd.DataFrame, extras: list[dict] = ()) -> pd.DataFrame:
     """Every single-stream cell of every runtime: n, windows, decode and TTFT medians with their 95 % intervals,
     TTFT/e2e/ITL percentiles where n supports them (else the max of n), peak memory and why the cell stopped."""
-    warm = single_stream(rows)
+    warm = single_stream(undrifted(rows))
     notes = stop_notes(list(extras))
     out = []
     for key, g in warm.groupby(MATCH + WHO, sort=True):

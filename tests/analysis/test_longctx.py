@@ -76,7 +76,7 @@ def prompts_frame() -> pd.DataFrame:
 
 
 def test_plan_pairs_reuse_on_before_off_and_slices_narrow():
-    wl = {"types": ["unique"], "lengths": [1000], "trials": 2, "max_tokens": 8, "cache_reuse": ["prefix"],
+    wl = {"types": ["unique"], "lengths": [1000], "min_trials": 2, "max_trials": 2, "max_tokens": 8, "cache_reuse": ["prefix"],
           "slices": [{"types": ["prefix"], "lengths": [4000], "trials": 1, "reuse_baseline": True},
                      {"types": ["unique"], "lengths": [4000], "runtimes": ["other"]},
                      {"types": ["unique"], "lengths": [1000, 4000], "trials": 1, "quants": ["Q4_K_M"]}]}

@@ -24,10 +24,6 @@ def n_params(gguf_path: Path) -> int:
     return int(sum(int(t.n_elements) for t in GGUFReader(str(gguf_path)).tensors))
 
 
-def _tail(text: str, lines: int = 12) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 def convert_f16(hf_dir: Path, out_path: Path, outtype: str = "f16") -> None:
     """Run convert_hf_to_gguf.py; an unrecognised tokenizer or architecture is one clear error."""
     script, env = llamacpp_build.gguf_converter()
@@ -40,8 +36,10 @@ def convert_f16(hf_dir: Path, out_path: Path, outtype: str = "f16") -> None:
         raise ValueError(f"llama.cpp's convert_hf_to_gguf.py does not recognise the tokenizer of {hf_dir} "
                          f"(add its pre-tokenizer hash to get_vocab_base_pre() or pick another model)")
     if "not supported" in log:
-        raise ValueError(f"llama.cpp's convert_hf_to_gguf.py does not support {hf_dir}: {_tail(log, 2)}")
-    raise RuntimeError(f"convert_hf_to_gguf.py failed on {hf_dir} (exit {proc.returncode}):\n{_tail(log)}")
+        raise ValueError(f"llama.cpp's convert_hf_to_gguf.py does not support {hf_dir}: "
+                         f"{llamacpp_build.output_tail(log, 2)}")
+    raise RuntimeError(f"convert_hf_to_gguf.py failed on {hf_dir} (exit {proc.returncode}):\n"
+                       f"{llamacpp_build.output_tail(log, 12)}")
 
 
 def quantize(f16_path: Path, out_path: Path, quant: str, threads: int | None = None) -> None:
@@ -51,7 +49,7 @@ def quantize(f16_path: Path, out_path: Path, quant: str, threads: int | None = N
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"llama-quantize {quant} failed (exit {proc.returncode}):\n"
-                           f"{_tail(proc.stdout + proc.stderr)}")
+                           f"{llamacpp_build.output_tail(proc.stdout + proc.stderr, 12)}")
 
 
 def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict) -> dict:
