@@ -1,12 +1,14 @@
 """Adaptive trials: which trials of which cells a session runs in each round, and when a cell stops.
 
-The idea is MLPerf LoadGen's early stopping (loadgen/early_stopping.cc decides from the counts seen so far
-whether a run already proves its percentile bound): a cell runs at least `workload.min_trials` trials, then more
-until the 95 % intervals of its median decode tok/s and median TTFT (localbench.core.stats.median_ci, over the
-windows the trials ran in) are within ±`target_rel_ci` of the medians, or `max_trials` were run, or the cell
-spent `cell_time_cap_s` seconds of requests. Trials are spread over at least `rounds` rounds: a session is
-loaded once per round and the sessions of a stage alternate (A B … then … B A), so a cell's interval includes
-the window-to-window spread that back-to-back trials hide. Trials in a drift-flagged window do not count.
+The idea is MLPerf LoadGen's early stopping (loadgen/early_stopping.cc): the number of values beyond a percentile
+is binomial, so an order statistic bounds the percentile at a chosen confidence from the values seen so far, and a
+run stops once that bound is good enough. Here the statistic is the median: a cell runs at least
+`workload.min_trials` trials, then more until the 95 % intervals of its median decode tok/s and median TTFT
+(localbench.core.stats.median_ci: order statistics, or a bootstrap over the windows the trials ran in) are within
+±`target_rel_ci` of the medians, or `max_trials` were run, or the cell spent `cell_time_cap_s` seconds of requests.
+Trials are spread over at least `rounds` rounds: a session is loaded once per round and the sessions of a stage
+alternate (A B … then … B A), so a cell's interval includes the window-to-window spread that back-to-back trials
+hide. Trials in a drift-flagged window do not count.
 """
 from __future__ import annotations
 

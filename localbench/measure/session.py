@@ -250,7 +250,8 @@ class Measurement:
         """One measurement window: the units in a seeded random order across lengths, one unrecorded warm-up
         before the first request of each length (where the prompt set has one), then the runtime's in-window
         references (first round only); the machine's speed is probed before and after. A window whose matmul
-        probe moved beyond workload.drift_tolerance is `flagged` (its rows leave verdicts out)."""
+        probe moved beyond workload.drift_tolerance around its requests (llama-bench after them has its own pair
+        of readings) is `flagged` (its rows leave verdicts out)."""
         artifact, transport, round_ = ctx["artifact"], ctx["transport"], ctx["round"]
         name = f"{artifact.format}/{artifact.quant}/{transport}/r{round_ + 1}" + ("/rerun" if rerun_of else "")
         window = f"{self.run_id}/{name}"
@@ -282,7 +283,7 @@ class Measurement:
             artifact, [c.request for unit in units for c in unit])
         if references:
             probes.append(self.probe_speed())
-        moved = drift.moved([p[1] for p in probes])
+        moved = drift.moved([p[1] for p in probes[:2]])     # the readings around the requests (not llama-bench's)
         record = {"window": window, "runtime": self.runtime.name, "transport": transport, "format": artifact.format,
                   "quant": artifact.quant, "group": f"round {round_ + 1}", "started_at": started,
                   "probes_gbps": [p[0] for p in probes], "probes_gflops": [p[1] for p in probes], "drift": moved,

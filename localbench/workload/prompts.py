@@ -121,9 +121,9 @@ def build_prompts(tok, types: list[str], lengths: list[int], per_length: int, se
           chat_turns: int, max_context: int, prefix_prompts: int = 2, window_warmup_max_tokens: int = 0) -> list[Prompt]:
     """Every prompt of the set (per type, per length, `per_length` distinct prompts), then `warmup` prompts
     outside every plan: one of the shortest length (at most WARMUP_MAX tokens), the session's, and one per
-    length up to `window_warmup_max_tokens`, a measurement window's at that length. `prefix` gets at least
+    length up to `window_warmup_max_tokens`, a measurement window's at that length. `prefix` gets
     `prefix_prompts` siblings per length (one shared prefix, distinct suffixes): the first primes a cache,
-    the others can hit it."""
+    the others can hit it; `chat` gets `per_length` sessions."""
     usable = [n for n in lengths if n <= max_context]
     for n in sorted(set(lengths) - set(usable)):
         log.warning("prompt length %d exceeds the model's usable context (%d): skipped", n, max_context)
@@ -144,7 +144,7 @@ def build_prompts(tok, types: list[str], lengths: list[int], per_length: int, se
                 continue
             shared = words(rng, vocab, int(n * prefix_fraction)) if kind == "prefix" else []
             corpus = code_corpus_ids(tok, rng, n) if kind == "code" else []
-            count = 1 if kind == "warmup" else max(per_length, prefix_prompts) if kind == "prefix" else per_length
+            count = 1 if kind == "warmup" else prefix_prompts if kind == "prefix" else per_length
             for i in range(count):
                 if i and kind in NO_SHARED_START:
                     header = first.take() + header[1:]
