@@ -106,7 +106,7 @@ class Workload(Closed):
     max_prompt_tokens: Optional[int] = Field(default=None, gt=0)   # longer prompts: `skipped` rows
     max_context: Optional[int] = Field(default=None, gt=0)         # usable context (YaRN); default: the model's
     window_warmup_max_tokens: int = Field(default=0, ge=0)         # an unrecorded warm-up per window up to this length
-    warmup_max_tokens: Optional[int] = Field(default=None, gt=0)   # the session warm-up's output tokens (null: max_tokens)
+    warmup_max_tokens: Optional[int] = Field(default=None, gt=0)   # warm-ups' output tokens (null: max_tokens)
     drift_probe_mib: int = Field(gt=0)
     drift_probe_repeats: int = Field(gt=0)
     drift_tolerance: float = Field(default=0.10, gt=0)   # a window whose matmul probe moved more: re-run once, flagged

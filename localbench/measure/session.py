@@ -268,7 +268,8 @@ class Measurement:
             if group not in warmed_lengths and shape and shape.prompt_id != warmed and not ctx["session"].hung:
                 # the first request at a new length pays one-time costs (compute-buffer pages, graph shapes: +20-25 %
                 # at 128 tokens on llama.cpp here) that llama-bench's own warm-up run hides: one unrecorded request
-                run_request(ctx["session"], replace(shape, max_tokens=unit[0].request.max_tokens), self.timeout_s)
+                out = min(unit[0].request.max_tokens, self.warmup_max_tokens or unit[0].request.max_tokens)
+                run_request(ctx["session"], replace(shape, max_tokens=out), self.timeout_s)
             warmed_lengths.add(group)
             for cell in unit:
                 if ctx["session"].hung:
@@ -326,10 +327,11 @@ class Measurement:
                 self.store.append({**self.base_row(artifact, transport, cell, "load"),
                                    **loadgen.record_fields(rec, result), "cold_start_s": cold_start_s,
                                    "peak_rss_bytes": None if session.external or not session.pid else rss.peak,
-                                   "window": window, "probe_gbps": probes[0]})
+                                   "window": window, "probe_gbps": probes[0][0]})
         self.store.append_window({"window": window, "runtime": self.runtime.name, "transport": transport,
                                   "format": artifact.format, "quant": artifact.quant, "group": "load",
-                                  "probes_gbps": probes, "references": []})
+                                  "probes_gbps": [p[0] for p in probes], "probes_gflops": [p[1] for p in probes],
+                                  "drift": drift.moved([p[1] for p in probes]), "references": []})
 
 
 def load_runtime(name: str, settings: Engine | dict) -> Runtime:

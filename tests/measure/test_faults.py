@@ -21,6 +21,7 @@ from stage_project import ROOT, make_project, partial_rows, start_measure
 from fakes import WL, ScriptedRuntime, plan
 
 from localbench.artifacts.integrity import record
+from localbench.core.schema import REQUEST_SCHEMA, to_table
 from localbench.core.types import Artifact
 from localbench.measure.session import Measurement, load_runtime
 from localbench.measure.store import ResultStore
@@ -131,6 +132,8 @@ def test_server_killed_mid_sweep_gives_error_rows_and_the_next_artifact_runs(tmp
     first = [r["status"] for r in run.store.rows if r["phase"] == "load" and r["quant"] == "first"]
     second = [r["status"] for r in run.store.rows if r["phase"] == "load" and r["quant"] == "second"]
     assert "ok" in first and first.count("error") >= 6, first        # ~1 s of 2 x 12 x 0.17 s were served
+    to_table(run.store.rows_with_drift(), REQUEST_SCHEMA)            # every row, sweep rows too, fits the schema
+    assert all(isinstance(v, float) for w in run.store.windows for v in w["probes_gbps"] + w["probes_gflops"])
     assert first.index("error") > first.index("ok") and set(first[first.index("error"):]) == {"error"}
     assert second == ["ok"] * 24
     assert {r["status"] for r in run.store.rows if r["phase"] == "warm"} == {"ok"}
