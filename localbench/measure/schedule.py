@@ -41,6 +41,11 @@ class Rule:
         return max(1, math.ceil(self.min_trials / self.rounds))
 
 
+def spent_s(rows: list[dict]) -> float:
+    """Seconds of requests a cell spent outside drift-flagged windows (what its time cap counts)."""
+    return sum(float(r.get("e2e_s") or 0) for r in rows if not r.get("drift_flag"))
+
+
 def stop_reason(rule: Rule, fixed: bool, planned: int, rows: list[dict]) -> str | None:
     """Why a cell (its rows in this session so far) needs no more trials, or None. `planned`: its candidate
     trials (fixed cells run all of them)."""
@@ -51,7 +56,7 @@ def stop_reason(rule: Rule, fixed: bool, planned: int, rows: list[dict]) -> str 
         return "planned trials" if fixed else "max trials"
     if rows and not any(r.get("status") == "ok" for r in rows) and len(tried) >= rule.per_round:
         return "failed"
-    if sum(float(r.get("e2e_s") or 0) for r in rows) >= rule.cell_time_cap_s:
+    if spent_s(rows) >= rule.cell_time_cap_s:
         return "time cap"
     if fixed:
         return None

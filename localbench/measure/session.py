@@ -201,7 +201,7 @@ class Measurement:
             return
         cold_start_s = (time.perf_counter_ns() - t0) * 1e-9
         ctx = {"session": session, "artifact": artifact, "transport": transport, "cold_start_s": cold_start_s,
-               "rss_baseline": rss_baseline, "round": round_}
+               "rss_baseline": rss_baseline, "round": round_, "plan": plan}
         try:
             warmed = self.warm_up(ctx, units)
             if units:
@@ -262,7 +262,10 @@ class Measurement:
         tagged = {"window": window, "probe_gbps": probes[0][0], "cold_start_s": ctx["cold_start_s"],
                   "rerun": bool(rerun_of)}
         warmed_lengths = set()
+        spent = {s: schedule.spent_s(rows) for s, (_, rows) in self.by_series(artifact, transport, ctx["plan"]).items()}
         for unit in order:
+            if spent.get(unit[0].series, 0.0) >= self.rule.cell_time_cap_s:
+                continue                    # the cell's time cap is spent: its remaining trials are not run
             group = unit[0].group
             shape = self.window_warmups.get(group)
             if group not in warmed_lengths and shape and shape.prompt_id != warmed and not ctx["session"].hung:
@@ -277,6 +280,7 @@ class Measurement:
                 else:
                     fields = run_request(ctx["session"], cell.request, self.timeout_s, ctx["rss_baseline"])
                 self.store.append({**self.base_row(artifact, transport, cell, "warm"), **fields, **tagged})
+                spent[cell.series] = spent.get(cell.series, 0.0) + float(fields.get("e2e_s") or 0)
                 if not rerun_of and cell.order == 0 and (cell.fixed or cell.trial < self.rule.min_trials):
                     self.progress.advance()
         probes.append(self.probe_speed())

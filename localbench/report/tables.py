@@ -42,20 +42,22 @@ def estimate(g: pd.DataFrame, metric: str, digits: int = 3, note: str | None = N
 
 
 def pivot(rows: pd.DataFrame, metric: str, digits: int = 3, extras: list[dict] = ()) -> pd.DataFrame:
-    """One row per runtime/transport/quant, one column per matched cell: 'median [95 % CI] (n)' of `metric`;
-    blank where that runtime did not measure the cell."""
-    warm = single_stream(undrifted(rows))
+    """One row per runtime/transport/quant, one column per matched cell: 'median [95 % CI] (n)' of `metric`
+    (rows of drift-flagged windows left out; a cell measured only in such windows says so); blank where that
+    runtime did not measure the cell."""
+    warm = single_stream(rows)
     if warm.empty:
         return pd.DataFrame()
     notes = stop_notes(list(extras))
     warm = warm.assign(cell=cell_name(warm), who=label(warm, WHO))
     order = warm.drop_duplicates("cell").sort_values(["cache_reuse", "workload", "prompt_tokens"])["cell"]
     out = {}
-    for (who, cell), g in warm.groupby(["who", "cell"]):
-        r = g.iloc[0]
+    for (who, cell), every in warm.groupby(["who", "cell"]):
+        g, r = undrifted(every), every.iloc[0]
         note = notes.get((r["runtime"], r["transport"], r["quant"], r["workload"], int(r["prompt_tokens"]),
                           bool(r["cache_reuse"])))
-        out[(who, cell)] = estimate(g, metric, digits, note)
+        out[(who, cell)] = estimate(g, metric, digits, note) if len(g) else \
+            f"– (all {len(every)} in drift-flagged windows)"
     frame = pd.Series(out, dtype=object)
     frame.index.names = ["who", "cell"]
     return frame.unstack("cell").reindex(columns=list(order)).fillna("").reset_index().rename(

@@ -76,9 +76,9 @@ def measured(tmp_path, wl, artifacts=(ART,), kinds=("unique",), lengths=(10, 11)
 
 def test_time_cap_stops_a_cell_early_and_says_so(tmp_path):
     _, run = measured(tmp_path, {"min_trials": 6, "max_trials": 9, "rounds": 2, "cell_time_cap_s": 1e-6})
-    assert {(s["target_tokens"], s["trials"], s["stop"]) for s in run.stops} == {(10, 3, "time cap"),
-                                                                                (11, 3, "time cap")}
-    assert len(run.store.windows) == 1                                  # nothing left for round 2: no reload
+    assert {(s["target_tokens"], s["trials"], s["stop"]) for s in run.stops} == {(10, 1, "time cap"),
+                                                                                (11, 1, "time cap")}
+    assert len(run.store.windows) == 1          # checked before every trial, in the window too: no round 2
 
 
 def test_rounds_alternate_the_sessions_and_each_load_has_a_cold_row(tmp_path):

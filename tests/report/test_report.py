@@ -31,6 +31,9 @@ def test_cells_print_median_interval_n_and_why_they_stopped_short():
     torch = pivot.loc["torch/inprocess/fp32", "unique 128→32"]
     assert torch == "10.8 [9, 30] (n=6)"             # order statistics (the range at n=6) or wider
     assert pivot.loc["mlx/inprocess/bf16", "unique 128→32"] == "5.5 [–] (n=2, time cap)"
+    flagged = pd.concat([rows, pd.DataFrame([row("ollama", "Q4_K_M", 40.0, 90.0, drift_flag=True)] * 2)])
+    assert tables.pivot(flagged, "decode_tps").set_index("runtime/transport/quant").loc[
+        "ollama/inprocess/Q4_K_M", "unique 128→32"] == "– (all 2 in drift-flagged windows)"
     detail = tables.detail(rows, extras).set_index("runtime")
     assert detail.loc["mlx", "stopped short"] == "time cap" and detail.loc["torch", "windows"] == 2
     assert detail.loc["torch", "TTFT p99 (s)"].startswith("max of 6")      # no p99 from 6 requests
