@@ -111,7 +111,9 @@ class Measurement:
                 ran = False
                 for artifact, transport, todo in sessions if round_ % 2 == 0 else sessions[::-1]:
                     units = self.units_for(artifact, transport, todo)
-                    sweep = transport != "inprocess" and bool(todo) and self.load_pending(artifact, transport)
+                    # a sweep is tried in the first round only (a session without a load-generator target has none)
+                    sweep = (round_ == 0 and transport != "inprocess" and bool(todo)
+                             and self.load_pending(artifact, transport))
                     if not units and not sweep:
                         continue
                     ran = True

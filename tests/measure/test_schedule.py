@@ -114,3 +114,19 @@ def test_a_window_that_drifts_is_rerun_once_and_flagged(tmp_path, monkeypatch):
     assert [r["drift_flag"] for r in rows] == [True, True, False, False]
     assert [r["rerun"] for r in rows] == [False, False, True, True]
     assert [(s["trials"], s["stop"]) for s in run.stops] == [(2, "max trials")]
+
+
+def test_a_server_session_without_a_load_target_is_loaded_once_per_round(tmp_path):
+    """A sweep is pending but the session offers no load-generator target (Ollama's /v1 here): it is tried in the
+    first round only, so the rounds end (they once reloaded such a session forever)."""
+    class Served(ScriptedRuntime):
+        transports = ("server",)
+    runtime = Served({"transports": ["server"]})
+    wl = {**WL, "types": ["unique"], "lengths": [10], "max_tokens": 4, "cache_reuse": [], "min_trials": 2,
+          "max_trials": 2}
+    frame = prompts(("unique",), n=2, lengths=(10,))
+    frame["ids"] = [list(range(10))] * len(frame)
+    run = Measurement(runtime, ResultStore(tmp_path / "p.jsonl", "k"), "host", wl,
+                      {"enabled": True, "quants": []})
+    run.run([ART], plan_of(frame, wl, "scripted"))
+    assert runtime.loads == ["q"] and [s["stop"] for s in run.stops] == ["max trials"]
