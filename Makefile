@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 OLLAMA := .cache/ollama/bin/ollama
 
-.PHONY: install repro test bench
+.PHONY: install repro test bench chromium
 
 $(STAMP): requirements.in requirements.lock pyproject.toml localbench/builds/llamacpp.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,7 +19,14 @@ $(STAMP): requirements.in requirements.lock pyproject.toml localbench/builds/lla
 $(OLLAMA): localbench/builds/ollama.py | $(STAMP)
 	$(PY) -m localbench.builds.ollama
 
-install: $(STAMP) $(OLLAMA)
+# Debian's chromium for the page's browser test (tests/test_e2e.py), where apt-get can install it (root); without
+# it that test is skipped with the reason
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not installed (needs root and apt-get): the page's browser test will be skipped"
+
+install: $(STAMP) $(OLLAMA) chromium
 
 repro: install
 	dvc repro

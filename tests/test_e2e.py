@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from localbench.core.schema import REQUEST_SCHEMA
+from localbench.report import browser
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -46,7 +47,7 @@ def test_report_and_rows(repo, first_run):
     for heading in ("Decode throughput on matched cells", "Machine drift", "Claims of the paper", "Environment"):
         assert f"## {heading}" in report, heading
     assert "| single-stream | openai |" in report          # the calibration covers the single-stream path
-    assert (repo / "report/report.html").exists()
+    assert (repo / "report/index.html").exists()
     rows = pd.read_parquet(repo / "data/requests.parquet")
     assert list(rows.columns) == REQUEST_SCHEMA.names
     torch_ok = rows[(rows["runtime"] == "torch") & (rows["status"] == "ok")]
@@ -55,16 +56,48 @@ def test_report_and_rows(repo, first_run):
     unavailable = rows[rows["status"] == "unavailable"]
     assert unavailable["error"].str.len().gt(0).all()
     assert (repo / "plots/figures/fig1_throughput.png").exists()
-    assert json.loads((repo / "metrics/summary.json").read_text())["torch"]
+    assert json.loads((repo / "metrics/summary.json").read_text())["torch"]["decode_tps"] > 0
 
 
 def test_experiment_is_listed(repo, first_run):
     names = sh("dvc exp list --name-only", repo).split()
     assert names, "dvc exp list shows no experiment"
-    assert "torch.inprocess.fp32.decode_tps_median" in sh("dvc exp show --no-pager --csv", repo)
+    head = sh("dvc exp show --no-pager --csv", repo).splitlines()[0].split(",")
+    metrics = head[head.index("parent") + 1:]
+    assert metrics[:2] == ["cell", "llamacpp.artifact"], metrics[:8]     # the headline first (dvc.yaml `metrics`)
+    assert "torch.decode_tps" in metrics[:12]
 
 
 def test_plot_param_change_reruns_only_plots_and_report(repo, first_run):
     out = sh("dvc exp run -S experiment=ci -S plots.dpi=60", repo)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"plots", "report"}, out[-3000:]
+
+
+@pytest.mark.skipif(not browser.chromium(), reason="no chromium executable (make install installs Debian's "
+                    "chromium where it runs as root with apt-get)")
+def test_page_in_a_real_browser(repo, first_run, tmp_path):
+    """The ci run's report/index.html in headless Chromium: no console error, nothing requested outside file://,
+    every chart drawn, one runtime chosen leaves only its rows and marks, a claim's link reaches a cell."""
+    with browser.opened(repo / "report/index.html") as seen:
+        page = seen.page
+        page.screenshot(path=str(tmp_path / "index.png"))            # kept with the test's temporary files
+        assert not seen.errors, seen.errors
+        assert not seen.outside(), seen.outside()
+        drawn = page.evaluate(browser.MARKS)
+        assert drawn and all(c["marks"] > 0 for c in drawn.values()), drawn
+        runtimes = set(page.evaluate(browser.VISIBLE_RUNTIMES))
+        assert {"llamacpp", "torch"} <= runtimes, runtimes
+        browser.choose(page, "runtime", "torch")
+        assert set(page.evaluate(browser.VISIBLE_RUNTIMES)) == {"torch"}
+        after = page.evaluate(browser.MARKS)
+        assert all(c["runtimes"] in ([], ["torch"]) for c in after.values()), after
+        assert any(c["runtimes"] == ["torch"] and c["marks"] > 0 for c in after.values())
+        browser.choose(page, "runtime", "")
+        link = page.locator("#claims a.evidence").first
+        target = link.get_attribute("href")
+        link.click()
+        page.wait_for_function(f"() => location.hash === {target!r}")
+        assert page.locator(f"tr{target}").count() == 1
+        box = page.locator(f"tr{target}").bounding_box()
+        assert box and 0 <= box["y"] < 1000                               # scrolled into view

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from localbench.analysis.cells import in_cell, reference_cell
+from localbench.analysis.cells import reference_cell, reference_rows, undrifted
+from localbench.analysis.decisions import cell_text
 from localbench.core.schema import REQUEST_SCHEMA
 from localbench.core.stats import median_ci, quantile
 
@@ -58,30 +59,25 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def rounded(value: float, digits: int) -> float | None:
-    """JSON-safe: None for NaN (no interval at this n)."""
-    return None if value != value else round(value, digits)
-
-
 def headline(rows: pd.DataFrame) -> dict:
-    """metrics/summary.json: per runtime/transport/quant, on the one reference cell (the cold cell the most of
-    them measured, named under "cell"), the figures users compare: medians with their 95 % intervals (null where
-    n cannot support one)."""
+    """metrics/summary.json, the first columns of `dvc exp show`: the reference cell (the cold cell the most
+    runtime/transport/quant combinations measured, as text) and per runtime, its fastest-decoding artifact there
+    (transport/quant) with that artifact's median decode tok/s, median TTFT (s) and peak RSS (MiB); failed requests
+    by status. Intervals and every other artifact: data/summary.parquet and the report."""
     metrics: dict = {}
     cell = reference_cell(rows)
-    warm = in_cell(rows, cell) if cell else rows.iloc[0:0]
     if cell:
-        metrics["cell"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in cell.items()}
-    for (runtime, transport, quant), g in warm.groupby(["runtime", "transport", "quant"]):
-        decode, ttft = median_ci(g["decode_tps"], g["window"]), median_ci(g["ttft_s"], g["window"])
-        metrics.setdefault(runtime, {}).setdefault(transport, {})[quant] = {
-            "decode_tps_median": round(decode.value, 3),
-            "decode_tps_ci": [rounded(decode.lo, 3), rounded(decode.hi, 3)],
-            "ttft_median_s": round(ttft.value, 5),
-            "ttft_ci_s": [rounded(ttft.lo, 5), rounded(ttft.hi, 5)],
-            "peak_rss_mib": None if g["peak_rss_bytes"].isna().all() else
-            round(float(g["peak_rss_bytes"].max()) / 2**20, 1),
-            "requests": int(len(g)),
+        metrics["cell"] = cell_text(cell)
+    warm = undrifted(reference_rows(rows))
+    for runtime, g in warm.groupby("runtime"):
+        per = {(t, q): a for (t, q), a in g.groupby(["transport", "quant"])}
+        (transport, quant), best = max(per.items(), key=lambda kv: kv[1]["decode_tps"].median())
+        metrics[runtime] = {
+            "artifact": f"{transport}/{quant}",
+            "decode_tps": round(float(best["decode_tps"].median()), 3),
+            "ttft_s": round(float(best["ttft_s"].median()), 5),
+            "peak_rss_mib": None if best["peak_rss_bytes"].isna().all() else
+            round(float(best["peak_rss_bytes"].max()) / 2**20, 1),
         }
     failed = rows[rows["status"] != "ok"]
     metrics["failed_requests"] = {s: int(n) for s, n in failed["status"].value_counts().items()}

@@ -57,6 +57,21 @@ def label(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     return out
 
 
+def cell_anchor(rec) -> str:
+    """The page anchor of one artifact's single-stream cell (a row of the report's cell table; claims and the
+    summary link to it): 'cell-<runtime>-<transport>-<quant>-<workload>-<prompt>-<max>' (+ '-reuse')."""
+    parts = [rec["runtime"], rec["transport"], rec["quant"], rec["workload"], int(rec["prompt_tokens"]),
+             int(rec["max_tokens"])] + (["reuse"] if bool(rec["cache_reuse"]) else [])
+    return "cell-" + "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", str(p)) for p in parts)
+
+
+def anchors(*frames: pd.DataFrame) -> tuple[str, ...]:
+    """The cell anchors (cell_anchor) of the single-stream rows in `frames`, in order, each once."""
+    keys = WHO + ["workload", "prompt_tokens", "max_tokens", "cache_reuse"]
+    found = [cell_anchor(r) for f in frames for r in single_stream(f).drop_duplicates(keys)[keys].to_dict("records")]
+    return tuple(dict.fromkeys(found))
+
+
 def common(rows: pd.DataFrame, by: str = "runtime") -> pd.DataFrame:
     """The single-stream rows of the cells that every value of `by` present measured (matched cells)."""
     warm = single_stream(rows)
@@ -95,6 +110,12 @@ def in_cell(rows: pd.DataFrame, cell: dict) -> pd.DataFrame:
     for key, value in cell.items():
         mask &= warm[key] == value
     return warm[mask]
+
+
+def reference_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The single-stream rows of the reference cell (reference_cell); none where there is no such cell."""
+    cell = reference_cell(rows)
+    return in_cell(rows, cell) if cell else rows.iloc[0:0]
 
 
 def cold_unique(rows: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from localbench.analysis.cells import MATCH, WHO, cold_unique, single_stream, undrifted
+from localbench.analysis.cells import MATCH, WHO, anchors, cold_unique, single_stream, undrifted
 from localbench.analysis.decisions import (
     MIN_N,
     SAME_CELL,
@@ -197,9 +197,9 @@ def mlx_most_stable_itl(rows):
     for cell, a, b in matched_pairs(rows, SAME_CELL, lambda f: f["runtime"] != "mlx", lambda f: f["runtime"] == "mlx"):
         ga, gb = gaps_of(a), gaps_of(b)
         lo, hi = stratified_ci([ga, gb], lambda s: itl_spread(s[1]) / itl_spread(s[0]))
-        decision = decided(f"{who_served(b)} ÷ {who_served(a)} ITL p99/p50", cell_text(cell),
-                           itl_spread(gb) / itl_spread(ga), lo, hi, (len(ga), len(gb)), 1.0, "contradicted",
-                           "supported")
+        decision = replace(decided(f"{who_served(b)} ÷ {who_served(a)} ITL p99/p50", cell_text(cell),
+                                   itl_spread(gb) / itl_spread(ga), lo, hi, (len(ga), len(gb)), 1.0, "contradicted",
+                                   "supported"), cells=anchors(a, b))
         fewest = min(sum(map(len, ga)), sum(map(len, gb)))
         if fewest < MIN_GAPS:
             lacks = ", ".join(filter(None, [decision.missing, f"{fewest} < {MIN_GAPS} gaps a side"]))
@@ -259,7 +259,7 @@ def ttft_exponents(rows: pd.DataFrame, min_tokens: int = 1024) -> list[Decision]
         verdict = ("contradicted" if "contradicted" in sides else
                    "supported" if sides == ("supported", "supported") else "inconclusive")
         decision = replace(low, threshold=min(K_BAND, key=lambda e: abs(k - e)), verdict=verdict,
-                           need=max(low.need, high.need) if verdict == "inconclusive" else 0)
+                           need=max(low.need, high.need) if verdict == "inconclusive" else 0, cells=anchors(g))
         if len(lengths) < 3:
             lacks = ", ".join(filter(None, [decision.missing, f"{len(lengths)} < 3 lengths"]))
             decision = replace(decision, verdict="inconclusive", missing=lacks)
@@ -299,8 +299,8 @@ def reuse_decisions(rows: pd.DataFrame, runtime: str, workload: str = "prefix") 
         hit = (kv_columns(on, {})["cached_tokens"] / on["prompt_tokens"]).dropna()
         if len(hit):
             lo, hi = bootstrap_ci(hit)
-            decisions.append(decided(f"{name} hit rate", where, float(hit.mean()), lo, hi, (len(hit),), 0.70,
-                                     "supported", "contradicted"))
+            decisions.append(replace(decided(f"{name} hit rate", where, float(hit.mean()), lo, hi, (len(hit),),
+                                             0.70, "supported", "contradicted"), cells=anchors(on)))
     return decisions
 
 
@@ -492,13 +492,14 @@ def threshold_of(c: Claim | FrameClaim) -> str:
     return f"{c.threshold}; minimum evidence: {c.min_evidence}" if c.min_evidence else c.threshold
 
 
-COLUMNS = ["claim", "threshold", "verdict", "effect", "evidence"]
+COLUMNS = ["claim", "threshold", "verdict", "effect", "evidence", "_links"]   # _links: the page's cell anchors
 
 
 def check_all(rows: pd.DataFrame | None, extra: list[Claim] = (), *, quality: pd.DataFrame | None = None,
               cfg: dict | None = None) -> pd.DataFrame:
     """Every registered claim judged: claim, threshold (with its minimum evidence), verdict, effect (with its 95 %
-    interval), evidence. The request-row claims (plus `extra`) on `rows` (skipped when None) without the rows of
+    interval), evidence, and `_links`: the anchors of the cells it rests on (the page links them). The request-row
+    claims (plus `extra`) on `rows` (skipped when None) without the rows of
     drift-flagged windows (their number in the evidence); each frame claim on its frame when given (`quality`: the
     quality frontier, with `cfg` the quality params block), one row per unit it judges."""
     out = []
@@ -509,12 +510,12 @@ def check_all(rows: pd.DataFrame | None, extra: list[Claim] = (), *, quality: pd
         for c in [*CLAIMS, *extra]:
             for text, f in judged(c.text, lambda c=c: [(c.text, c.judge(kept))]):
                 out.append({"claim": text, "threshold": threshold_of(c), "verdict": f.verdict, "effect": f.effect,
-                            "evidence": f.evidence + note})
+                            "evidence": f.evidence + note, "_links": list(f.cells)})
     frames = {"quality": quality}
     for fc in FRAME_CLAIMS:
         if frames.get(fc.data) is None:
             continue
         for text, f in judged(fc.text, lambda fc=fc: fc.judge(frames[fc.data], cfg or {})):
             out.append({"claim": text, "threshold": threshold_of(fc), "verdict": f.verdict, "effect": f.effect,
-                        "evidence": f.evidence})
+                        "evidence": f.evidence, "_links": list(f.cells)})
     return pd.DataFrame(out, columns=COLUMNS)

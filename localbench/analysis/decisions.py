@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from localbench.analysis.cells import MATCH, WHO, label, precision, single_stream
+from localbench.analysis.cells import MATCH, WHO, anchors, label, precision, single_stream
 from localbench.core.stats import decide, n_needed, ratio_ci
 
 MIN_N = 5                 # requests per side per cell before a decision (the adaptive trials' min_trials)
@@ -22,17 +22,19 @@ SAME_CELL = MATCH + ["transport", "precision"]     # runtimes compared: one cell
 
 @dataclass(frozen=True)
 class Finding:
-    """A claim's outcome: verdict, its effect with the 95 % interval (None without one), the evidence."""
+    """A claim's outcome: verdict, its effect with the 95 % interval (None without one), the evidence, and the
+    anchors of the cells its decisions rest on (localbench.analysis.cells.cell_anchor)."""
     verdict: str
     effect: str | None
     evidence: str
+    cells: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Decision:
     """One decision inside a claim: an effect (`what`) at one cell (`where`) with its 95 % interval, the n it rests
     on as printed ("6/6": per side), the threshold it was decided against, its verdict, the n that would decide it
-    (0: decided, or no estimate) and the minimum evidence it lacks."""
+    (0: decided, or no estimate), the minimum evidence it lacks and the anchors of the cells it rests on."""
     what: str
     where: str
     value: float
@@ -43,6 +45,7 @@ class Decision:
     verdict: str
     need: int = 0
     missing: str = ""
+    cells: tuple[str, ...] = ()
 
     def text(self) -> str:
         ci = f"[{self.lo:.3g}, {self.hi:.3g}]" if self.lo == self.lo else "[–]"
@@ -79,7 +82,8 @@ def ratio_decision(a: pd.DataFrame, b: pd.DataFrame, metric: str, what: str, whe
                below: str, min_n: int = MIN_N) -> Decision:
     """median(b[metric]) / median(a[metric]) with its 95 % interval (stats.ratio_ci, windows as clusters), decided."""
     r = ratio_ci(a[metric], b[metric], window_ids(a), window_ids(b))
-    return decided(what, where, r.ratio, r.lo, r.hi, (r.n_a, r.n_b), threshold, above, below, min_n)
+    return replace(decided(what, where, r.ratio, r.lo, r.hi, (r.n_a, r.n_b), threshold, above, below, min_n),
+                   cells=anchors(a, b))
 
 
 def cell_text(cell: dict) -> str:
@@ -151,7 +155,7 @@ def combine(decisions: list[Decision], unit: str, note: str = "") -> Finding:
     evidence = (f"{len(decisions)} {units} ({counts}), each decided on its own: supported only if every one is, "
                 f"contradicted if any one is" + (f"; below minimum evidence: {', '.join(missing)}" if missing else "")
                 + (f"; {note}" if note else ""))
-    return Finding(verdict, effect, evidence)
+    return Finding(verdict, effect, evidence, tuple(dict.fromkeys(c for t in decisions for c in t.cells)))
 
 
 def measured_artifacts(rows: pd.DataFrame) -> str:

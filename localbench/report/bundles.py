@@ -10,6 +10,7 @@ import pandas as pd
 from localbench.analysis.bundles import Bundle, host_cells, hosts_table, matched_hosts, serving
 from localbench.analysis.roofline import share
 from localbench.core.markdown import table
+from localbench.report.sections import Section
 
 SHOWN = ["runtime", "transport", "quant", "prompt_tokens", "max_tokens"]   # of the host cell key, what varies here
 
@@ -27,12 +28,13 @@ def roofline_rows(bundle: Bundle) -> pd.DataFrame:
         "ceiling tok/s (weights + KV)": s["ceiling_kv_tps"], "% (weights + KV)": s["of_ceiling_kv"].map(share)})
 
 
-def section(bundles: list[Bundle]) -> str:
-    """The report's multi-host section (Markdown)."""
-    out = ["## Several machines: matched cells side by side\n"]
+def section(bundles: list[Bundle]) -> Section:
+    """The report's multi-host section."""
+    s = Section("hosts", "Several machines: matched cells side by side")
     if not bundles:
-        return out[0] + "\n_No result bundles (results/<host>/) and no local rows._\n"
-    out += ["Each machine's numbers come from its own result bundle (`results/<host>/`, see README) or, for "
+        s.blocks.append("\n_No result bundles (results/<host>/) and no local rows._\n")
+        return s
+    out = ["Each machine's numbers come from its own result bundle (`results/<host>/`, see README) or, for "
             "this machine, from this run; its roofline is its own measured bandwidth over each artifact's bytes "
             "(and, beside it, over weights plus the KV cache read at mid-answer).\n", table(hosts_table(bundles))]
     m = matched_hosts(bundles)
@@ -51,4 +53,5 @@ def section(bundles: list[Bundle]) -> str:
                     table(sv.pivot_table(index=["runtime", "transport", "quant"], columns="concurrency",
                                          values="output_throughput", aggfunc="first").reset_index()
                           .rename(columns=lambda c: f"c={c}" if isinstance(c, (int, np.integer)) else c))]
-    return "\n".join(out)
+    s.blocks += out
+    return s

@@ -9,14 +9,14 @@ import pandas as pd
 from localbench.analysis.longctx import bounded, load_config, not_run, per_length, reuse, turns
 from localbench.core.hardware import kv_bytes_per_token
 from localbench.core.markdown import table
+from localbench.report.sections import Figure, Section
 
 
-def section(rows: pd.DataFrame, extras: list[dict], figures: list[Path], config: dict | None = None) -> str:
-    """The report's "Long context and caching" section: Markdown tables and figure links,
-    scaled to what the run measured."""
+def section(rows: pd.DataFrame, extras: list[dict], figures: list[Path], config: dict | None = None) -> Section:
+    """The report's "Long context and caching" section: tables and figures, scaled to what the run measured."""
     config = config if config is not None else load_config()
     long_rows = per_length(rows, config, min_tokens=1024)
-    parts = ["## Long context and caching\n"]
+    parts: list = []
     if config:
         per_tok = kv_bytes_per_token(config, 2)
         parts.append(f"Theoretical KV cache of this model: {config['num_hidden_layers']} layers × "
@@ -47,7 +47,5 @@ def section(rows: pd.DataFrame, extras: list[dict], figures: list[Path], config:
     bound = bounded(rows)
     if not bound.empty:
         parts.append("### Bounded KV (MLX rotating window)\n\n" + table(bound))
-    figs = [p for p in figures if p.stem.startswith("longctx_")]
-    if figs:
-        parts.append("".join(f"![{p.stem}](../{p.as_posix()})\n\n" for p in figs))
-    return "\n".join(parts)
+    parts += [Figure(p.stem, p) for p in figures if p.stem.startswith("longctx_")]
+    return Section("longctx", "Long context and caching", parts)

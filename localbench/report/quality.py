@@ -8,11 +8,11 @@ import math
 import pandas as pd
 
 from localbench.analysis import claims
-from localbench.core.markdown import table
 from localbench.core.stats import Estimate
 from localbench.quality.evaluate import SYNTHETIC_REASON
 from localbench.quality.frontier import cross_runtime
 from localbench.quality.text import scored_per_window
+from localbench.report.sections import Figure, Section
 
 def with_interval(value, lo, hi, scale: float = 1.0, signed: bool = False) -> str:
     """'value [lo, hi]' (scaled, e.g. to %); '–' without a value, '[–]' without an interval."""
@@ -46,14 +46,15 @@ def budget_note(ok: pd.DataFrame, cfg: dict) -> str:
     return f"Scored: {tokens:,} tokens in {windows} windows, {enough}."
 
 
-def section(frame: pd.DataFrame | None, cfg: dict) -> str:
-    """The report's Markdown: the quality-size-speed table, the cross-runtime check, the figure, the claim rows.
-    `frame` is the quality frontier (data/quality_frontier.parquet, None when absent); `cfg` is the quality
-    params block (+ `source`: the model source, `figure`: the figure's path relative to the report)."""
-    head = "## Quantization quality beside size and speed\n"
+def section(frame: pd.DataFrame | None, cfg: dict) -> Section:
+    """The report's quality section: the quality-size-speed table, the cross-runtime check, the figure, the claim
+    rows. `frame` is the quality frontier (data/quality_frontier.parquet, None when absent); `cfg` is the quality
+    params block (+ `source`: the model source, `figure_png`: the figure's PNG path, None without one)."""
+    s = Section("quality", "Quantization quality beside size and speed")
     if frame is None or frame.empty:
         why = SYNTHETIC_REASON if cfg.get("source") == "synthetic" else "no artifact was evaluated"
-        return head + f"\n_No quality rows: {why}._\n"
+        s.blocks.append(f"\n_No quality rows: {why}._\n")
+        return s
     ok = frame[frame["status"] == "ok"]
     ref = ok[ok["reason"] == "reference"]
     ref_text = (f"`{ref['reference'].iloc[0]}` (perplexity {ref['ppl'].iloc[0]:.4g}, {ref['runtime'].iloc[0]})"
@@ -100,14 +101,15 @@ def section(frame: pd.DataFrame | None, cfg: dict) -> str:
     show = show[[c for c in show if show[c].notna().any()] if len(show) else list(show)]
     tol = float(cfg.get("cross_runtime_tolerance", 0.02))
     cross = cross_runtime(frame, tol)
-    cross_text = (table(cross) if len(cross) else "_Only one runtime evaluated a full-precision artifact: not "
+    cross_text = (cross if len(cross) else "_Only one runtime evaluated a full-precision artifact: not "
                   "testable here._\n")
     flag = ("**Disagreement: a conversion or a runtime is wrong.**\n" if (cross["verdict"] == "DISAGREE").any()
             else "")
-    fig = cfg.get("figure")
+    fig = cfg.get("figure_png")
     claim_rows = claims.check_all(None, quality=frame, cfg=cfg)[["claim", "verdict", "effect", "evidence"]]
-    parts = [head, intro, table(show),
+    parts = [intro, show,
              f"\n### Cross-runtime check (same weights, PPL within {tol:.1%} of the reference)\n", cross_text, flag,
-             (f"\n![decode tok/s vs KL divergence]({fig})\n" if fig else ""),
-             f"\n### Claim: {claims.QUALITY_CLAIM.lower()}\n", table(claim_rows)]
-    return "\n".join(p for p in parts if p)
+             Figure("decode tok/s vs KL divergence", fig) if fig else "",
+             f"\n### Claim: {claims.QUALITY_CLAIM.lower()}\n", claim_rows]
+    s.blocks += [p for p in parts if not isinstance(p, str) or p]
+    return s

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from localbench.analysis.cells import MATCH, WHO, label, single_stream, undrifted
+from localbench.analysis.cells import MATCH, WHO, cell_anchor, label, single_stream, undrifted
 from localbench.core.stats import median_ci, percentile
 from localbench.measure import drift
 
@@ -66,7 +66,8 @@ def pivot(rows: pd.DataFrame, metric: str, digits: int = 3, extras: list[dict] =
 
 def detail(rows: pd.DataFrame, extras: list[dict] = ()) -> pd.DataFrame:
     """Every single-stream cell of every runtime: n, windows, decode and TTFT medians with their 95 % intervals,
-    TTFT/e2e/ITL percentiles where n supports them (else the max of n), peak memory and why the cell stopped."""
+    TTFT/e2e/ITL percentiles where n supports them (else the max of n), peak memory and why the cell stopped;
+    `_id`: the cell's page anchor (claims and the summary link to it)."""
     warm = single_stream(undrifted(rows))
     notes = stop_notes(list(extras))
     out = []
@@ -81,7 +82,7 @@ def detail(rows: pd.DataFrame, extras: list[dict] = ()) -> pd.DataFrame:
                     "e2e p90 (s)": percentile(g["e2e_s"], 90),
                     "ITL p50 (ms)": percentile(gaps, 50), "ITL p99 (ms)": percentile(gaps, 99),
                     "peak RSS (MiB)": g["peak_rss_bytes"].max() / 2**20, "stopped short": note or "",
-                    "flagged": int(g["flag"].notna().sum()) if "flag" in g else 0})
+                    "flagged": int(g["flag"].notna().sum()) if "flag" in g else 0, "_id": cell_anchor(cell)})
     return pd.DataFrame(out)
 
 

@@ -89,7 +89,7 @@ def test_matched_cells_only_and_one_column_group_per_host(gpu):
 
 
 def test_section_names_each_machine(gpu):
-    md = bundles_section.section([gpu, _other_host(gpu)])
+    md = bundles_section.section([gpu, _other_host(gpu)]).markdown()
     assert "NVIDIA H200 (vm-466798d233)" in md and "Apple M-test (mac-test)" in md
     matched_part = md.split("### Matched single-stream cells")[1].split("###")[0]
     assert matched_part.count("| llamacpp | server | Q4_K_M | 1024 | 128 |") == 1

@@ -243,7 +243,7 @@ def test_drift_flagged_rows_are_left_out_of_every_verdict():
 
 def test_check_all_columns():
     table = claims.check_all(frame([request_row(cold_start_s=0.3)]))
-    assert list(table.columns) == ["claim", "threshold", "verdict", "effect", "evidence"]
+    assert list(table.columns) == ["claim", "threshold", "verdict", "effect", "evidence", "_links"]
     assert table["threshold"].str.contains("minimum evidence: ").all()
     thin_cold_start = "inconclusive (1 of 1 median below minimum evidence; needs n ≈ 6)"     # one load
     assert set(table["verdict"]) == {"not testable here", thin_cold_start}

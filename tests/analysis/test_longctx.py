@@ -62,7 +62,7 @@ def test_section_renders_what_was_measured():
     rows = frame([row(prompt_tokens=n, ttft_s=n / 1000, trial=t) for n in (1024, 4096) for t in (0, 1)]
                  + reuse_rows("llamacpp", 1.0, 0.25, 900)
                  + [row(prompt_tokens=32704, status="skipped", error="prompt longer than ... budget")])
-    md = longctx_section(rows, [], [Path("plots/figures/longctx_ttft_vs_context.png")], QWEN05)
+    md = longctx_section(rows, [], [Path("plots/figures/longctx_ttft_vs_context.png")], QWEN05).markdown()
     assert "## Long context and caching" in md and "12 KiB per token" in md
     assert "skipped" in md and "longctx_ttft_vs_context" in md
 

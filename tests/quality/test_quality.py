@@ -158,7 +158,7 @@ def test_synthetic_source_gives_no_rows(tmp_path):
     rows = evaluation.evaluate([{"format": "gguf", "quant": "F16", "status": "ok", "path": "x"}], TINY, tmp_path,
                                tmp_path, source="synthetic")
     assert rows == []
-    assert "synthetic" in quality_report.section(evaluation.to_frame(rows), {**CFG, "source": "synthetic"})
+    assert "synthetic" in quality_report.section(evaluation.to_frame(rows), {**CFG, "source": "synthetic"}).markdown()
 
 
 def test_base_file_round_trip_matches_llamacpp_semantics(tmp_path):
@@ -234,7 +234,7 @@ def test_cross_runtime_flags_a_disagreement():
     bad = frontier.cross_runtime(frame(F16={"ppl": 10.5}), 0.01)
     assert bad.set_index("check").loc["llamacpp gguf/F16 vs hf/fp32", "verdict"] == "DISAGREE"
     md = quality_report.section(frame(F16={"ppl": 10.5}).assign(text_sha256="ab" * 32, text_pinned=True, n_ctx=512,
-                                                                ids_match=True), CFG)
+                                                                ids_match=True), CFG).markdown()
     assert "DISAGREE" in md and "Disagreement" in md and "Q4_K_M" in md and "contradicted" in md
 
 
@@ -356,10 +356,10 @@ def test_report_prints_intervals_tokens_and_forward():
                        ids_match=True, ci_method=evaluation.BOOTSTRAP, forward="llama-perplexity (llama.cpp CPU)",
                        delta_ppl_lo=0.001, delta_ppl_hi=0.009, kld_lo=1e-3, kld_hi=3e-3, top1_lo=0.96, top1_hi=0.98,
                        decode_tps_lo=19.0, decode_tps_hi=21.0, decode_n=12)
-    md = quality_report.section(f, CFG)
+    md = quality_report.section(f, CFG).markdown()
     assert "+0.5 [0.1, 0.9]" in md                           # Q8_0's ΔPPL in %, with its interval
     assert "0.002 [0.001, 0.003]" in md and "97 [96, 98]" in md and "20 [19, 21] (n=12)" in md
     assert "llama-perplexity (llama.cpp CPU)" in md and "765 tokens in 3 windows" in md
     assert "fewer than the 8,192" in md and "`paper` and `long`" in md
-    enough = quality_report.section(f.assign(windows=33, tokens_scored=8415), CFG)
+    enough = quality_report.section(f.assign(windows=33, tokens_scored=8415), CFG).markdown()
     assert "8,415 tokens in 33 windows, at least the 8,192" in enough and "fewer than" not in enough
