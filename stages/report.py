@@ -1,4 +1,4 @@
-"""DVC stage `report`: report/report.md and report/report.html."""
+"""DVC stage `report`: report/report.md and report/index.html (the page), from one list of sections."""
 import shutil
 from pathlib import Path
 

@@ -64,7 +64,7 @@ def test_experiment_is_listed(repo, first_run):
     assert names, "dvc exp list shows no experiment"
     head = sh("dvc exp show --no-pager --csv", repo).splitlines()[0].split(",")
     metrics = head[head.index("parent") + 1:]
-    assert metrics[:2] == ["cell", "llamacpp.artifact"], metrics[:8]     # the headline first (dvc.yaml `metrics`)
+    assert metrics[:2] == ["cell", "llamacpp.decode_tps"], metrics[:8]   # the headline first (dvc.yaml `metrics`)
     assert "torch.decode_tps" in metrics[:12]
 
 

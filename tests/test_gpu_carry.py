@@ -1,0 +1,51 @@
+"""The GPU run's wheels are derived (benchmarks/gpu/carry.py), not listed: every package the code that runs there
+imports is on the GPU machine's own list (benchmarks/gpu/device_packages.txt), carried, or reaches it another way;
+a new dependency is carried without anyone editing a list; the carry folders stay under one call's limit."""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
+import carry  # noqa: E402
+import gpu_run  # noqa: E402
+
+
+def test_every_import_there_is_on_the_device_carried_or_accounted_for():
+    device = carry.pins(carry.DEVICE)
+    carried = carry.to_carry()
+    provided = carry.distributions(carry.imported(carry.code_files()))
+    for module, dist in provided.items():
+        assert dist in device or dist in carried or dist in carry.ELSEWHERE or dist in carry.NOT_THERE, (module, dist)
+    # what broke the GPU path before (the config schema's pydantic), and this round's page (vl-convert)
+    assert {"pydantic", "pydantic-core", "annotated-types", "typing-inspection", "vl-convert-python"} <= set(carried)
+    assert not {"torch", "transformers", "numpy", "pandas"} & set(carried)      # the device's own
+
+
+def test_a_new_dependency_is_carried_with_what_it_requires(tmp_path):
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "x.py").write_text("import pydantic\nimport json\nfrom localbench import core\n")
+    lock = carry.pins(ROOT / "requirements.lock")
+    lacking = carry.to_carry(device={}, lock=lock, root=tmp_path)
+    assert {"pydantic", "pydantic-core", "annotated-types", "typing-inspection"} <= set(lacking)
+    assert lacking["pydantic"] == lock["pydantic"]
+    assert carry.to_carry(device={d: "x" for d in lacking}, lock=lock, root=tmp_path) == {}
+    (tmp_path / "stages" / "y.py").write_text("import surely_not_installed_anywhere\n")
+    with pytest.raises(SystemExit, match="not installed here"):
+        carry.to_carry(device={}, lock=lock, root=tmp_path)
+
+
+def test_carry_folders_split_big_files_and_stay_under_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_run, "PART_BYTES", 40)
+    files = []
+    for name, size in (("big.whl", 130), ("a.whl", 30), ("b.whl", 60), ("c.tar.xz", 10)):
+        files.append(tmp_path / name)
+        files[-1].write_bytes(bytes([len(files)]) * size)
+    folders = gpu_run.carry_folders(files, tmp_path / "out", limit=100)
+    sizes = [sum(f.stat().st_size for f in d.iterdir()) for d in folders]
+    assert all(s <= 100 for s in sizes) and sum(sizes) == 230
+    parts = sorted(p for d in folders for p in d.iterdir() if p.name.startswith("big.whl.part"))
+    assert [p.name for p in parts] == [f"big.whl.part{i}of4" for i in range(1, 5)]
+    assert b"".join(p.read_bytes() for p in parts) == (tmp_path / "big.whl").read_bytes()
