@@ -29,11 +29,16 @@ def share(ratio: float | None) -> str:
                                              f"bytes miscounted), not a result"
 
 
-def roofline_table(rows, artifacts, bandwidth: dict[str, float]) -> pd.DataFrame:
-    """Warm decode tok/s (median over cold-cache single-stream cells) beside the ceiling bandwidth / weight
-    bytes, per runtime/transport/quant and the memory its weights live in. The CPU's bandwidth is the highest
-    reading of the calibrate stage's probe and of the drift probes taken around every measurement window (each
-    a real read of a buffer far larger than the cache: a lower bound, so the highest is the best one)."""
+KV_SHOWN_ABOVE = 0.05      # the weights + KV ceiling is shown where it is this much below the weights-only one
+
+
+def roofline_table(rows, artifacts, bandwidth: dict[str, float], kv_per_token: float = math.nan) -> pd.DataFrame:
+    """Warm decode tok/s (median over the cold-cache single-stream requests of a prompt length) beside two
+    ceilings, per runtime/transport/quant, memory and prompt length: bandwidth / weight bytes, and bandwidth /
+    (weight bytes + the KV cache read per token at mid-answer: kv_per_token x (prompt + output / 2)), the second
+    shown where it is more than KV_SHOWN_ABOVE lower. The CPU's bandwidth is the highest reading of the calibrate
+    stage's probe and of the drift probes taken around every measurement window (each a real read of a buffer far
+    larger than the cache: a lower bound, so the highest is the best one)."""
     if "probe_gbps" in rows and rows["probe_gbps"].notna().any() and "cpu" in bandwidth:
         bandwidth = {**bandwidth, "cpu": max(bandwidth["cpu"], float(rows["probe_gbps"].max()))}
     warm = single_stream(rows)
@@ -41,13 +46,17 @@ def roofline_table(rows, artifacts, bandwidth: dict[str, float]) -> pd.DataFrame
     sizes = {(a.format, a.quant): a.size_bytes for a in artifacts.itertuples() if pd.notna(a.size_bytes)}
     memory = warm["weights_memory"].fillna(warm["device"].map(lambda d: memory_of(d, bandwidth)))
     out = []
-    for (rt, tr, fmt, q, mem), g in warm.assign(memory=memory).groupby(["runtime", "transport", "format", "quant",
-                                                                         "memory"]):
+    for (rt, tr, fmt, q, mem, prompt, gen), g in warm.assign(memory=memory).groupby(
+            ["runtime", "transport", "format", "quant", "memory", "prompt_tokens", "max_tokens"]):
         if (fmt, q) not in sizes or mem not in bandwidth:
             continue
         top = ceiling(bandwidth[mem], sizes[(fmt, q)])
+        top_kv = ceiling(bandwidth[mem], sizes[(fmt, q)], kv_per_token * (prompt + gen / 2))
+        shown = top_kv == top_kv and top_kv < top * (1 - KV_SHOWN_ABOVE)
         decode = g["decode_tps"].median()
-        out.append({"runtime": rt, "transport": tr, "quant": q, "weights in": mem, "n": len(g),
+        out.append({"runtime": rt, "transport": tr, "quant": q, "weights in": mem, "prompt": prompt, "n": len(g),
                     "bandwidth (GB/s)": bandwidth[mem], "weights (MiB)": sizes[(fmt, q)] / 2**20,
-                    "ceiling tok/s": top, "decode tok/s p50": decode, "of ceiling": share(decode / top)})
+                    "ceiling tok/s": top, "decode tok/s p50": decode, "of ceiling": share(decode / top),
+                    "ceiling tok/s (weights + KV)": top_kv if shown else math.nan,
+                    "of ceiling (weights + KV)": share(decode / top_kv) if shown else "–"})
     return pd.DataFrame(out)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from localbench.analysis.bundles import Bundle, host_cells, hosts_table, matched_hosts, serving
-from localbench.analysis.roofline import share
+from localbench.analysis.roofline import KV_SHOWN_ABOVE, share
 from localbench.core.markdown import table
 from localbench.report.sections import Section
 
@@ -16,16 +16,19 @@ SHOWN = ["runtime", "transport", "quant", "prompt_tokens", "max_tokens"]   # of 
 
 
 def roofline_rows(bundle: Bundle) -> pd.DataFrame:
-    """One host's single-stream decode beside its roofline, one row per cell, for the report."""
+    """One host's single-stream decode beside its roofline, one row per cell, for the report (the weights + KV
+    ceiling where it is more than KV_SHOWN_ABOVE lower than the weights-only one)."""
     s = host_cells(bundle)
     if s.empty:
         return s
+    kv_matters = s["ceiling_kv_tps"] < s["ceiling_tps"] * (1 - KV_SHOWN_ABOVE)     # else one ceiling is enough
     return pd.DataFrame({
         "runtime": s["runtime"], "transport": s["transport"], "quant": s["quant"], "prompt": s["prompt_tokens"],
         "n": s["n"], "decode tok/s p50": s["decode_tps_p50"], "TTFT p50 (s)": s["ttft_p50_s"],
         "memory": s["memory"], "ceiling tok/s (weights)": s["ceiling_tps"],
         "% of ceiling": s["of_ceiling"].map(share),
-        "ceiling tok/s (weights + KV)": s["ceiling_kv_tps"], "% (weights + KV)": s["of_ceiling_kv"].map(share)})
+        "ceiling tok/s (weights + KV)": s["ceiling_kv_tps"].where(kv_matters),
+        "% (weights + KV)": s["of_ceiling_kv"].where(kv_matters).map(share)})
 
 
 def section(bundles: list[Bundle]) -> Section:

@@ -15,6 +15,7 @@ import pandas as pd
 from localbench.analysis import bundles as host_bundles
 from localbench.analysis import claims, roofline
 from localbench.core import environment
+from localbench.core.hardware import kv_bytes_per_token
 from localbench.report import bundles, charts, harness, longctx, page, quality, runtimes, summary, tables
 from localbench.report.sections import Figure, Section, to_markdown
 
@@ -42,7 +43,7 @@ def report_from_outputs(cfg: dict, quality_cfg: dict, workload: dict, out_dir: P
     sections = render(rows, artifacts, extras, manifest, sorted((plots / "figures").glob("*.*")), provenance,
                       {**cfg, "drift_tolerance": workload["drift_tolerance"]},
                       calib=pd.read_parquet(data / "calibration.parquet"), bandwidth=bandwidth, hosts=hosts,
-                      quality_section=quality_section)
+                      quality_section=quality_section, model_config=here.manifest.get("model_config"))
     sections.insert(1, summary.section(hosts, here.host))
     return write_report(sections, charts.charts(hosts, frontier_frame), out_dir, cfg["title"])
 
@@ -58,7 +59,8 @@ def write_report(sections: list[Section], figures: list[charts.Chart], out_dir: 
 
 def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], manifest: dict, figures: list[Path],
            provenance: dict, cfg: dict, calib: pd.DataFrame | None = None, bandwidth: dict[str, float] | None = None,
-           hosts: list | None = None, quality_section: Section | None = None) -> list[Section]:
+           hosts: list | None = None, quality_section: Section | None = None,
+           model_config: dict | None = None) -> list[Section]:
     """The report, section by section (report.md and index.html are both written from these)."""
     arts = artifacts.assign(size_mib=artifacts["size_bytes"] / 2**20)[
         ["model", "format", "quant", "size_mib", "bits_per_weight", "convert_s", "tool", "status", "error"]]
@@ -85,11 +87,13 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         Section("ttft", "TTFT on matched cells (s, median [95 % CI] (n))", [tables.pivot(rows, "ttft_s", extras=extras)]),
         Section("cold-start", "Cold start", [tables.cold_start(rows)]),
         Section("memory", "Peak memory", [tables.memory(rows)]),
-        Section("roofline", "Decode roofline: memory bandwidth / weight bytes", [
-            "Decoding a token reads every weight once, so no runtime decodes faster than the memory bandwidth "
-            "(measured here: the best of large matrix-vector products on all cores, decode's access pattern) divided "
-            "by the artifact's size; the KV cache read is left out.\n\n",
-            roofline.roofline_table(rows, artifacts, bandwidth or {})]),
+        Section("roofline", "Decode roofline: memory bandwidth / bytes read per token", [
+            "Decoding a token reads every weight once and the KV cache held so far, so no runtime decodes faster "
+            "than the memory bandwidth (measured here: the best of large matrix-vector products on all cores, "
+            "decode's access pattern) divided by the artifact's size, or, counting the KV read at mid-answer (this "
+            "model's f16 KV bytes per token x (prompt + output / 2)), by both: that second ceiling is shown where it "
+            f"is more than {roofline.KV_SHOWN_ABOVE:.0%} lower.\n\n",
+            roofline.roofline_table(rows, artifacts, bandwidth or {}, kv_bytes_per_token(model_config or {}))]),
         bundles.section(hosts or []),   # several machines: this run and the result bundles of other hosts
         Section("figures", "Figures", [Figure(p.stem, p) for p in figures if p not in shown_elsewhere]),
         Section("artifacts", "Artifacts (conversion and quantization)", [arts]),

@@ -87,3 +87,15 @@ def test_roofline_uses_the_highest_bandwidth_reading():
     artifacts = pd.DataFrame([{"format": "gguf", "quant": "Q4_K_M", "size_bytes": 500e6}])
     table = roofline_table(rows, artifacts, {"cpu": 20.0}).set_index("runtime")
     assert table.loc["llamacpp", "bandwidth (GB/s)"] == 30.0 and table.loc["llamacpp", "ceiling tok/s"] == 60.0
+
+
+def test_roofline_counts_the_kv_read_where_it_matters():
+    """At 128 prompt tokens the KV read is small (no second ceiling); at 32k it is most of the bytes a token reads."""
+    rows = pd.DataFrame([row("llamacpp", "Q4_K_M", 20.0, 240.0, format="gguf", device="cpu"),
+                         row("llamacpp", "Q4_K_M", 10.0, 240.0, format="gguf", device="cpu", prompt_tokens=32768)])
+    artifacts = pd.DataFrame([{"format": "gguf", "quant": "Q4_K_M", "size_bytes": 500e6}])
+    table = roofline_table(rows, artifacts, {"cpu": 20.0}, kv_per_token=12288.0).set_index("prompt")
+    assert table.loc[128, "ceiling tok/s"] == 40.0 and table.loc[128, "of ceiling (weights + KV)"] == "–"
+    kv = 12288.0 * (32768 + 16)                           # KV bytes read per token at mid-answer
+    assert table.loc[32768, "ceiling tok/s (weights + KV)"] == 20e9 / (500e6 + kv)
+    assert table.loc[32768, "of ceiling (weights + KV)"] == f"{10.0 / (20e9 / (500e6 + kv)):.0%}"
