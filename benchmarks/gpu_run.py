@@ -98,7 +98,7 @@ def pack() -> None:
     """Fill .cache/gpu/ctl and carry1..N (each under the 64 MiB carry limit)."""
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
-    from carry import to_carry
+    from carry import normal, to_carry
 
     from localbench.config.compose import compose
 
@@ -145,11 +145,6 @@ def pack() -> None:
     for d in folders:
         print(f"{d.relative_to(REPO)}: {sum(p.stat().st_size for p in d.iterdir()) / 2**20:.1f} MiB")
     print(f"carry each of {', '.join(f.name for f in folders)} once, with ctl (README: the gpu profile)")
-
-
-def normal(name: str) -> str:
-    """A distribution (or wheel file) name as pip compares them."""
-    return name.replace("_", "-").replace(".", "-").lower()
 
 
 # --------------------------------------------------------------------------------------------- device (there)

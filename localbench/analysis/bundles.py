@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from localbench.analysis.cells import HOST_CELL
-from localbench.analysis.roofline import ceiling
+from localbench.analysis.roofline import ceiling, kv_read
 from localbench.core import environment
 from localbench.core.hardware import kv_bytes_per_token, memory_of
 from localbench.core.schema import REQUEST_SCHEMA
@@ -138,7 +138,7 @@ def host_cells(bundle: Bundle) -> pd.DataFrame:
         weights = sizes.get((rec["format"], rec["quant"]))
         bw = bundle.bandwidth.get(mem) if mem else None
         top = ceiling(bw, weights)
-        top_kv = ceiling(bw, weights, kv * (rec["prompt_tokens"] + rec["max_tokens"] / 2))   # KV read mid-answer
+        top_kv = ceiling(bw, weights, kv_read(kv, rec["prompt_tokens"], rec["max_tokens"]))
         p50 = float(decode.median()) if len(decode) else math.nan
         out.append({**rec, "host": bundle.host, "n": len(g), "decode_tps_mean": float(decode.mean()),
                     "decode_tps_p50": p50, "ttft_p50_s": float(g["ttft_s"].median()), "memory": mem,

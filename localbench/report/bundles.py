@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from localbench.analysis.bundles import Bundle, host_cells, hosts_table, matched_hosts, serving
-from localbench.analysis.roofline import KV_SHOWN_ABOVE, share
+from localbench.analysis.roofline import kv_matters, share
 from localbench.core.markdown import table
 from localbench.report.sections import Section
 
@@ -17,18 +17,18 @@ SHOWN = ["runtime", "transport", "quant", "prompt_tokens", "max_tokens"]   # of 
 
 def roofline_rows(bundle: Bundle) -> pd.DataFrame:
     """One host's single-stream decode beside its roofline, one row per cell, for the report (the weights + KV
-    ceiling where it is more than KV_SHOWN_ABOVE lower than the weights-only one)."""
+    ceiling where it matters: roofline.kv_matters)."""
     s = host_cells(bundle)
     if s.empty:
         return s
-    kv_matters = s["ceiling_kv_tps"] < s["ceiling_tps"] * (1 - KV_SHOWN_ABOVE)     # else one ceiling is enough
+    shown = kv_matters(s["ceiling_tps"], s["ceiling_kv_tps"])
     return pd.DataFrame({
         "runtime": s["runtime"], "transport": s["transport"], "quant": s["quant"], "prompt": s["prompt_tokens"],
         "n": s["n"], "decode tok/s p50": s["decode_tps_p50"], "TTFT p50 (s)": s["ttft_p50_s"],
         "memory": s["memory"], "ceiling tok/s (weights)": s["ceiling_tps"],
         "% of ceiling": s["of_ceiling"].map(share),
-        "ceiling tok/s (weights + KV)": s["ceiling_kv_tps"].where(kv_matters),
-        "% (weights + KV)": s["of_ceiling_kv"].where(kv_matters).map(share)})
+        "ceiling tok/s (weights + KV)": s["ceiling_kv_tps"].where(shown),
+        "% (weights + KV)": s["of_ceiling_kv"].where(shown).map(share)})
 
 
 def section(bundles: list[Bundle]) -> Section:

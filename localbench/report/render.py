@@ -44,7 +44,6 @@ def report_from_outputs(cfg: dict, quality_cfg: dict, workload: dict, out_dir: P
                       {**cfg, "drift_tolerance": workload["drift_tolerance"]},
                       calib=pd.read_parquet(data / "calibration.parquet"), bandwidth=bandwidth, hosts=hosts,
                       quality_section=quality_section, model_config=here.manifest.get("model_config"))
-    sections.insert(1, summary.section(hosts, here.host))
     return write_report(sections, charts.charts(hosts, frontier_frame), out_dir, cfg["title"])
 
 
@@ -61,7 +60,8 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
            provenance: dict, cfg: dict, calib: pd.DataFrame | None = None, bandwidth: dict[str, float] | None = None,
            hosts: list | None = None, quality_section: Section | None = None,
            model_config: dict | None = None) -> list[Section]:
-    """The report, section by section (report.md and index.html are both written from these)."""
+    """The report, section by section (report.md and index.html are both written from these); `hosts`: this run's
+    bundle first, then the other hosts' (localbench.analysis.bundles)."""
     arts = artifacts.assign(size_mib=artifacts["size_bytes"] / 2**20)[
         ["model", "format", "quant", "size_mib", "bits_per_weight", "convert_s", "tool", "status", "error"]]
     env = pd.DataFrame([{"key": k, "value": json.dumps(v) if isinstance(v, dict) else v} for k, v in manifest.items()])
@@ -75,6 +75,7 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
                if synthetic else "") + "). Every number below was measured on the machine described in "
             "*Environment*; a runtime that could not run here is listed as unavailable with the reason, never "
             "estimated.\n"], level=1),
+        *([summary.section(hosts, hosts[0].host)] if hosts else []),   # hosts[0]: this run
         Section("runtimes", "Runtimes on this machine", [runtimes.runtimes_table(extras)]),
         Section("definitions", "Metric definitions", [harness.definitions()]),
         Section("decode", "Decode throughput on matched cells (tok/s, median [95 % CI] (n))", [

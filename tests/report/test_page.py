@@ -38,10 +38,7 @@ def sections_of(rows: pd.DataFrame) -> list[Section]:
     artifacts = pd.DataFrame([{"model": "m", "format": "gguf", "quant": "Q4_K_M", "size_bytes": 2**29,
                                "bits_per_weight": 4.8, "convert_s": 1.0, "tool": "t", "status": "ok", "error": None}])
     cfg = {"title": "t", "fidelity_tolerance": 0.1, "drift_tolerance": 0.1}
-    hosts = [bundle(rows)]
-    out = render(rows, artifacts, [], {"host": "here"}, [], {}, cfg, hosts=hosts)
-    out.insert(1, summary.section(hosts, "here"))
-    return out
+    return render(rows, artifacts, [], {"host": "here"}, [], {}, cfg, hosts=[bundle(rows)])
 
 
 def test_summary_says_ahead_only_where_the_interval_excludes_one():
