@@ -14,7 +14,8 @@ from localbench.core.stats import median_ci, quantile
 CELL = ["runtime", "transport", "model", "format", "quant", "workload", "prompt_tokens", "max_tokens", "cache_reuse",
         "phase", "concurrency", "rate"]
 STATS_OF = ["ttft_s", "e2e_s", "decode_tps", "tpot_s", "e2e_tps", "prefill_tps", "peak_rss_bytes",
-            "device_mem_bytes", "cold_start_s"]
+            "device_mem_bytes", "cold_start_s", "energy_j", "decode_j_per_token", "prefill_j_per_token",
+            "decode_tok_per_j", "idle_power_w"]
 
 
 def read_raw(raw_dir: Path) -> pd.DataFrame:
@@ -51,8 +52,9 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
         rec.update(n_requests=len(group), n_ok=len(ok), statuses=",".join(sorted(group["status"].unique())),
                    error=next(iter(group.loc[group["status"] != "ok", "error"].dropna()), None),
                    window_drift_max=group["window_drift"].max(), n_drift_flagged=int(flagged.sum()))
-        for metric in STATS_OF:
-            rec.update({f"{metric}_{s}": v for s, v in stats(ok[metric], ok["window"]).items() if s != "n"})
+        for metric in STATS_OF:       # a column older bundles lack (energy) summarises as empty
+            values = ok[metric] if metric in ok else pd.Series(np.nan, index=ok.index)
+            rec.update({f"{metric}_{s}": v for s, v in stats(values, ok["window"]).items() if s != "n"})
         gaps = pd.Series([g for lst in ok["itl_s"] for g in (lst if lst is not None else [])], dtype=float)
         rec.update({f"itl_s_{s}": v for s, v in stats(gaps).items() if s != "n"})
         out.append(rec)

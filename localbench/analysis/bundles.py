@@ -118,7 +118,8 @@ def local_bundle(requests: pd.DataFrame, artifacts: pd.DataFrame, bandwidth: dic
 
 # ------------------------------------------------------------------------------------------------ roofline
 def host_cells(bundle: Bundle) -> pd.DataFrame:
-    """Warm single-stream cells of one host: n, decode tok/s (mean, p50), TTFT p50, and each cell's
+    """Warm single-stream cells of one host: n, decode tok/s (mean, p50), TTFT p50, decode tok/J p50 (NaN without
+    an energy counter), and each cell's
     memory-bandwidth ceiling: bandwidth / weight bytes, and / (weights + the KV cache read at mid-answer)."""
     r = bundle.requests
     # a sweep run's own single-stream requests ran under the sweep's server settings (more slots, a larger KV
@@ -140,8 +141,10 @@ def host_cells(bundle: Bundle) -> pd.DataFrame:
         top = ceiling(bw, weights)
         top_kv = ceiling(bw, weights, kv_read(kv, rec["prompt_tokens"], rec["max_tokens"]))
         p50 = float(decode.median()) if len(decode) else math.nan
+        tpj = float(g["decode_tok_per_j"].median()) if "decode_tok_per_j" in g else math.nan   # older bundles: none
         out.append({**rec, "host": bundle.host, "n": len(g), "decode_tps_mean": float(decode.mean()),
-                    "decode_tps_p50": p50, "ttft_p50_s": float(g["ttft_s"].median()), "memory": mem,
+                    "decode_tps_p50": p50, "ttft_p50_s": float(g["ttft_s"].median()), "decode_tpj_p50": tpj,
+                    "memory": mem,
                     "bandwidth_gbps": bw, "weight_bytes": weights, "ceiling_tps": top,
                     "ceiling_kv_tps": top_kv, "of_ceiling": p50 / top, "of_ceiling_kv": p50 / top_kv})
     return pd.DataFrame(out)
@@ -160,7 +163,8 @@ def serving(bundle: Bundle) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------- matching
 def matched_hosts(bundles: list[Bundle]) -> pd.DataFrame:
     """Single-stream cells measured by two or more hosts, one column group per host (decode p50, % of its
-    own roofline, TTFT p50, n); cells one host lacks are not shown, nothing is averaged across cells."""
+    own roofline, TTFT p50, decode tok/J p50 where that host read an energy counter, n); cells one host lacks are
+    not shown, nothing is averaged across cells."""
     frames = [host_cells(b) for b in bundles]
     frames = [f for f in frames if not f.empty]
     if len(frames) < 2:
@@ -170,16 +174,18 @@ def matched_hosts(bundles: list[Bundle]) -> pd.DataFrame:
     cells = cells[hosts_per_cell >= 2]
     if cells.empty:
         return pd.DataFrame()
-    metrics = ["decode_tps_p50", "of_ceiling", "ttft_p50_s", "n"]
+    metrics = ["decode_tps_p50", "of_ceiling", "ttft_p50_s", "decode_tpj_p50", "n"]
     wide = (cells.drop_duplicates(HOST_CELL + ["host"]).set_index(HOST_CELL + ["host"])[metrics]
             .unstack("host").sort_index())          # only the cells that exist: no cross product of keys
     hosts = [b.host for b in bundles if b.host in set(cells["host"])]
     names = {"decode_tps_p50": "decode tok/s p50", "of_ceiling": "% of roofline", "ttft_p50_s": "TTFT p50 (s)",
-             "n": "n"}
+             "decode_tpj_p50": "decode tok/J p50", "n": "n"}
     out = wide.index.to_frame(index=False)
     for host in hosts:
         for metric, name in names.items():
-            out[f"{host} · {name}"] = wide[(metric, host)].to_numpy()
+            column = wide[(metric, host)].to_numpy()
+            if metric != "decode_tpj_p50" or not pd.isna(column).all():
+                out[f"{host} · {name}"] = column
     return out
 
 

@@ -110,6 +110,8 @@ class Workload(Closed):
     drift_probe_mib: int = Field(gt=0)
     drift_probe_repeats: int = Field(gt=0)
     drift_tolerance: float = Field(default=0.10, gt=0)   # a window whose matmul probe moved more: re-run once, flagged
+    idle_power_s: float = Field(default=1.0, ge=0)       # idle power read over this long before every window (where
+                                                         # an energy counter answers: localbench.measure.energy)
 
     @model_validator(mode="after")
     def lengths_positive(self):

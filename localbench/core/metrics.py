@@ -2,6 +2,9 @@
 
 Input: the send time and, per chunk, its arrival time (perf_counter_ns) and the tokens it carries.
 A chunk carrying k tokens counts as k tokens arriving at its arrival time (k-1 gaps of zero).
+Where an energy counter is read (localbench.measure.energy), its readings in joules at the send, the first token
+and the last token give the energy metrics (board or package energy, idle included: the window's idle power is
+reported beside them).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ class Timeline:
     tokens_in_chunk: Sequence[int]   # tokens each chunk carries
     prompt_tokens: int
     output_tokens: int               # from the runtime's usage report, never the chunk count
+    energy_j: Sequence[float] = ()   # counter readings at send, first token, last token (empty: no counter)
 
 
 METRICS: dict[str, Callable[[Timeline], float | list[float] | None]] = {}
@@ -81,6 +85,40 @@ def itl_s(t: Timeline) -> list[float]:
             gaps.append((arrival - t.arrivals_ns[i - 1]) * NS)
         gaps.extend([0.0] * max(k - 1, 0))
     return gaps
+
+
+@metric
+def energy_j(t: Timeline) -> float | None:
+    """Request energy = counter at the last token - counter at send (J)."""
+    return t.energy_j[2] - t.energy_j[0] if len(t.energy_j) == 3 else None
+
+
+@metric
+def prefill_energy_j(t: Timeline) -> float | None:
+    """Prefill energy = counter at the first token - counter at send (J)."""
+    return t.energy_j[1] - t.energy_j[0] if len(t.energy_j) == 3 else None
+
+
+@metric
+def decode_j_per_token(t: Timeline) -> float | None:
+    """Decode energy per output token = (counter at last token - at first token) / (output_tokens - 1)."""
+    if len(t.energy_j) != 3 or t.output_tokens < 2:
+        return None
+    return (t.energy_j[2] - t.energy_j[1]) / (t.output_tokens - 1)
+
+
+@metric
+def prefill_j_per_token(t: Timeline) -> float | None:
+    """Prefill energy per prompt token = prefill energy / prompt_tokens."""
+    e = prefill_energy_j(t)
+    return e / t.prompt_tokens if e is not None and t.prompt_tokens else None
+
+
+@metric
+def decode_tok_per_j(t: Timeline) -> float | None:
+    """Decode tokens per joule, the inverse of decode energy per token."""
+    jpt = decode_j_per_token(t)
+    return 1.0 / jpt if jpt else None
 
 
 def compute(t: Timeline) -> dict[str, float | list[float] | None]:

@@ -31,6 +31,13 @@ REQUEST_FIELDS: list[tuple[str, pa.DataType]] = [
     ("prefill_tps", pa.float64()),
     ("itl_s", pa.list_(pa.float64())),
     ("tokens_in_chunk", pa.list_(pa.int64())),
+    ("energy_j", pa.float64()),          # counter at last token - at send (localbench.measure.energy), idle included
+    ("prefill_energy_j", pa.float64()),  # counter at first token - at send
+    ("decode_j_per_token", pa.float64()),
+    ("prefill_j_per_token", pa.float64()),
+    ("decode_tok_per_j", pa.float64()),
+    ("idle_power_w", pa.float64()),      # the window's idle power (model loaded, no request), read before it
+    ("energy_meter", pa.string()),       # which counter (None: no counter here; extra.json "energy" says why)
     ("cold_start_s", pa.float64()),      # load time of the session that served this request
     ("peak_rss_bytes", pa.int64()),
     ("device_mem_bytes", pa.int64()),

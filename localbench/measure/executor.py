@@ -16,6 +16,7 @@ import weakref
 
 from localbench.core import metrics
 from localbench.core.types import Chunk, Request, RuntimeUnavailable, Sent, Usage
+from localbench.measure.energy import Meter
 from localbench.measure.memory import PeakRSS
 from localbench.runtimes.base import Session
 
@@ -101,15 +102,19 @@ def stream_worker(session: Session, request: Request, stop: threading.Event) -> 
     return out, finished
 
 
-def run_request(session: Session, request: Request, timeout_s: float, rss_baseline: int = 0) -> dict:
+def run_request(session: Session, request: Request, timeout_s: float, rss_baseline: int = 0,
+                meter: Meter | None = None) -> dict:
     """Send one request, timestamp each chunk on arrival, and compute the row's metric fields.
 
     The stream runs on the session's own thread (stream_worker), so a runtime that hangs inside a request still ends
     as a `timeout` row after `timeout_s`; if its stream then does not stop within a grace period the session
     is marked unusable (`session.hung`: the reason) and the caller moves on.
-    `rss_baseline`: this process's RSS right before an in-process session was loaded (subtracted)."""
+    `rss_baseline`: this process's RSS right before an in-process session was loaded (subtracted).
+    `meter`: an energy counter, read here (not on the stream's thread) when the send is stamped, at the first token
+    and at every later token (the last reading stays)."""
     arrivals: list[int] = []
     tokens: list[int] = []
+    energy: list[float] = []          # counter at send, first token, last token
     usage: Usage | None = None
     fields: dict = {"status": "ok", "error": None}
     notes: list[str] = []
@@ -131,15 +136,18 @@ def run_request(session: Session, request: Request, timeout_s: float, rss_baseli
                         raise item
                     if kind == "end":
                         break
-                    if kind == "start":
-                        sent = now         # in-process boundary: right before the generate call
-                    elif isinstance(item, Sent):
-                        sent = item.ns     # servers: the request body was on the wire then
+                    if kind == "start" or isinstance(item, Sent):
+                        # in-process: right before the generate call; servers: the request body was on the wire
+                        sent = now if kind == "start" else item.ns
+                        if meter:
+                            energy[:] = [meter.read()]
                     elif isinstance(item, Usage):
                         usage = item
                     elif isinstance(item, Chunk) and item.tokens > 0:
                         arrivals.append(item.ns or now)     # its socket read where the client stamps one
                         tokens.append(item.tokens)
+                        if meter:     # [send, first] after the first token, then [send, first, latest]
+                            energy[1 if len(arrivals) == 1 else 2:] = [meter.read()]
                     if (now - sent) * 1e-9 > timeout_s:
                         raise TimeoutError(f"request exceeded workload.timeout_s={timeout_s:g}")
                 if usage is None:
@@ -165,7 +173,10 @@ def run_request(session: Session, request: Request, timeout_s: float, rss_baseli
     fields["device_mem_bytes"] = session.memory().get("device_mem_bytes")
     fields["tokens_in_chunk"] = tokens
     if usage is not None:
-        timeline = metrics.Timeline(sent, arrivals, tokens, usage.prompt_tokens, usage.output_tokens)
+        if len(energy) == 2:          # one chunk: the first token is the last
+            energy.append(energy[1])
+        timeline = metrics.Timeline(sent, arrivals, tokens, usage.prompt_tokens, usage.output_tokens,
+                                    energy if len(energy) == 3 else ())
         fields.update(metrics.compute(timeline))
         fields.update(prompt_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens,
                       extra=json.dumps(usage.extra, default=str) if usage.extra else None)

@@ -64,6 +64,7 @@ def measure_runtime(name: str, cfg: dict, out: Path) -> None:
                 run.fail_all(art, transport, plan, "unavailable", f"conversion failed: {row['error']}")
         run.run(ok, plan)
         extra["probe"] = vars(run.probe)
+        extra["energy"] = run.energy
         extra["records"] = run.load_summaries
         if run.probe.available and ok:
             try:

@@ -23,7 +23,7 @@ from localbench.config.engines import Engine
 from localbench.core import hardware
 from localbench.core.schema import empty_row
 from localbench.core.types import Artifact, Request
-from localbench.measure import drift, loadgen, schedule
+from localbench.measure import drift, energy, loadgen, schedule
 from localbench.measure.executor import classify, one_line, run_request, stop_caller
 from localbench.measure.memory import PeakRSS, baseline_rss
 from localbench.measure.plan import Cell
@@ -61,6 +61,10 @@ class Measurement:
         hardware.buffer(self.drift_probe["size_mib"])    # before any memory baseline: the probe is the harness's
         self.run_id = uuid.uuid4().hex[:12]
         self.probe = runtime.probe()
+        self.idle_power_s = float(workload.get("idle_power_s", 1.0))
+        self.meter, reason = energy.meter_for(self.probe.memory or hardware.memory_of(self.probe.device or "cpu"))
+        self.energy = ({"meter": self.meter.name, "resolution_s": energy.resolution_s(self.meter),
+                        "idle_power_s": self.idle_power_s} if self.meter else {"meter": None, "reason": reason})
         self.progress = Progress(runtime.name, 0, show=False)      # run() shows one over its plan
 
     def base_row(self, artifact: Artifact, transport: str, cell: Cell, phase: str) -> dict:
@@ -241,7 +245,7 @@ class Measurement:
         for i in range(self.warmup):
             if ctx["session"].hung:
                 break
-            fields = run_request(ctx["session"], warm, self.timeout_s, ctx["rss_baseline"])
+            fields = run_request(ctx["session"], warm, self.timeout_s, ctx["rss_baseline"], self.meter)
             cold = Cell("warmup" if self.warmup_request else first.workload, warm.prompt_id, warm, trial=round_)
             row = {**self.base_row(artifact, transport, cold, "cold"), **fields, "cold_start_s": ctx["cold_start_s"]}
             if i == 0 and ResultStore.cell_key(row) not in done:     # one cold row per (session, round)
@@ -259,10 +263,12 @@ class Measurement:
         window = f"{self.run_id}/{name}"
         order = list(units)
         random.Random(f"{self.seed}/{name}").shuffle(order)
+        idle_w = energy.idle_power_w(self.meter, self.idle_power_s) if self.meter else None
         probes = [self.probe_speed()]
         started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         tagged = {"window": window, "probe_gbps": probes[0][0], "cold_start_s": ctx["cold_start_s"],
-                  "rerun": bool(rerun_of)}
+                  "rerun": bool(rerun_of), "idle_power_w": idle_w,
+                  "energy_meter": self.meter.name if self.meter else None}
         warmed_lengths = set()
         spent = {s: schedule.spent_s(rows) for s, (_, rows) in self.by_series(artifact, transport, ctx["plan"]).items()}
         for unit in order:
@@ -280,7 +286,8 @@ class Measurement:
                 if ctx["session"].hung:
                     fields = {"status": "error", "error": ctx["session"].hung}
                 else:
-                    fields = run_request(ctx["session"], cell.request, self.timeout_s, ctx["rss_baseline"])
+                    fields = run_request(ctx["session"], cell.request, self.timeout_s, ctx["rss_baseline"],
+                                         self.meter)
                 self.store.append({**self.base_row(artifact, transport, cell, "warm"), **fields, **tagged})
                 spent[cell.series] = spent.get(cell.series, 0.0) + float(fields.get("e2e_s") or 0)
                 if not rerun_of and cell.order == 0 and (cell.fixed or cell.trial < self.rule.min_trials):
@@ -294,7 +301,8 @@ class Measurement:
         record = {"window": window, "runtime": self.runtime.name, "transport": transport, "format": artifact.format,
                   "quant": artifact.quant, "group": f"round {round_ + 1}", "started_at": started,
                   "probes_gbps": [p[0] for p in probes], "probes_gflops": [p[1] for p in probes], "drift": moved,
-                  "flagged": bool(moved > self.drift_tolerance), "rerun_of": rerun_of, "references": references}
+                  "flagged": bool(moved > self.drift_tolerance), "rerun_of": rerun_of, "references": references,
+                  "idle_power_w": idle_w}
         self.store.append_window(record)
         return record
 

@@ -25,6 +25,7 @@ def roofline_rows(bundle: Bundle) -> pd.DataFrame:
     return pd.DataFrame({
         "runtime": s["runtime"], "transport": s["transport"], "quant": s["quant"], "prompt": s["prompt_tokens"],
         "n": s["n"], "decode tok/s p50": s["decode_tps_p50"], "TTFT p50 (s)": s["ttft_p50_s"],
+        "decode tok/J p50": s["decode_tpj_p50"],
         "memory": s["memory"], "ceiling tok/s (weights)": s["ceiling_tps"],
         "% of ceiling": s["of_ceiling"].map(share),
         "ceiling tok/s (weights + KV)": s["ceiling_kv_tps"].where(shown),

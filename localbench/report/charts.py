@@ -274,6 +274,15 @@ def quality_chart(frontier: pd.DataFrame | None) -> Chart | None:
     return Chart("frontier", title, spec, records(data))
 
 
+def energy_chart(rows: pd.DataFrame) -> Chart | None:
+    """Decode tokens per joule against prompt length, where an energy counter was read (none: no chart)."""
+    if "decode_tok_per_j" not in rows or rows["decode_tok_per_j"].isna().all():
+        return None
+    return length_chart(rows[rows["decode_tok_per_j"].notna()], "decode_tok_per_j", "energy_tok_per_j",
+                        "Decode tokens per joule against prompt length (median and 95 % CI; board energy, idle "
+                        "included)", "decode tok/J")
+
+
 def charts(hosts: list[Bundle], frontier: pd.DataFrame | None) -> list[Chart]:
     """Every chart the data support (a chart without data is left out)."""
     rows = all_rows(hosts)
@@ -296,5 +305,5 @@ def charts(hosts: list[Bundle], frontier: pd.DataFrame | None) -> list[Chart]:
                 length_chart(rows, "decode_tps", "longctx_decode_vs_context",
                               "Decode speed against context (tok/s; median and 95 % CI)", "decode tok/s",
                               unique=True),
-                memory_chart(rows), turn_chart(rows), reuse_chart(rows), *made]
+                memory_chart(rows), turn_chart(rows), reuse_chart(rows), energy_chart(rows), *made]
     return [c for c in made if c is not None]

@@ -88,6 +88,13 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
         Section("ttft", "TTFT on matched cells (s, median [95 % CI] (n))", [tables.pivot(rows, "ttft_s", extras=extras)]),
         Section("cold-start", "Cold start", [tables.cold_start(rows)]),
         Section("memory", "Peak memory", [tables.memory(rows)]),
+        Section("energy", "Energy per token (tokens per joule beside tokens per second)", [
+            "Energy counters read at each request's send, first token and last token (NVML's total energy of the "
+            "GPU the weights are on; RAPL's CPU packages where /sys/class/powercap exposes them): board or "
+            "package energy, idle included; the idle power (model loaded, no request, read before each window) "
+            "is beside it. J / prompt token is left blank where the prefill is shorter than 10 updates of the "
+            "counter. No counter, no number: never estimated.\n\n", "\n".join(tables.energy_reasons(extras)) + "\n\n",
+            tables.energy(rows, extras)]),
         Section("roofline", "Decode roofline: memory bandwidth / bytes read per token", [
             "Decoding a token reads every weight once and the KV cache held so far, so no runtime decodes faster "
             "than the memory bandwidth (measured here: the best of large matrix-vector products on all cores, "

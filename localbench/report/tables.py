@@ -106,6 +106,40 @@ def memory(rows: pd.DataFrame) -> pd.DataFrame:
                          for k, g in warm.groupby(WHO)])
 
 
+def energy_reasons(extras: list[dict]) -> list[str]:
+    """Per runtime: which energy counter its rows read, or why none (localbench.measure.energy)."""
+    out = []
+    for e in extras:
+        info = e.get("energy")
+        if info:
+            out.append(f"- {e['runtime']}: " + (f"{info['meter']} (updates every {info['resolution_s'] * 1e3:.0f} ms)"
+                                                 if info.get("meter") else f"unavailable: {info['reason']}"))
+    return out
+
+
+def energy(rows: pd.DataFrame, extras: list[dict]) -> pd.DataFrame:
+    """Per single-stream cell with energy readings: decode tok/s and tok/J ('median [95 % CI] (n)'), J per output
+    token, J per prompt token (only where the median TTFT is over 10 updates of the counter: shorter prefills
+    are not resolved) and the windows' idle power (W) beside."""
+    warm = single_stream(undrifted(rows))
+    if "decode_tok_per_j" not in warm:
+        return pd.DataFrame()
+    warm = warm[warm["decode_tok_per_j"].notna()]
+    resolution = {e["runtime"]: (e.get("energy") or {}).get("resolution_s") for e in extras}
+    out = []
+    for key, g in warm.groupby(MATCH + WHO, sort=True):
+        cell = dict(zip(MATCH + WHO, key))
+        res = resolution.get(cell["runtime"]) or float("nan")
+        resolved = not g["ttft_s"].median() < 10 * res            # NaN resolution: not known, shown
+        out.append({**{k: cell[k] for k in WHO + ["workload", "prompt_tokens", "max_tokens", "cache_reuse"]},
+                    "decode tok/s": estimate(g, "decode_tps"), "decode tok/J": estimate(g, "decode_tok_per_j"),
+                    "J / output token": g["decode_j_per_token"].median(),
+                    "J / prompt token": g["prefill_j_per_token"].median() if resolved else float("nan"),
+                    "idle (W)": g["idle_power_w"].median(), "meter": g["energy_meter"].iloc[0],
+                    "_id": cell_anchor(cell)})
+    return pd.DataFrame(out)
+
+
 def failures(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows that are not ok (and ok rows carrying a flag), counted per runtime/transport/quant/status."""
     bad = rows[(rows["status"] != "ok") | rows["flag"].notna()].assign(

@@ -10,7 +10,7 @@ import vl_convert
 from fakes import served_row as row
 
 from localbench.analysis.aggregate import headline
-from localbench.analysis.bundles import Bundle
+from localbench.analysis.bundles import Bundle, matched_hosts
 from localbench.analysis.cells import cell_anchor
 from localbench.report import charts, page, summary
 from localbench.report.render import render, write_report
@@ -98,3 +98,19 @@ def test_headline_is_a_few_numbers_per_runtime():
     assert metrics["artifact"] == {"llamacpp": "inprocess/Q4_K_M", "torch": "inprocess/fp32"}
     assert list(metrics)[:3] == ["cell", "llamacpp", "torch"]           # the numbers lead `dvc exp show`
     json.dumps(metrics)
+
+
+def test_tokens_per_joule_in_the_energy_table_the_hosts_table_and_a_chart():
+    """Energy rows (as a GPU host's counter gives them) reach the energy section, the multi-host table and a chart;
+    a host without a counter shows no tok/J column of its own and no invented number."""
+    gpu = rows_of(60.0, 20.0)
+    gpu = gpu.assign(decode_j_per_token=400.0 / gpu["decode_tps"], decode_tok_per_j=gpu["decode_tps"] / 400.0,
+                     prefill_j_per_token=0.01, idle_power_w=90.0, energy_meter="nvml total energy: GPU #0")
+    energy = next(s for s in sections_of(gpu) if s.id == "energy").blocks[-1].set_index(["runtime", "prompt_tokens"])
+    assert energy.loc[("llamacpp", 128), "decode tok/J"].startswith("0.15")        # 60 tok/s at 400 W
+    assert energy.loc[("torch", 1024), "J / output token"] == pytest.approx(20.0)
+    assert next(s for s in sections_of(rows_of(30.0, 10.0)) if s.id == "energy").blocks[-1].empty
+    made = {c.name: c for c in charts.charts([bundle(rows_of(30.0, 10.0)), bundle(gpu, "gpu")], None)}
+    assert {r["host"] for r in made["energy_tok_per_j"].data} == {"gpu"}
+    m = matched_hosts([bundle(rows_of(30.0, 10.0)), bundle(gpu, "gpu")])
+    assert "gpu · decode tok/J p50" in m and "here · decode tok/J p50" not in m
