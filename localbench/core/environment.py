@@ -30,15 +30,24 @@ def cpu_name() -> str:
 
 
 def gpu_name() -> str:
-    """The accelerator torch sees (CUDA device name, 'mps'), or '' for none."""
+    """The accelerator: NVIDIA's first GPU as NVML names it (no CUDA context is made: a torch CUDA context in a
+    process that then loads llama.cpp's own CUDA libraries crashed it on the lent GPU), 'Apple MPS', or ''."""
     try:
-        import torch
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-        if torch.backends.mps.is_available():
-            return "Apple MPS"
+        import pynvml
+        try:
+            pynvml.nvmlInit()
+            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+            return name.decode() if isinstance(name, bytes) else name
+        except pynvml.NVMLError:
+            pass
     except ImportError:
         pass
+    if platform.system() == "Darwin":
+        try:
+            import torch
+            return "Apple MPS" if torch.backends.mps.is_available() else ""
+        except ImportError:
+            pass
     return ""
 
 

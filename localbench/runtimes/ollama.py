@@ -61,6 +61,13 @@ def binary(settings: OllamaEngine) -> str | None:
     return shutil.which("ollama")
 
 
+def cuda_backend(exe: str) -> Path | None:
+    """The CUDA backend next to a launched binary (lib/ollama/cuda_v*/libggml-cuda.so, Ollama's Linux layout:
+    benchmarks/gpu/build_ollama.py builds it so), None for a CPU-only build."""
+    found = sorted(Path(exe).resolve().parent.parent.glob("lib/ollama/cuda_v*/libggml-cuda.so*"))
+    return found[0] if found else None
+
+
 def server_version(host: str) -> str | None:
     """The version an Ollama server at `host` reports, None when none answers."""
     try:
@@ -225,6 +232,13 @@ class OllamaSession(Session):
         return ServerDied(f"ollama serve exited with code {self.server.proc.returncode} mid-run; "
                           f"log {self.server.log_path}:\n{log_tail(self.server.log_path)}")
 
+    def placement(self) -> tuple[int, int]:
+        """(model bytes, bytes on the GPU) as /api/ps reports the loaded model."""
+        for m in self.client.get(f"{self.host}/api/ps", timeout=5.0).json().get("models", []):
+            if m.get("name", "").split(":")[0] == self.model:
+                return int(m.get("size", 0)), int(m.get("size_vram", 0))
+        return 0, 0
+
     def memory(self) -> dict[str, int]:
         """llama.cpp's buffer sizes from the runner's log (as for llama-server; read once, after the load),
         plus the model's size as /api/ps reports it."""
@@ -295,7 +309,11 @@ class Ollama(Runtime):
                 "binary": exe, "launch": s.launch}
         if stamp:
             caps.update(build={k: stamp[k] for k in ("module", "go", "cgo_cflags", "build_s", "built_at", "cpu")})
-        return Probe(True, version=f"ollama {version}", device="cpu (ollama's llama.cpp runner)", capabilities=caps)
+        cuda = cuda_backend(exe) if s.launch else None
+        if cuda:
+            caps.update(cuda_backend=str(cuda))
+        device = f"cuda (ollama's llama.cpp runner, {cuda.parent.name})" if cuda else "cpu (ollama's llama.cpp runner)"
+        return Probe(True, version=f"ollama {version}", device=device, capabilities=caps)
 
     def load(self, artifact: Artifact, transport: str) -> Session:
         exe = binary(self.settings)
@@ -305,6 +323,12 @@ class Ollama(Runtime):
             raise RuntimeUnavailable(f"ollama has no {transport!r} transport (server | openai)")
         session = OllamaSession(artifact, self.settings, exe, transport)
         self.system = session.system or getattr(self, "system", "")
+        if self.settings.launch and cuda_backend(exe):
+            size, vram = session.placement()
+            if not vram or vram < size:
+                session.close()
+                raise RuntimeUnavailable(f"Ollama put {vram / 2**20:,.0f} of {size / 2**20:,.0f} MiB on the GPU "
+                                         f"(its CUDA backend did not take the whole model; see its log)")
         return session
 
     def extra_measurements(self, artifacts: list[Artifact], requests: list[Request], out_dir: Path) -> list[dict]:
