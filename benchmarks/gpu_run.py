@@ -369,8 +369,6 @@ class Device:
 
     def start_build(self) -> None:
         """llama.cpp for sm_90 in its own process session (it outlives a call that ends), then the bindings."""
-        if self.part["ollama"]:
-            self.start_ollama_build()
         if not self.part["llama"] or self.done("build") or (self.keep / "build.pid").exists():
             return
         if not self.source_ready():
@@ -456,8 +454,6 @@ class Device:
                        + ([f"convert-mlx-{q}" for q in self.quants("mlx")] if part["mlx"] else []))
         if all(self.done(c) for c in conversions):
             self.run("artifacts", [py, "stages/artifacts.py"])
-        if part["ollama"]:
-            self.ollama_ready(wait=True)
         if not self.builds_idle():
             self.say("measuring waits for the builds to end")
             return
@@ -469,6 +465,12 @@ class Device:
         for name in part["measure"]:
             if name in ("llamacpp", "ollama") and not self.done("build"):
                 continue
+            if name == "ollama":
+                # built after llama.cpp's cells (a build beside a measurement would time the build): the lease's
+                # first minutes go to llama.cpp
+                self.start_ollama_build()
+                if not self.ollama_ready(wait=True):
+                    continue
             if name == "mlx" and not self.mlx_ready():
                 self.say("MLX waits for the mlx-cuda-13 wheel (all its parts: carry every folder once)")
                 continue
