@@ -457,10 +457,10 @@ class Device:
         if not self.builds_idle():
             self.say("measuring waits for the builds to end")
             return
-        if "llamacpp" in part["measure"] and self.done("convert-gguf-F16") and not self.done("inprocess-check"):
+        if "llamacpp" in part["measure"] and self.done("convert-gguf-F16"):
             check = self.work / "inprocess_check.json"
             self.run("inprocess-check", [py, "benchmarks/gpu/inprocess_check.py", check], min_s=120, check=False)
-            self.drop_crashing_inprocess(check)
+            self.drop_crashing_inprocess(check)     # every call: each call brings ctl/ (the params) anew
         self.run("calibrate", [py, "stages/calibrate.py"], min_s=60)
         for name in part["measure"]:
             if name in ("llamacpp", "ollama") and not self.done("build"):
@@ -468,6 +468,8 @@ class Device:
             if name == "ollama":
                 # built after llama.cpp's cells (a build beside a measurement would time the build): the lease's
                 # first minutes go to llama.cpp
+                if "llamacpp" in part["measure"] and not self.done("measure-llamacpp"):
+                    continue
                 self.start_ollama_build()
                 if not self.ollama_ready(wait=True):
                     continue
