@@ -16,7 +16,9 @@ pytestmark = pytest.mark.e2e
 
 
 def sh(cmd: str, cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}"}
+    """Run `cmd` in `cwd` with the venv's tools and the code under test (PYTHONPATH: this checkout, not the
+    venv's editable install, which may point at another one)."""
+    env = {**os.environ, "PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout + result.stderr
