@@ -211,15 +211,17 @@ def _extras(data: Path) -> list[dict]:
 
 
 def export(dest: Path = RESULTS) -> Path:
-    """This machine's bundle from the pipeline's outputs (data/, models/source/config.json)."""
+    """The bundle of the pipeline's outputs (data/, models/source/config.json), with the environment manifest the
+    measure stages recorded (another machine's after `dvc exp apply` of its experiment), else this machine's."""
     data = Path("data")
     requests = pd.read_parquet(data / "requests.parquet")
     roof = _read_json(data / "roofline.json", {})
     extras = _extras(data)
     calib = pd.read_parquet(data / "calibration.parquet") if (data / "calibration.parquet").exists() else None
     config = _read_json(Path("models/source/config.json"), None)
+    measured_on = next((e["environment"] for e in extras if e.get("environment")), None) or environment.manifest()
     bundle = local_bundle(requests, pd.read_parquet(data / "artifacts.parquet"), roof.get("memory_bandwidth_gbps", {}),
-                          environment.manifest(), extras, calib, config)
+                          measured_on, extras, calib, config)
     return write_bundle(bundle, dest)
 
 

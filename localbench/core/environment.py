@@ -6,10 +6,14 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 
 import psutil
 
+# A host id the user names instead of the fingerprint (e.g. two clones on one machine standing in for two
+# machines, tests/test_e2e.py); recorded in the manifest as `host_set_by_user`
+HOST_ENV = "LOCALBENCH_HOST"
 PACKAGES = ("torch", "transformers", "llama_cpp_python", "mlx", "mlx-cpu", "mlx-metal", "mlx-lm",
             "mlc-llm", "ollama", "openai", "httpx", "dvc", "hydra-core", "pandas", "pyarrow")
 
@@ -63,8 +67,8 @@ def package_versions() -> dict[str, str]:
 
 
 def manifest() -> dict:
-    """Everything about this machine a reader needs to judge the numbers."""
-    return {
+    """Everything about this machine a reader needs to judge the numbers (+ `host_set_by_user`: LOCALBENCH_HOST)."""
+    m = {
         "os": f"{platform.system()} {platform.release()}",
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -76,11 +80,21 @@ def manifest() -> dict:
         "python": platform.python_version(),
         "packages": package_versions(),
     }
+    named = os.environ.get(HOST_ENV)
+    if named:
+        if not re.fullmatch(r"\w[\w.-]*", named):
+            raise SystemExit(f"{HOST_ENV}={named!r}: a host id is a folder name (a letter, digit or '_', then "
+                             "those, '.' or '-')")
+        m["host_set_by_user"] = named
+    return m
 
 
 def fingerprint(m: dict | None = None) -> str:
-    """A short stable id of the host's hardware and software (the `host` column)."""
+    """A short stable id of the host's hardware and software (the `host` column), or the id the user set
+    (LOCALBENCH_HOST)."""
     m = m or manifest()
+    if m.get("host_set_by_user"):
+        return m["host_set_by_user"]
     keys = ("platform", "machine", "cpu", "cpu_cores_logical", "memory_bytes", "gpu", "python")
     blob = json.dumps({k: m[k] for k in keys}, sort_keys=True)
     return f"{platform.node()}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"

@@ -57,7 +57,9 @@ def measure_runtime(name: str, cfg: dict, out: Path) -> None:
                          [(c.prompt_id, c.trial, c.request.reuse_cache, c.quants, c.transports) for c in plan])
         partial = Path("data/partial") / f"{name}.jsonl"
         store = ResultStore(partial, key)
-        run = Measurement(runtime, store, environment.fingerprint(), wl, load, warmups)
+        machine = environment.manifest()
+        extra["environment"] = machine      # the measuring machine's, for a bundle exported elsewhere (bundles.export)
+        run = Measurement(runtime, store, environment.fingerprint(machine), wl, load, warmups)
         for row in failed:
             art = Artifact(row["model"], row["format"], row["quant"], row["path"] or "")
             for transport in settings.transports:

@@ -125,3 +125,18 @@ def test_sweep_runs_do_not_join_single_stream_cells(gpu):
     assert sweep_runs and (r["run_id"].isin(sweep_runs) & (r["phase"] == "warm")).any()
     cell = compare.host_cells(gpu).set_index(["runtime", "quant", "prompt_tokens"]).loc[("llamacpp", "Q4_K_M", 1024)]
     assert cell["n"] == 2          # the gpu profile's N=2, not + the sweep run's warm-up request
+
+
+def test_export_writes_the_manifest_the_measure_stages_recorded(gpu, tmp_path, monkeypatch):
+    """`bundles export` of another machine's data/ (after `dvc exp apply` of its experiment): its host and the
+    manifest its measure stages recorded, not this machine's."""
+    monkeypatch.chdir(tmp_path)
+    Path("data/raw/llamacpp").mkdir(parents=True)
+    gpu.requests.to_parquet("data/requests.parquet")
+    gpu.artifacts.to_parquet("data/artifacts.parquet")
+    Path("data/roofline.json").write_text(json.dumps({"memory_bandwidth_gbps": gpu.bandwidth}))
+    Path("data/raw/llamacpp/extra.json").write_text(json.dumps({"runtime": "llamacpp", "environment": gpu.manifest}))
+    monkeypatch.setenv("LOCALBENCH_HOST", "here")
+    dest = compare.export(tmp_path / "results")
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert dest.name == GPU_HOST and manifest["gpu"] == "NVIDIA H200" and "host_set_by_user" not in manifest
