@@ -117,16 +117,24 @@ def local_bundle(requests: pd.DataFrame, artifacts: pd.DataFrame, bandwidth: dic
 
 
 # ------------------------------------------------------------------------------------------------ roofline
+def sweep_passes(r: pd.DataFrame) -> set:
+    """Runs that were a separate sweep pass: they ran load sweeps and the same runtime has a run without any
+    (benchmarks/gpu_run.py's gpu-load pass). Their own single-stream requests ran under the sweep's server settings
+    (more slots, a larger KV pool): not the single-stream cell. A run that measured both (the ci and default
+    profiles' one measure stage) keeps its single-stream rows."""
+    swept = r.loc[r["phase"] == "load", "run_id"].dropna()
+    plain = set(r.loc[~r["run_id"].isin(set(swept)), "runtime"])
+    return {run for run, runtime in r.loc[r["run_id"].isin(set(swept)), ["run_id", "runtime"]].drop_duplicates()
+            .itertuples(index=False) if runtime in plain}
+
+
 def host_cells(bundle: Bundle) -> pd.DataFrame:
     """Warm single-stream cells of one host: n, decode tok/s (mean, p50), TTFT p50, decode tok/J p50 (NaN without
     an energy counter), and each cell's
     memory-bandwidth ceiling: bandwidth / weight bytes, and / (weights + the KV cache read at mid-answer)."""
     r = bundle.requests
-    # a sweep run's own single-stream requests ran under the sweep's server settings (more slots, a larger KV
-    # pool: benchmarks/gpu_run.py's gpu-load pass): they are not the single-stream cell, leave them out
-    sweep_runs = set(r.loc[r["phase"] == "load", "run_id"].dropna())
     warm = r[(r["status"] == "ok") & (r["phase"] == "warm") & (r["concurrency"].fillna(1) == 1)
-             & ~r["run_id"].isin(sweep_runs)]
+             & ~r["run_id"].isin(sweep_passes(r))]
     if warm.empty:
         return pd.DataFrame()
     sizes = {(a.format, a.quant): a.size_bytes for a in bundle.artifacts.itertuples() if pd.notna(a.size_bytes)}

@@ -12,7 +12,7 @@ from localbench.analysis.roofline import kv_matters, share
 from localbench.core.markdown import table
 from localbench.report.sections import Section
 
-SHOWN = ["runtime", "transport", "quant", "prompt_tokens", "max_tokens"]   # of the host cell key, what varies here
+SHOWN = ["runtime", "transport", "quant", "workload", "prompt_tokens", "max_tokens", "cache_reuse"]   # of the key
 
 
 def roofline_rows(bundle: Bundle) -> pd.DataFrame:

@@ -92,7 +92,7 @@ def test_section_names_each_machine(gpu):
     md = bundles_section.section([gpu, _other_host(gpu)]).markdown()
     assert "NVIDIA H200 (vm-466798d233)" in md and "Apple M-test (mac-test)" in md
     matched_part = md.split("### Matched single-stream cells")[1].split("###")[0]
-    assert matched_part.count("| llamacpp | server | Q4_K_M | 1024 | 128 |") == 1
+    assert matched_part.count("| llamacpp | server | Q4_K_M | unique | 1024 | 128 | False |") == 1
     assert "c=64" in md
 
 
@@ -140,3 +140,14 @@ def test_export_writes_the_manifest_the_measure_stages_recorded(gpu, tmp_path, m
     dest = compare.export(tmp_path / "results")
     manifest = json.loads((dest / "manifest.json").read_text())
     assert dest.name == GPU_HOST and manifest["gpu"] == "NVIDIA H200" and "host_set_by_user" not in manifest
+
+
+def test_a_run_that_measured_and_swept_keeps_its_single_stream_cells():
+    """The ci and default profiles measure and sweep in one run: its single-stream cells join the hosts' table;
+    only a separate sweep pass of a runtime that also has a plain run is left out."""
+    from fakes import request_row
+    one = pd.DataFrame([request_row(run_id="r1", trial=i, prompt_id=f"p{i}") for i in range(3)]
+                       + [request_row(run_id="r1", phase="load", concurrency=4)])
+    assert compare.sweep_passes(one) == set()
+    two = pd.concat([one, pd.DataFrame([request_row(run_id="r0", trial=9, prompt_id="p9")])], ignore_index=True)
+    assert compare.sweep_passes(two) == {"r1"}
