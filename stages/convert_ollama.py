@@ -17,5 +17,5 @@ if __name__ == "__main__":
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     target = out_dir / "model.gguf"
-    write_artifact(out_dir, target, model, "gguf", quant, lambda: ollama_quantize.convert(
+    write_artifact(out_dir, target, model, "gguf", quant, lambda: ollama_quantize.quantize_artifact(
         Path("models/gguf/F16/model.gguf"), target, model, quant, Path("models/source")))

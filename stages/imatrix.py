@@ -22,8 +22,8 @@ if __name__ == "__main__":
         manifest = {"status": "skipped", "error": "convert.gguf.imatrix_quants is empty"}
     else:
         try:
-            manifest = imatrix.compute(F16, Path("models/source"), OUT, gguf["imatrix"], gguf.get("threads"))
+            manifest = imatrix.compute_matrix(F16, Path("models/source"), OUT, gguf["imatrix"], gguf.get("threads"))
         except Exception as exc:  # noqa: BLE001 - recorded, the -imat recipes report it
             logging.getLogger("imatrix").error("%s", exc)
             manifest = {"status": "error", "error": f"{type(exc).__name__}: {str(exc).strip()[:400]}"}
-    imatrix.write(manifest, OUT)
+    imatrix.write_manifest(manifest, OUT)

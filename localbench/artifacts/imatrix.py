@@ -24,7 +24,7 @@ FILE, TEXT, MANIFEST = "imatrix.gguf", "calibration.txt", "imatrix.json"
 CHUNKS_LINE = re.compile(r"computing over (\d+) chunks")
 
 
-def compute(f16: Path, source_dir: Path, out_dir: Path, cfg: dict, threads: int | None = None) -> dict:
+def compute_matrix(f16: Path, source_dir: Path, out_dir: Path, cfg: dict, threads: int | None = None) -> dict:
     """llama-imatrix on `f16` over the calibration text (tokenized for its quotas by source_dir's tokenizer);
     writes out_dir/{imatrix.gguf, calibration.txt} and returns the manifest."""
     from transformers import AutoTokenizer
@@ -47,7 +47,7 @@ def compute(f16: Path, source_dir: Path, out_dir: Path, cfg: dict, threads: int 
             "tool": f"llama-imatrix -c {cfg['n_ctx']} (llama-cpp-python {llamacpp_build.VERSION})"}
 
 
-def write(manifest: dict, out_dir: Path) -> None:
+def write_manifest(manifest: dict, out_dir: Path) -> None:
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 

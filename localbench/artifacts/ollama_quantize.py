@@ -37,7 +37,7 @@ def ollama_quantize(f16: Path, out_path: Path, qtype: str) -> None:
         shutil.move(ollama_build.model_blob(models, NAME), out_path)
 
 
-def compare(a: Path, b: Path) -> str:
+def compare_ggufs(a: Path, b: Path) -> str:
     """How two GGUF files differ: byte-identical, else tensors of the same type and of identical data."""
     if sha256_of(a) == sha256_of(b):
         return "byte-identical"
@@ -56,7 +56,7 @@ def compare(a: Path, b: Path) -> str:
             + (f"; {only} tensors in one file only" if only else ""))
 
 
-def convert(f16: Path, out_path: Path, model: str, quant: str, tokenizer_path: Path) -> dict:
+def quantize_artifact(f16: Path, out_path: Path, model: str, quant: str, tokenizer_path: Path) -> dict:
     """The `<type>-ollama` artifact at out_path and its row, compared with llama-quantize's `<type>`."""
     qtype = quant.removesuffix(OLLAMA)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,5 +67,5 @@ def convert(f16: Path, out_path: Path, model: str, quant: str, tokenizer_path: P
                    f"{ollama_build.VERSION})")
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         quantize(f16, Path(tmp) / "llama-quantize.gguf", qtype)
-        row["compared"] = f"vs llama-quantize {qtype} of the same F16: {compare(out_path, Path(tmp) / 'llama-quantize.gguf')}"
+        row["compared"] = f"vs llama-quantize {qtype} of the same F16: {compare_ggufs(out_path, Path(tmp) / 'llama-quantize.gguf')}"
     return row
