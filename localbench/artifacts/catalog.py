@@ -2,14 +2,24 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
+from localbench.artifacts import integrity
+
+from localbench.artifacts.converters.gguf import IMATRIX, OLLAMA
+from localbench.core.schema import ARTIFACT_SCHEMA
 from localbench.core.types import Artifact
 
 
 def configured(convert: dict) -> set[tuple[str, str]]:
-    """The (format, quant) pairs params.yaml asks for (GGUF F16 is always built: it is the others' base)."""
+    """The (format, quant) pairs params.yaml asks for (GGUF F16 is always built: it is the others' base; the
+    calibrated and Ollama-made GGUFs are named <type>-imat and <type>-ollama, localbench.artifacts.converters.gguf)."""
     pairs = {(fmt, str(q)) for fmt, cfg in convert.items() for q in (cfg or {}).get("quants", [])}
+    gguf = convert.get("gguf") or {}
+    pairs |= {("gguf", f"{q}{IMATRIX}") for q in gguf.get("imatrix_quants", [])}
+    pairs |= {("gguf", f"{q}{OLLAMA}") for q in gguf.get("ollama_quants", [])}
     return pairs | ({("gguf", "F16")} if "gguf" in convert else set())
 
 
@@ -28,3 +38,17 @@ def artifacts(formats: tuple[str, ...], convert: dict,
                    size_bytes=r.get("size_bytes") or 0, tokenizer_path=r.get("tokenizer_path") or "")
           for r in rows if r["status"] == "ok"]
     return ok, [r for r in rows if r["status"] != "ok"]
+
+
+def write_artifact(out_dir: Path, target: Path, model: str, fmt: str, quant: str, make: Callable[[], dict]) -> dict:
+    """Run one conversion (`make()` returns its artifact row) and write out_dir/artifact.json; a conversion that
+    fails is a row with status `error` and the reason, so the pipeline goes on. Single files get their sha256."""
+    try:
+        row = make()
+    except Exception as exc:  # noqa: BLE001 - recorded, the pipeline goes on
+        logging.getLogger("convert").error("%s %s: %s", fmt, quant, exc)
+        row = {"model": model, "format": fmt, "quant": quant, "path": str(target), "status": "error",
+               "error": f"{type(exc).__name__}: {str(exc).strip()[:400]}"}
+    row = integrity.record({name: row.get(name) for name in ARTIFACT_SCHEMA.names}, target)
+    (Path(out_dir) / "artifact.json").write_text(json.dumps(row, indent=2))
+    return row

@@ -1,7 +1,7 @@
 """Install llama.cpp for the project: `python -m localbench.builds.llamacpp` (idempotent).
 
 One compile of the llama.cpp vendored in the llama-cpp-python sdist (pinned below) gives the shared
-libraries and the tools llama-server, llama-bench, llama-quantize, llama-perplexity in
+libraries and the tools llama-server, llama-bench, llama-quantize, llama-perplexity, llama-imatrix in
 .cache/llamacpp/build/bin; the `llama_cpp` Python package is then installed from the same sdist without
 compiling llama.cpp again, and the built libraries are copied into its lib/ folder. A second run
 finds everything in place and does nothing. Metal is on by default on macOS; for CUDA run
@@ -26,7 +26,7 @@ from pathlib import Path
 VERSION = "0.3.36"
 SDIST_NAME = f"llama_cpp_python-{VERSION}"
 CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "llamacpp"
-TOOLS = ("llama-server", "llama-bench", "llama-quantize", "llama-perplexity")
+TOOLS = ("llama-server", "llama-bench", "llama-quantize", "llama-perplexity", "llama-imatrix")
 BASE_CMAKE_ARGS = (
     "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_OPENSSL=OFF",

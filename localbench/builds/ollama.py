@@ -79,6 +79,36 @@ def built() -> dict | None:
     return stamp if stamp.get("version") == VERSION and BINARY.exists() else None
 
 
+def executable() -> str | None:
+    """The binary `make install` built, else `ollama` on PATH, else None."""
+    return str(BINARY) if built() else shutil.which("ollama")
+
+
+def server_env(port: int, models: Path) -> dict[str, str]:
+    """The environment of an `ollama serve` the project launches: 127.0.0.1:<port>, its own models folder,
+    no prompt history, no cloud models."""
+    return {"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models), "OLLAMA_NOHISTORY": "1",
+            "OLLAMA_NO_CLOUD": "1"}
+
+
+def create(exe: str, host: str, name: str, modelfile: Path, quantize: str | None = None) -> None:
+    """`ollama create <name> -f <modelfile> [--quantize <type>]` against the server at `host`; one clear error."""
+    argv = [exe, "create", name, "-f", str(modelfile), *(["--quantize", quantize] if quantize else [])]
+    done = subprocess.run(argv, capture_output=True, text=True,
+                          env={**os.environ, "OLLAMA_HOST": host.removeprefix("http://")})
+    if done.returncode:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+        raise RuntimeError(f"`{' '.join(argv[1:])}` failed: {tail[0]}; see the server log")
+
+
+def model_blob(models: Path, name: str) -> Path:
+    """The GGUF blob of model `name` (tag latest) in an Ollama models folder, from its manifest."""
+    manifest = json.loads((models / "manifests" / "registry.ollama.ai" / "library" / name / "latest").read_text())
+    digest = next(layer["digest"] for layer in manifest["layers"]
+                  if layer["mediaType"] == "application/vnd.ollama.image.model")
+    return models / "blobs" / digest.replace(":", "-")
+
+
 def _go(*args: str, capture: bool = True, cwd: Path | None = None, env: dict | None = None):
     env = {**os.environ, "GOTOOLCHAIN": "local", **(env or {})}
     return subprocess.run(["go", *args], capture_output=capture, text=True, env=env, cwd=cwd)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from localbench.config.engines import Closed, Device, Engine, Transport, WorkloadType
 from localbench.config.registry import RUNTIMES
+from localbench.core.texts import segment_source
 
 
 class Open(BaseModel):
@@ -171,8 +172,17 @@ class ConvertHf(Closed):
     threads: Optional[int] = None
 
 
+class Imatrix(Closed):
+    text: list[dict[str, Any]] = []
+    n_ctx: int = Field(default=512, gt=0)
+    chunks: int = Field(default=16, gt=0)
+
+
 class ConvertGguf(Closed):
     quants: list[str] = []
+    imatrix_quants: list[str] = []
+    ollama_quants: list[Literal["Q8_0", "Q4_K_S", "Q4_K_M"]] = []    # the types `ollama create --quantize` takes
+    imatrix: Imatrix = Imatrix()
     threads: Optional[int] = Field(default=None, gt=0)
 
 
@@ -229,6 +239,16 @@ class Params(Closed):
     quality: Optional[Quality] = None
     plots: Plots
     report: Report
+
+    @model_validator(mode="after")
+    def calibration_text_is_not_scored(self):
+        """The importance matrix must not have seen the text quality is scored on."""
+        scored = {segment_source(s) for s in (self.quality.text if self.quality else [])}
+        shared = sorted(scored & {segment_source(s) for s in self.convert.gguf.imatrix.text})
+        if shared:
+            raise ValueError(f"convert.gguf.imatrix.text shares {', '.join(shared)} with quality.text: the "
+                             "calibration text must be disjoint from the scored text")
+        return self
 
 
 # --- errors as one line -------------------------------------------------------------------------------------

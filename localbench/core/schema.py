@@ -65,6 +65,7 @@ ARTIFACT_FIELDS: list[tuple[str, pa.DataType]] = [
     ("bits_per_weight", pa.float64()),
     ("convert_s", pa.float64()),
     ("tool", pa.string()),
+    ("compared", pa.string()),           # another maker's file of the same type, and how they differ (Ollama's quantizer)
     ("status", pa.string()),
     ("error", pa.string()),
 ]

@@ -38,8 +38,8 @@ from localbench.quality.backends import (TABLE_RESOLUTION, gguf_vocab, hf_forwar
                                          native_check, parse_final_ppl, parse_kld, parse_kld_windows,
                                          parse_ppl_windows, pm_intervals)
 from localbench.quality.logits import WINDOW_COLUMNS, BaseFile, Scores, encode_logprobs, window_intervals
-from localbench.quality.text import (build_text, canonical_ids, scored, scored_per_window, token_windows,
-                                     tokenizer_adds_bos)
+from localbench.core.texts import build_text
+from localbench.quality.text import canonical_ids, scored, scored_per_window, token_windows, tokenizer_adds_bos
 
 log = logging.getLogger("quality")
 

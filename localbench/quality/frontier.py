@@ -56,8 +56,8 @@ def pareto(speed: pd.Series, loss: pd.Series) -> pd.Series:
 
 def frontier(quality: pd.DataFrame, artifacts: pd.DataFrame, requests: pd.DataFrame | None,
              cfg: dict) -> pd.DataFrame:
-    """Quality rows beside size, bits/weight (data/artifacts.parquet) and warm decode tok/s (requests)."""
-    arts = artifacts[["format", "quant", "size_bytes", "bits_per_weight"]]
+    """Quality rows beside size, bits/weight, conversion time (data/artifacts.parquet) and warm decode tok/s."""
+    arts = artifacts[["format", "quant", "size_bytes", "bits_per_weight", "convert_s"]]
     frame = quality.merge(arts, on=["format", "quant"], how="left")
     frame = frame.merge(decode_speed(requests, cfg.get("speed") or {}), on=["runtime", "quant"], how="left")
     frame["size_mib"] = frame["size_bytes"] / 2**20

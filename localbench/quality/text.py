@@ -2,8 +2,8 @@
 
 **Text.** `cfg['text']` lists segments in order: a file of the running interpreter's standard library
 (code) and a topic of the Language Reference shipped with it (`pydoc_data.topics`, prose under the PSF
-License). Each is cut to its `tokens` quota (by the model's HF tokenizer's offsets), recorded by sha256 (a
-mismatch with the pinned hash, e.g. another Python version, is stated in every row), joined by a blank line.
+License), built by localbench.core.texts.build_text (each cut to its `tokens` quota, recorded by sha256: a
+mismatch with the pinned hash, e.g. another Python version, is stated in every row).
 
 **Tokens.** The canonical ids are the HF tokenizer's (models/source) for the whole text, without special
 tokens, plus BOS at the start when the GGUF (else the HF tokenizer) says the model adds one: exactly what
@@ -19,58 +19,7 @@ scheme, `n_ctx/2 - 1` scored tokens per window).
 """
 from __future__ import annotations
 
-import hashlib
-import sys
-import sysconfig
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def segment_text(segment: dict) -> tuple[str, str]:
-    """(text, label) of one segment: {stdlib: relative path} or {pydoc_topic: name} of the running Python."""
-    if "stdlib" in segment:
-        path = Path(sysconfig.get_paths()["stdlib"]) / segment["stdlib"]
-        return path.read_text(encoding="utf-8"), f"stdlib {segment['stdlib']}"
-    if "pydoc_topic" in segment:
-        from pydoc_data.topics import topics      # ~0.7 MB of strings: loaded only for a segment that needs it
-        return topics[segment["pydoc_topic"]], f"pydoc_data.topics[{segment['pydoc_topic']!r}]"
-    raise ValueError(f"quality.text segment {segment} names neither `stdlib` nor `pydoc_topic`")
-
-
-@dataclass
-class EvalText:
-    text: str
-    sources: list[dict]     # label, sha256 (of the whole source), pinned (matches cfg), tokens quota, chars used
-
-    @property
-    def sha256(self) -> str:
-        return sha256_text(self.text)
-
-    @property
-    def pinned(self) -> bool:
-        return all(s["pinned"] for s in self.sources)
-
-
-def build_text(segments: list[dict], tokenizer) -> EvalText:
-    """The evaluation text: each segment cut to its token quota at a token boundary, joined by a blank line."""
-    parts, sources = [], []
-    for seg in segments:
-        text, label = segment_text(seg)
-        digest = sha256_text(text)
-        quota = int(seg["tokens"])
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        if len(enc["input_ids"]) > quota:
-            text = text[:enc["offset_mapping"][quota - 1][1]]
-        parts.append(text)
-        sources.append({"label": label, "sha256": digest, "pinned": digest == seg.get("sha256"),
-                        "tokens": quota, "chars": len(text), "python": sys.version.split()[0]})
-    return EvalText("\n\n".join(parts), sources)
 
 
 def canonical_ids(text: str, tokenizer, add_bos: bool) -> list[int]:

@@ -87,7 +87,7 @@ def section(frame: pd.DataFrame | None, cfg: dict) -> Section:
     show = pd.DataFrame({
         "runtime": frame["runtime"], "forward": frame.get("forward"), "format": frame["format"],
         "quant": frame["quant"], "status": frame["status"], "size_mib": frame.get("size_mib"),
-        "bits_per_weight": frame.get("bits_per_weight"), "ppl": frame["ppl"],
+        "bits_per_weight": frame.get("bits_per_weight"), "convert_s": frame.get("convert_s"), "ppl": frame["ppl"],
         "ΔPPL % [95 % CI]": [with_interval(r.get("delta_ppl"), r.get("delta_ppl_lo"), r.get("delta_ppl_hi"), 100, True)
                               for _, r in frame.iterrows()],
         "KLD mean [95 % CI]": [with_interval(r.get("kld_mean"), r.get("kld_lo"), r.get("kld_hi"))

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-CSV_COLUMNS = ["runtime", "forward", "format", "quant", "size_mib", "bits_per_weight", "ppl", "delta_ppl",
+CSV_COLUMNS = ["runtime", "forward", "format", "quant", "size_mib", "bits_per_weight", "convert_s", "ppl", "delta_ppl",
                "delta_ppl_lo", "delta_ppl_hi", "kld_mean", "kld_lo", "kld_hi", "kld_p99", "top1", "top1_lo", "top1_hi",
                "tokens_scored", "ci_method", "decode_tps", "decode_tps_lo", "decode_tps_hi", "decode_n", "pareto"]
 
@@ -62,5 +62,5 @@ def write(frame: pd.DataFrame, out: Path, cfg: dict) -> None:
         old.unlink()
     ok = frame[frame["status"] == "ok"]
     ok = ok.assign(artifact=ok["runtime"] + "/" + ok["quant"])
-    ok[["artifact", *CSV_COLUMNS]].to_csv(out / "frontier.csv", index=False)
+    ok.reindex(columns=["artifact", *CSV_COLUMNS]).to_csv(out / "frontier.csv", index=False)
     figure(frame, out / "frontier.png", dpi=int((cfg.get("figure") or {}).get("dpi", 120)))

@@ -62,8 +62,9 @@ def render(rows: pd.DataFrame, artifacts: pd.DataFrame, extras: list[dict], mani
            model_config: dict | None = None) -> list[Section]:
     """The report, section by section (report.md and index.html are both written from these); `hosts`: this run's
     bundle first, then the other hosts' (localbench.analysis.bundles)."""
-    arts = artifacts.assign(size_mib=artifacts["size_bytes"] / 2**20)[
-        ["model", "format", "quant", "size_mib", "bits_per_weight", "convert_s", "tool", "status", "error"]]
+    arts = artifacts.assign(size_mib=artifacts["size_bytes"] / 2**20).reindex(
+        columns=["model", "format", "quant", "size_mib", "bits_per_weight", "convert_s", "tool", "compared", "status",
+                 "error"])
     env = pd.DataFrame([{"key": k, "value": json.dumps(v) if isinstance(v, dict) else v} for k, v in manifest.items()])
     synthetic = provenance.get("source") == "synthetic"
     longctx_section = longctx.section(rows, extras, figures)

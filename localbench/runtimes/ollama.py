@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import subprocess
 import time
 from dataclasses import replace
@@ -54,11 +53,7 @@ RAW_TEMPLATE = "{{ .Prompt }}"
 
 def binary(settings: OllamaEngine) -> str | None:
     """engine.ollama.binary, else the binary `make install` built, else `ollama` on PATH."""
-    if settings.binary:
-        return settings.binary
-    if ollama_build.built():
-        return str(ollama_build.BINARY)
-    return shutil.which("ollama")
+    return settings.binary or ollama_build.executable()
 
 
 def cuda_backend(exe: str) -> Path | None:
@@ -137,10 +132,10 @@ class OllamaSession(Session):
                 models = models if models.is_absolute() else ROOT / models
                 self.server = Server([exe, "serve"], self.log_dir / f"ollama-{name}-{transport}.log",
                                      ready_path="/api/version", ready_timeout_s=s.ready_timeout_s)
-                self.server.env.update(OLLAMA_HOST=f"127.0.0.1:{self.server.port}", OLLAMA_MODELS=str(models),
+                self.server.env.update(ollama_build.server_env(self.server.port, models),
                                        OLLAMA_NUM_PARALLEL=str(s.num_parallel), OLLAMA_KEEP_ALIVE=s.keep_alive,
                                        OLLAMA_FLASH_ATTENTION="1" if s.flash_attention else "0",
-                                       OLLAMA_NOHISTORY="1", OLLAMA_NO_CLOUD="1", OLLAMA_DEBUG="1" if s.debug else "0")
+                                       OLLAMA_DEBUG="1" if s.debug else "0")
                 self.server.start()
                 self.host, self.pid = self.server.base_url, self.server.pid
                 self.timings["serve_s"] = self.server.cold_start_s
@@ -177,11 +172,7 @@ class OllamaSession(Session):
         path = self.log_dir / f"{name}.Modelfile"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        done = subprocess.run([self.exe, "create", name, "-f", str(path)], capture_output=True, text=True,
-                              env={**os.environ, "OLLAMA_HOST": self.host.removeprefix("http://")})
-        if done.returncode:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
-            raise RuntimeError(f"`ollama create {name} -f {path}` failed: {tail[0]}; see the server log")
+        ollama_build.create(self.exe, self.host, name, path)
         self.created.append(name)
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:

@@ -86,3 +86,40 @@ def test_prompt_text_never_reaches_the_logs(tmp_path, caplog):
     logs = "\n".join(r.getMessage() for r in caplog.records)
     logs += "".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
     assert secret not in logs
+
+
+def test_every_gguf_recipe_runs_without_network(tmp_path, tiny_hf_dir):
+    """The real tools on the tiny model, offline: convert_hf_to_gguf (F16), llama-imatrix over the pinned
+    calibration text, llama-quantize with the importance matrix, and Ollama's quantizer (`ollama create --quantize`
+    on its own `ollama serve`, compared with llama-quantize's file of the same type)."""
+    import json
+
+    from localbench.builds import llamacpp as llamacpp_build
+    from localbench.builds import ollama as ollama_build
+
+    if llamacpp_build.missing():
+        pytest.skip(f"llama.cpp not built: {llamacpp_build.missing()}")
+    cfg = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cfg["convert"]["gguf"].update(imatrix_quants=["Q3_K_M"], ollama_quants=["Q4_K_M"])
+    cfg["convert"]["gguf"]["imatrix"].update(n_ctx=128, chunks=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/source").symlink_to(tiny_hf_dir)
+    stages = ROOT / "stages"
+    steps = [f"{sys.executable} {stages}/convert.py gguf F16", f"{sys.executable} {stages}/imatrix.py",
+             f"{sys.executable} {stages}/convert.py gguf Q3_K_M-imat", f"{sys.executable} {stages}/convert_ollama.py Q4_K_M"]
+    done = offline(["sh", "-c", " && ".join(steps)], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((tmp_path / "models/imatrix/imatrix.json").read_text())
+    assert manifest["status"] == "ok" and manifest["chunks_used"] == 2 and manifest["text_pinned"]
+    imat = json.loads((tmp_path / "models/gguf/Q3_K_M-imat/artifact.json").read_text())
+    assert imat["status"] == "ok", imat["error"]
+    assert "llama-quantize --imatrix Q3_K_M" in imat["tool"] and manifest["text_sha256"][:12] in imat["tool"]
+    assert 3.4 < imat["bits_per_weight"] < 6.5        # Q3_K_M, plus the wider tensors (the tiny model: its embeddings)
+    made = json.loads((tmp_path / "models/gguf/Q4_K_M-ollama/artifact.json").read_text())
+    if ollama_build.executable() is None:
+        assert made["status"] == "error" and "no `ollama` binary" in made["error"]
+    else:
+        assert made["status"] == "ok", made["error"]
+        assert made["compared"].startswith("vs llama-quantize Q4_K_M of the same F16: ")
+        assert "ollama create --quantize Q4_K_M" in made["tool"] and made["convert_s"] > 0

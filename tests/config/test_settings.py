@@ -32,7 +32,7 @@ def test_committed_params_are_valid():
     assert all_errors(PARAMS) == []
 
 
-@pytest.mark.parametrize("overrides", [["experiment=ci"], ["experiment=paper"], ["experiment=gpu"],
+@pytest.mark.parametrize("overrides", [["experiment=ci"], ["experiment=paper"], ["experiment=long"], ["experiment=gpu"],
                                        ["experiment=gpu-load"], ["runtime=reference"],
                                        ["model=synthetic-qwen25-coder-3b"]])
 def test_every_profile_is_valid(tmp_path, monkeypatch, overrides):

@@ -344,9 +344,10 @@ def test_decode_interval_in_the_frontier():
     assert speed.loc["F16", "decode_tps_hi"] < speed.loc["Q8_0", "decode_tps_lo"]   # 10 vs 20 tok/s: apart
     quality = frame()[["runtime", "format", "quant", "status", "reason", "ppl", "kld_mean"]]
     arts = pd.DataFrame({"format": ["gguf"] * 3, "quant": ["F16", "Q8_0", "Q4_K_M"], "size_bytes": [2**20] * 3,
-                         "bits_per_weight": [16.0, 8.5, 4.9]})
+                         "bits_per_weight": [16.0, 8.5, 4.9], "convert_s": [12.0, 2.0, 3.0]})
     table = frontier.frontier(quality, arts, requests({"Q8_0": q8, "F16": f16}), CFG).set_index("quant")
     assert {"decode_tps", "decode_tps_lo", "decode_tps_hi", "decode_n"} <= set(table.columns)
+    assert table.loc["Q4_K_M", "convert_s"] == 3.0            # conversion time beside quality and speed
     assert table.loc["Q8_0", "decode_tps_lo"] == speed.loc["Q8_0", "decode_tps_lo"]
     assert math.isnan(table.loc["Q4_K_M", "decode_tps_lo"])             # not measured
 
