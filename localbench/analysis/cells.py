@@ -22,7 +22,7 @@ FULL_BITS = {"f32": "32-bit", "fp32": "32-bit", "float32": "32-bit", "f16": "16-
 
 def precision(quant) -> str | None:
     """The precision class of a quant name, whatever its format: '32-bit', '16-bit' (F16/BF16/fp16/bf16),
-    '<n>-bit' (GGUF Q<n>_*/IQ<n>_*, MLX <n>bit, MLC q<n>f16_*; MLC q0f16/q0f32: unquantized), 'mixed' (MLX
+    '<n>-bit' (GGUF Q<n>_*/IQ<n>_*, MLX <n>bit, torchao int<n>, MLC q<n>f16_*; MLC q0f16/q0f32: unquantized), 'mixed' (MLX
     mixed_<a>_<b>); None for a name it does not know. Runtimes are compared only within one class."""
     q = str(quant or "").lower()
     if q in FULL_BITS:
@@ -32,7 +32,7 @@ def precision(quant) -> str | None:
     unquantized = re.fullmatch(r"q0f(16|32)(_\w*)?", q)
     if unquantized:
         return f"{unquantized[1]}-bit"
-    bits = re.match(r"i?q(\d)(_|f|$)", q) or re.fullmatch(r"(\d)bit", q)
+    bits = re.match(r"i?q(\d)(_|f|$)", q) or re.fullmatch(r"(\d)bit", q) or re.fullmatch(r"int(\d)", q)
     return f"{bits[1]}-bit" if bits else None
 
 

@@ -10,7 +10,7 @@ from localbench.artifacts import integrity
 
 from localbench.artifacts.converters.gguf import IMATRIX, OLLAMA
 from localbench.core.schema import ARTIFACT_SCHEMA
-from localbench.core.types import Artifact
+from localbench.core.types import Artifact, RuntimeUnavailable
 
 
 def configured(convert: dict) -> set[tuple[str, str]]:
@@ -42,12 +42,14 @@ def artifacts(formats: tuple[str, ...], convert: dict,
 
 def write_artifact(out_dir: Path, target: Path, model: str, fmt: str, quant: str, make: Callable[[], dict]) -> dict:
     """Run one conversion (`make()` returns its artifact row) and write out_dir/artifact.json; a conversion that
-    fails is a row with status `error` and the reason, so the pipeline goes on. Single files get their sha256."""
+    fails is a row with status `error` (`unsupported` where the tool has no kernel for it here: RuntimeUnavailable)
+    and the reason, so the pipeline goes on. Single files get their sha256."""
     try:
         row = make()
     except Exception as exc:  # noqa: BLE001 - recorded, the pipeline goes on
         logging.getLogger("convert").error("%s %s: %s", fmt, quant, exc)
-        row = {"model": model, "format": fmt, "quant": quant, "path": str(target), "status": "error",
+        status = "unsupported" if isinstance(exc, RuntimeUnavailable) else "error"
+        row = {"model": model, "format": fmt, "quant": quant, "path": str(target), "status": status,
                "error": f"{type(exc).__name__}: {str(exc).strip()[:400]}"}
     row = integrity.record({name: row.get(name) for name in ARTIFACT_SCHEMA.names}, target)
     (Path(out_dir) / "artifact.json").write_text(json.dumps(row, indent=2))

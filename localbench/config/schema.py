@@ -168,7 +168,8 @@ class Calibration(Closed):
 
 # --- convert ------------------------------------------------------------------------------------------------
 class ConvertHf(Closed):
-    quants: list[Literal["fp32", "bf16", "fp16"]] = []
+    quants: list[Literal["fp32", "bf16", "fp16", "int8", "int4"]] = []
+    base: Literal["fp32", "bf16", "fp16"] = "fp32"       # int8/int4 (torchao): the dtype of what is not quantized
     threads: Optional[int] = None
 
 

@@ -24,6 +24,22 @@ from localbench.core.types import RuntimeUnavailable
 DTYPE_BYTES = {"F16": 2, "f16": 2, "fp16": 2, "bf16": 2, "BF16": 2, "float16": 2, "bfloat16": 2,
                "fp32": 4, "F32": 4, "float32": 4}
 FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}   # a float artifact's quant -> its dtype
+# an HF artifact quantized weight-only by torchao (localbench/artifacts/converters/hf.py) -> its torchao config
+TORCHAO_QUANTS = {"int8": "Int8WeightOnlyConfig", "int4": "Int4WeightOnlyConfig"}
+
+
+def hf_dtype(quant: str, path: str) -> str:
+    """The torch dtype an HF artifact loads with: a float artifact's own, a torchao one's unquantized dtype (its
+    config.json `dtype`: embeddings, norms and activations stay at it)."""
+    if quant in FLOAT_DTYPES:
+        return FLOAT_DTYPES[quant]
+    if quant in TORCHAO_QUANTS:
+        import json
+        from pathlib import Path
+
+        config = json.loads((Path(path) / "config.json").read_text())
+        return str(config.get("dtype") or config.get("torch_dtype") or "float32")
+    raise ValueError(f"HF quant {quant!r} is not one of {sorted(FLOAT_DTYPES) + sorted(TORCHAO_QUANTS)}")
 ACCELERATORS = ("cuda", "mps")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from localbench.builds import llamacpp as llamacpp_build
-from localbench.core.hardware import FLOAT_DTYPES, torch_device
+from localbench.core.hardware import hf_dtype, torch_device
 from localbench.core.stats import normal_ci
 from localbench.quality.logits import logsumexp
 
@@ -45,12 +45,11 @@ def hf_forward(path: str, quant: str, n_ctx: int, threads: int | None,
     import transformers
     from transformers import AutoModelForCausalLM
 
-    if quant not in FLOAT_DTYPES:
-        raise ValueError(f"HF quant {quant!r} is not one of {sorted(FLOAT_DTYPES)}")
+    dtype = hf_dtype(quant, path)
     if threads:
         torch.set_num_threads(int(threads))
     device = torch_device("auto")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, FLOAT_DTYPES[quant]))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     if weights is not None:
         missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()},
                                                     strict=False)

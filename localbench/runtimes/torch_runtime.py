@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from localbench.config.engines import TorchEngine
-from localbench.core.hardware import FLOAT_DTYPES, torch_device
+from localbench.core.hardware import hf_dtype, torch_device
 from localbench.core.types import Artifact, Chunk, Probe, Request, RuntimeUnavailable, Usage
 from localbench.runtimes.base import Runtime, Session, register
 
@@ -70,7 +70,7 @@ class TorchSession(Session):
 class TorchRuntime(Runtime):
     name = "torch"
     settings: TorchEngine
-    declared = {"quantization": "bf16/fp16/fp32 weights (int8/int4 need extra libraries)",
+    declared = {"quantization": "bf16/fp16/fp32 weights; weight-only int8/int4 through torchao",
                 "kv_cache": "per-request DynamicCache (grows with the context, no paging); no cross-request "
                             "reuse (measured as none); YaRN via rope_scaling in the config",
                 "streaming": "Python loop over forward + KV cache (no server)",
@@ -100,9 +100,10 @@ class TorchRuntime(Runtime):
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         device = torch_device(self.settings.device)
-        dtype = FLOAT_DTYPES.get(artifact.quant)
-        if dtype is None:
-            raise RuntimeUnavailable(f"torch artifact quant {artifact.quant!r} is not one of {sorted(FLOAT_DTYPES)}")
+        try:
+            dtype = hf_dtype(artifact.quant, artifact.path)
+        except ValueError as exc:
+            raise RuntimeUnavailable(str(exc)) from None
         tokenizer = AutoTokenizer.from_pretrained(artifact.tokenizer_path or artifact.path)
         kwargs, rope = {}, self.settings.rope_scaling
         if rope:       # e.g. YaRN past the trained context: {rope_type: yarn, factor: 4, original_max_...: 32768}
