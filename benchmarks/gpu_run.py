@@ -522,6 +522,11 @@ class Device:
             held.rename(raw / held.name[5:])
         if not self.done("artifacts"):
             subprocess.run([py, "stages/artifacts.py"], cwd=self.code, env=self.env, capture_output=True)
+        for name in self.part["measure"]:     # a measure stage the lease cut short: its rows so far, marked so
+            if not self.done(f"measure-{name}"):
+                subprocess.run([py, "-c", "import sys; from pathlib import Path; from localbench.measure.run import "
+                                f"salvage; salvage('{name}', Path('data/raw/{name}'))"],
+                               cwd=self.code, env=self.env, capture_output=True)
         if raw.exists():
             subprocess.run([py, "stages/aggregate.py"], cwd=self.code, env=self.env, capture_output=True)
         r = subprocess.run([py, "benchmarks/gpu/bundle.py", self.work, self.keep], cwd=self.code, env=self.env,

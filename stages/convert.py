@@ -11,6 +11,7 @@ from localbench.artifacts import imatrix
 from localbench.artifacts.catalog import write_artifact
 from localbench.artifacts.converters import converter
 from localbench.artifacts.converters.gguf import IMATRIX
+from localbench.artifacts.converters.mlx import LEARNED
 from localbench.config.params import params, setup_logging
 
 SOURCE = Path("models/source")
@@ -24,6 +25,8 @@ def make(fmt: str, quant: str, target: Path, cfg: dict) -> dict:
     if fmt == "gguf" and quant.endswith(IMATRIX):
         settings["imatrix"], manifest = imatrix.imatrix_file(Path("models/imatrix"))
         settings["calibration"] = imatrix.describe(manifest)
+    if fmt == "mlx" and LEARNED.match(quant):
+        settings["calibration_text"] = cfg["convert"]["calibration_text"]
     return converter(fmt)(SOURCE, target, cfg["model"]["name"], quant, settings)
 
 

@@ -15,14 +15,16 @@ F16 = Path("models/gguf/F16/model.gguf")
 
 if __name__ == "__main__":
     setup_logging()
-    gguf = params("convert")["convert"]["gguf"]
+    convert = params("convert")["convert"]
+    gguf = convert["gguf"]
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     if not gguf.get("imatrix_quants"):
         manifest = {"status": "skipped", "error": "convert.gguf.imatrix_quants is empty"}
     else:
         try:
-            manifest = imatrix.compute_matrix(F16, Path("models/source"), OUT, gguf["imatrix"], gguf.get("threads"))
+            manifest = imatrix.compute_matrix(F16, Path("models/source"), OUT, convert["calibration_text"],
+                                              gguf["imatrix"], gguf.get("threads"))
         except Exception as exc:  # noqa: BLE001 - recorded, the -imat recipes report it
             logging.getLogger("imatrix").error("%s", exc)
             manifest = {"status": "error", "error": f"{type(exc).__name__}: {str(exc).strip()[:400]}"}

@@ -1,57 +1,107 @@
-"""Why llama.cpp in-process crashed on the lent GPU: one load + one short request in fresh processes, four ways.
+"""Why llama.cpp in-process crashed on the lent GPU: one load + one short request in fresh processes, six ways.
 
 Run by benchmarks/gpu_run.py from the code folder (params.yaml = the gpu profile's) once llama.cpp is built and the
 F16 GGUF converted:   python benchmarks/gpu/inprocess_check.py OUT.json
 
-  bare            llama_cpp.Llama on the F16 GGUF, nothing else imported
-  bare+torch      the same after torch made a CUDA context (torch's own CUDA libraries loaded first)
+  bare            import llama_cpp, nothing else; the F16 GGUF's path given on the command line
+  arrow-after     bare, then `import pyarrow` before the load (what the project's imports do: pandas, Parquet)
+  arrow-first     `import pyarrow` first, then bare
+  bare+torch      bare after torch made a CUDA context (torch's own CUDA libraries loaded first)
   runtime         the project's runtime (engine.llamacpp settings of the profile: n_ctx, flash attention, YaRN)
   runtime+torch   the same after torch made a CUDA context
 
-Each: exit code (a negative one is the signal), seconds, the CUDA libraries the process had mapped (/proc/self/maps),
-whether torch was imported, and the stderr tail (faulthandler's traceback on a crash).
+Each child prints STEP lines as it goes (so a crash names the step it died in) and, right before the load, the
+shared libraries it has mapped that could clash (C++ runtime, OpenMP, CUDA, ggml, Arrow); the record keeps exit code
+(a negative one is the signal), seconds, the last step, the maps, the output and the stderr tail (faulthandler's
+traceback). `ldd` of the bindings' libraries and a native backtrace of the first crash (gdb, else cuda-gdb) are kept.
 """
+import glob
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
 
-TORCH = "import torch; torch.zeros(1, device='cuda'); "
-MAPS = ("import sys; libs = sorted({l.split()[-1] for l in open('/proc/self/maps') if any(k in l for k in "
-        "('cublas', 'cudart', 'ggml', 'llama', 'libcuda.'))}); print('MAPS', libs); print('TORCH', 'torch' in "
-        "sys.modules)")
-BARE = ("import llama_cpp; from localbench.artifacts import catalog; "
-        "a = next(a for a in catalog.artifacts(('gguf',), __import__('localbench.config.params', fromlist=['x'])"
-        ".params('convert')['convert'])[0] if a.quant == 'F16'); "
-        "m = llama_cpp.Llama(model_path=a.path, n_gpu_layers=99, n_ctx=4096, verbose=True); "
-        "print('OUT', m('def f(x):', max_tokens=8)['usage']); ")
-RUNTIME = ("from localbench.artifacts import catalog; from localbench.config.params import engine_settings, params; "
+KEYS = ("stdc++", "gomp", "libomp", "iomp", "cublas", "cudart", "libcuda.", "nccl", "ggml", "llama", "arrow",
+        "jemalloc", "mimalloc", "tcmalloc")
+STEP = "import sys; step = lambda s: print('STEP', s, flush=True); "
+TORCH = "step('torch'); import torch; torch.zeros(1, device='cuda'); "
+ARROW = "step('pyarrow'); import pyarrow; "
+LLAMA = "step('import llama_cpp'); import llama_cpp; "
+MAPS = ("print('MAPS', sorted({l.split()[-1] for l in open('/proc/self/maps') if any(k in l for k in "
+        f"{KEYS!r})}}), flush=True); print('TORCH', 'torch' in sys.modules, flush=True); ")
+LOAD = ("step('load'); m = llama_cpp.Llama(model_path=sys.argv[1], n_gpu_layers=99, n_ctx=4096, verbose=True); "
+        "step('generate'); print('OUT', m('def f(x):', max_tokens=8)['usage'], flush=True); step('exit'); ")
+RUNTIME = ("step('import localbench'); from localbench.artifacts import catalog; "
+           "from localbench.config.params import engine_settings, params; "
            "from localbench.measure.session import load_runtime; from localbench.core.types import Request; "
            "cfg = params('model', 'runtime', 'engine', 'workload', 'convert', 'load'); "
            "rt = load_runtime('llamacpp', engine_settings('llamacpp', cfg)); "
-           "a = next(a for a in catalog.artifacts(rt.formats, cfg['convert'])[0] if a.quant == 'F16'); "
-           "s = rt.load(a, 'inprocess'); "
-           "print('OUT', list(s.stream(Request('p', tuple(range(100, 1124)), '', 16)))[-1]); ")
+           "a = next(a for a in catalog.artifacts(rt.formats, cfg['convert'])[0] if a.quant == 'F16'); " + MAPS +
+           "step('load'); s = rt.load(a, 'inprocess'); step('generate'); "
+           "print('OUT', list(s.stream(Request('p', tuple(range(100, 1124)), '', 16)))[-1], flush=True); "
+           "step('exit'); ")
+VARIANTS = {"bare": LLAMA + MAPS + LOAD, "arrow-after": LLAMA + ARROW + MAPS + LOAD,
+            "arrow-first": ARROW + LLAMA + MAPS + LOAD, "bare+torch": TORCH + LLAMA + MAPS + LOAD,
+            "runtime": RUNTIME, "runtime+torch": TORCH + RUNTIME}
+
+
+def f16_path() -> str:
+    from localbench.artifacts import catalog
+    from localbench.config.params import params
+
+    return next(a.path for a in catalog.artifacts(("gguf",), params("convert")["convert"])[0] if a.quant == "F16")
+
+
+def bindings() -> dict:
+    """Where llama_cpp is imported from, and what its libraries link against (a fresh process: nothing loaded)."""
+    r = subprocess.run([sys.executable, "-c", "import llama_cpp, os; print(os.path.dirname(llama_cpp.__file__))"],
+                       capture_output=True, text=True)
+    pkg = r.stdout.strip()
+    out = {"package": pkg or r.stderr[-500:], "python": sys.version, "executable": sys.executable, "ldd": {}}
+    if pkg and shutil.which("ldd"):
+        for lib in sorted(glob.glob(f"{pkg}/lib/lib*.so"))[:8]:
+            out["ldd"][lib] = subprocess.run(["ldd", lib], capture_output=True, text=True).stdout[-2500:]
+    return out
+
+
+def backtrace(code: str, model: str) -> str:
+    """A native backtrace of one variant: gdb, else cuda-gdb (the GPU image has no gdb; cuda-gdb debugs host code)."""
+    gdb = shutil.which("gdb") or shutil.which("cuda-gdb") or next(
+        (p for p in ("/usr/local/cuda/bin/cuda-gdb",) if os.path.exists(p)), None)
+    if not gdb:
+        return "neither gdb nor cuda-gdb installed"
+    try:
+        r = subprocess.run([gdb, "-batch", "-ex", "run", "-ex", "bt 40", "-ex", "info sharedlibrary", "--args",
+                            sys.executable, "-c", code, model], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as exc:
+        return f"{gdb}: timeout; {str(exc.stdout or '')[-3000:]}"
+    return f"{gdb}:\n" + (r.stdout + r.stderr)[-12000:]
 
 
 def main(out: str) -> None:
-    results = {}
-    for name, code in (("bare", BARE), ("bare+torch", TORCH + BARE), ("runtime", RUNTIME),
-                       ("runtime+torch", TORCH + RUNTIME)):
+    model = f16_path()
+    results = {"bindings": bindings()}
+    for name, code in VARIANTS.items():
         t0 = time.time()
         try:
-            r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code + MAPS], capture_output=True,
+            r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", STEP + code, model], capture_output=True,
                                text=True, timeout=240)
             rc, stdout, stderr = r.returncode, r.stdout, r.stderr
         except subprocess.TimeoutExpired as exc:
             rc, stdout, stderr = "timeout", str(exc.stdout or ""), str(exc.stderr or "")
         lines = stdout.splitlines()
+        first = lambda tag: next((l[len(tag) + 1:] for l in lines if l.startswith(tag + " ")), None)   # noqa: E731
         results[name] = {"rc": rc, "s": round(time.time() - t0, 1),
-                         "maps": next((l[5:] for l in lines if l.startswith("MAPS")), None),
-                         "torch_imported": next((l[6:] for l in lines if l.startswith("TORCH")), None),
-                         "out": next((l[4:] for l in lines if l.startswith("OUT")), None),
+                         "last_step": ([l[5:] for l in lines if l.startswith("STEP ")] or [None])[-1],
+                         "maps": first("MAPS"), "torch_imported": first("TORCH"), "out": first("OUT"),
                          "stderr_tail": stderr[-3000:]}
-        print(name, "rc", rc, f"{results[name]['s']}s", results[name]["out"], flush=True)
+        print(name, "rc", rc, f"{results[name]['s']}s", "last step", results[name]["last_step"],
+              results[name]["out"], flush=True)
+    crashed = next((n for n in VARIANTS if results[n]["rc"] not in (0, "timeout")), None)
+    if crashed:
+        results["backtrace"] = {"variant": crashed, "gdb": backtrace(STEP + VARIANTS[crashed], model)}
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
 

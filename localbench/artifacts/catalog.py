@@ -15,11 +15,13 @@ from localbench.core.types import Artifact, RuntimeUnavailable
 
 def configured(convert: dict) -> set[tuple[str, str]]:
     """The (format, quant) pairs params.yaml asks for (GGUF F16 is always built: it is the others' base; the
-    calibrated and Ollama-made GGUFs are named <type>-imat and <type>-ollama, localbench.artifacts.converters.gguf)."""
-    pairs = {(fmt, str(q)) for fmt, cfg in convert.items() for q in (cfg or {}).get("quants", [])}
+    calibrated and Ollama-made GGUFs are named <type>-imat and <type>-ollama, localbench.artifacts.converters.gguf;
+    MLX's learned quants keep their names, localbench.artifacts.converters.mlx)."""
+    pairs = {(fmt, str(q)) for fmt, cfg in convert.items() if isinstance(cfg, dict) for q in cfg.get("quants", [])}
     gguf = convert.get("gguf") or {}
     pairs |= {("gguf", f"{q}{IMATRIX}") for q in gguf.get("imatrix_quants", [])}
     pairs |= {("gguf", f"{q}{OLLAMA}") for q in gguf.get("ollama_quants", [])}
+    pairs |= {("mlx", str(q)) for q in (convert.get("mlx") or {}).get("learned_quants", [])}
     return pairs | ({("gguf", "F16")} if "gguf" in convert else set())
 
 

@@ -1,7 +1,7 @@
 """The importance matrix of a model (DVC stage `imatrix`, models/imatrix/): llama-imatrix run on the F16 GGUF over
 the pinned calibration text, read by every `<type>-imat` GGUF recipe (localbench.artifacts.converters.gguf).
 
-The calibration text (`convert.gguf.imatrix.text`) is built like the quality text (localbench.core.texts: files
+The calibration text (`convert.calibration_text`, shared with MLX's learned quants) is built like the quality text (localbench.core.texts: files
 of the running Python, each pinned by sha256, nothing downloaded) and shares no source with it (checked in
 localbench.config.schema). It is cut into `chunks` chunks of `n_ctx` tokens by llama-imatrix itself.
 models/imatrix/ holds imatrix.gguf, the exact text (calibration.txt) and imatrix.json: the text's and the
@@ -24,12 +24,13 @@ FILE, TEXT, MANIFEST = "imatrix.gguf", "calibration.txt", "imatrix.json"
 CHUNKS_LINE = re.compile(r"computing over (\d+) chunks")
 
 
-def compute_matrix(f16: Path, source_dir: Path, out_dir: Path, cfg: dict, threads: int | None = None) -> dict:
+def compute_matrix(f16: Path, source_dir: Path, out_dir: Path, segments: list[dict], cfg: dict,
+                   threads: int | None = None) -> dict:
     """llama-imatrix on `f16` over the calibration text (tokenized for its quotas by source_dir's tokenizer);
     writes out_dir/{imatrix.gguf, calibration.txt} and returns the manifest."""
     from transformers import AutoTokenizer
 
-    text = build_text(cfg["text"], AutoTokenizer.from_pretrained(source_dir))
+    text = build_text(segments, AutoTokenizer.from_pretrained(source_dir))
     (out_dir / TEXT).write_text(text.text, encoding="utf-8")
     argv = [str(llamacpp_build.tool("llama-imatrix")), "-m", str(f16), "-f", str(out_dir / TEXT),
             "-o", str(out_dir / FILE), "-c", str(cfg["n_ctx"]), "--chunks", str(cfg["chunks"]),

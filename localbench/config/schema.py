@@ -174,7 +174,6 @@ class ConvertHf(Closed):
 
 
 class Imatrix(Closed):
-    text: list[dict[str, Any]] = []
     n_ctx: int = Field(default=512, gt=0)
     chunks: int = Field(default=16, gt=0)
 
@@ -187,8 +186,17 @@ class ConvertGguf(Closed):
     threads: Optional[int] = Field(default=None, gt=0)
 
 
+class MlxLearned(Closed):
+    target_bpw: float = Field(default=5.0, gt=0)     # bits per weight the learned recipe aims at
+    samples: int = Field(default=8, gt=0)            # rows of the calibration text the sensitivities are taken over
+    sequence_length: int = Field(default=512, gt=0)  # tokens per row
+    batch_size: int = Field(default=4, gt=0)
+
+
 class ConvertMlx(Closed):
     quants: list[str] = []
+    learned_quants: list[str] = []                   # dynamic_<low>_<high>: mlx_lm.quant.dynamic_quant
+    learned: MlxLearned = MlxLearned()
     group_size: int = Field(default=64, gt=0)
     dtype: Optional[Literal["float32", "float16", "bfloat16"]] = None
 
@@ -201,6 +209,7 @@ class ConvertMlc(Closed):
 
 
 class Convert(Closed):
+    calibration_text: list[dict[str, Any]] = []      # every calibrated recipe's text (imatrix, MLX learned)
     hf: ConvertHf = ConvertHf()
     gguf: ConvertGguf = ConvertGguf()
     mlx: ConvertMlx = ConvertMlx()
@@ -243,11 +252,11 @@ class Params(Closed):
 
     @model_validator(mode="after")
     def calibration_text_is_not_scored(self):
-        """The importance matrix must not have seen the text quality is scored on."""
+        """No calibrated recipe may have seen the text quality is scored on."""
         scored = {segment_source(s) for s in (self.quality.text if self.quality else [])}
-        shared = sorted(scored & {segment_source(s) for s in self.convert.gguf.imatrix.text})
+        shared = sorted(scored & {segment_source(s) for s in self.convert.calibration_text})
         if shared:
-            raise ValueError(f"convert.gguf.imatrix.text shares {', '.join(shared)} with quality.text: the "
+            raise ValueError(f"convert.calibration_text shares {', '.join(shared)} with quality.text: the "
                              "calibration text must be disjoint from the scored text")
         return self
 

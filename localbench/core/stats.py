@@ -57,6 +57,14 @@ def mean_std(values) -> str:
     return f"{v.mean():.3g} ± {v.std(ddof=1):.2g}" if len(v) > 1 else f"{v.mean():.3g}"
 
 
+def _binom_pmf(n: int, i: int, p: float) -> float:
+    """P(B = i) for B ~ binomial(n, p), in log space (math.comb overflows a float past n ~ 1030)."""
+    if p in (0.0, 1.0):
+        return float(i == (n if p == 1.0 else 0))
+    return math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                    + i * math.log(p) + (n - i) * math.log1p(-p))
+
+
 def order_ci(values, q: float = 50, level: float = LEVEL) -> tuple[float, float]:
     """Distribution-free interval of the q-th percentile: the narrowest symmetric pair of order statistics whose
     binomial(n, q/100) coverage is >= level; (NaN, NaN) where n cannot reach it."""
@@ -65,7 +73,7 @@ def order_ci(values, q: float = 50, level: float = LEVEL) -> tuple[float, float]
     if not n:
         return math.nan, math.nan
     tail = (1 - level) / 2
-    cdf = np.cumsum([math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(n + 1)])   # P(B <= i)
+    cdf = np.cumsum([_binom_pmf(n, i, p) for i in range(n + 1)])   # P(B <= i)
     lo = int(np.searchsorted(cdf, tail, side="right"))    # largest lo with P(B <= lo - 1) <= tail
     hi = next((h for h in range(1, n + 1) if 1 - cdf[h - 1] <= tail), n + 1)   # smallest hi: P(B >= hi) <= tail
     if lo < 1 or hi > n:

@@ -80,3 +80,23 @@ def measure_runtime(name: str, cfg: dict, out: Path) -> None:
     pq.write_table(to_table(rows, REQUEST_SCHEMA), out / "requests.parquet")
     (out / "extra.json").write_text(json.dumps(extra, indent=2, default=str))
     (Path("data/partial") / f"{name}.jsonl").unlink(missing_ok=True)
+
+
+def salvage(name: str, out: Path) -> bool:
+    """data/raw/<name>/ from the rows an unfinished measure stage left in data/partial/<name>.jsonl (a GPU lease
+    that ended mid-stage): requests.parquet as the stage would write it and extra.json saying `cut_short`; the
+    partial file stays, so the stage can still resume. False where there is nothing to salvage."""
+    partial = Path("data/partial") / f"{name}.jsonl"
+    if not partial.exists():
+        return False
+    first = partial.open().readline()
+    store = ResultStore(partial, json.loads(first).get("key", "") if first.strip() else "")
+    if not store.rows:
+        return False
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    pq.write_table(to_table(store.rows_with_drift(), REQUEST_SCHEMA), out / "requests.parquet")
+    extra = {"runtime": name, "windows": store.windows,
+             "cut_short": f"the stage stopped before its plan ended: {len(store.rows)} rows kept from {partial}"}
+    (out / "extra.json").write_text(json.dumps(extra, indent=2, default=str))
+    return True

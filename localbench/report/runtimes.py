@@ -20,9 +20,11 @@ def runtimes_table(extras: list[dict]) -> pd.DataFrame:
     rows = []
     for e in extras:
         probe = e.get("probe") or {}
-        state = "skipped" if "skipped" in e else ("available" if probe.get("available") else "unavailable")
+        state = ("skipped" if "skipped" in e else "cut short" if "cut_short" in e
+                 else "available" if probe.get("available") else "unavailable")
         rows.append({"runtime": e["runtime"], "state": state, "version": probe.get("version", ""),
-                     "device": probe.get("device", ""), "reason": e.get("skipped") or probe.get("reason", "")})
+                     "device": probe.get("device", ""),
+                     "reason": e.get("skipped") or e.get("cut_short") or probe.get("reason", "")})
     return pd.DataFrame(rows)
 
 

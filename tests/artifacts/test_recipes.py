@@ -20,6 +20,17 @@ def test_recipe_names_parse_and_keep_their_precision_class(quant, parsed, bits):
     assert precision(quant) == bits       # matched cells compare a calibrated 4-bit file with other 4-bit ones
 
 
+def test_mlx_learned_quant_names_are_listed_parsed_and_classed_as_mixed():
+    from localbench.artifacts.converters.mlx import learned_bits
+
+    assert configured({"mlx": {"quants": ["4bit"], "learned_quants": ["dynamic_4_6"]}}) == {("mlx", "4bit"),
+                                                                                          ("mlx", "dynamic_4_6")}
+    assert learned_bits("dynamic_4_6") == (4, 6) and precision("dynamic_4_6") == "mixed"
+    for bad in ("dynamic_6_4", "dynamic_4", "dynamic_4_7"):
+        with pytest.raises(ValueError, match="use dynamic_<low>_<high>"):
+            learned_bits(bad)
+
+
 def test_catalog_lists_the_calibrated_and_ollama_artifacts():
     pairs = configured({"gguf": {"quants": ["Q4_K_M"], "imatrix_quants": ["IQ4_XS"], "ollama_quants": ["Q4_K_M"]}})
     assert pairs == {("gguf", "F16"), ("gguf", "Q4_K_M"), ("gguf", "IQ4_XS-imat"), ("gguf", "Q4_K_M-ollama")}
@@ -28,9 +39,9 @@ def test_catalog_lists_the_calibrated_and_ollama_artifacts():
 def test_calibration_text_must_not_overlap_the_scored_text():
     cfg = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert validate(cfg) is None
-    cfg["convert"]["gguf"]["imatrix"]["text"].append(cfg["quality"]["text"][0])
+    cfg["convert"]["calibration_text"].append(cfg["quality"]["text"][0])
     error = validate(cfg)
-    assert error and "convert.gguf.imatrix.text shares stdlib textwrap.py with quality.text" in error
+    assert error and "convert.calibration_text shares stdlib textwrap.py with quality.text" in error
 
 
 def test_compare_says_byte_identical_or_how_tensors_differ(tmp_path):

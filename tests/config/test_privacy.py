@@ -123,3 +123,26 @@ def test_every_gguf_recipe_runs_without_network(tmp_path, tiny_hf_dir):
         assert made["status"] == "ok", made["error"]
         assert made["compared"].startswith("vs llama-quantize Q4_K_M of the same F16: ")
         assert "ollama create --quantize Q4_K_M" in made["tool"] and made["convert_s"] > 0
+
+
+def test_mlx_learned_quant_runs_without_network(tmp_path, tiny_hf_dir):
+    """mlx_lm.quant.dynamic_quant on the tiny model, offline: its calibration data is the pinned text (mlx_lm's own
+    loader would download a text); the most sensitive layers get the high bits, the file lands near the target."""
+    import json
+
+    pytest.importorskip("mlx_lm.quant.dynamic_quant", reason="mlx-lm is not installed")
+    cfg = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cfg["convert"]["mlx"].update(learned_quants=["dynamic_4_6"], dtype="float32",
+                                 learned={"target_bpw": 5.0, "samples": 2, "sequence_length": 128, "batch_size": 2})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/source").symlink_to(tiny_hf_dir)
+    done = offline([sys.executable, str(ROOT / "stages/convert.py"), "mlx", "dynamic_4_6"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    art = json.loads((tmp_path / "models/mlx/dynamic_4_6/artifact.json").read_text())
+    assert art["status"] == "ok", art["error"]
+    assert "dynamic_quant: 4/6-bit" in art["tool"] and "2 x 128 tokens of the calibration text" in art["tool"]
+    assert 4.5 < art["bits_per_weight"] < 5.6 and art["convert_s"] > 0
+    quant = json.loads((tmp_path / "models/mlx/dynamic_4_6/model/config.json").read_text())["quantization"]
+    widened = [k for k, v in quant.items() if isinstance(v, dict) and v.get("bits") == 6]
+    assert quant["bits"] == 4 and widened, quant          # some layers, not all, at 6 bits

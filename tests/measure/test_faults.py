@@ -18,11 +18,12 @@ import psutil
 import pytest
 import yaml
 from stage_project import ROOT, make_project, partial_rows, start_measure
-from fakes import WL, ScriptedRuntime, plan
+from fakes import ART, WL, ScriptedRuntime, plan
 
 from localbench.artifacts.integrity import record
 from localbench.core.schema import REQUEST_SCHEMA, to_table
 from localbench.core.types import Artifact
+from localbench.measure.run import salvage
 from localbench.measure.session import Measurement, load_runtime
 from localbench.measure.store import ResultStore
 from localbench.transport import servers
@@ -164,6 +165,21 @@ def test_kill_9_mid_measure_then_resume_loses_no_row(tmp_path):
     keys = list(zip(rows.prompt_id, rows.trial, rows.phase))
     assert len(keys) == len(set(keys)) == 1 + 18                        # one cold row, every trial once
     assert kept <= set(keys) and set(rows.status) == {"ok"}
+
+
+def test_a_cut_short_stage_keeps_its_rows_as_a_salvaged_raw_output(tmp_path, monkeypatch):
+    """A GPU lease that ends mid-stage: data/raw/<runtime>/ from the partial rows, marked `cut_short`; the partial
+    file stays for a resume."""
+    monkeypatch.chdir(tmp_path)
+    assert not salvage("fake", tmp_path / "data/raw/fake")                  # nothing measured: nothing written
+    store = ResultStore(tmp_path / "data/partial/fake.jsonl", "k")
+    Measurement(ScriptedRuntime(), store, "host", WL).run([ART], plan(n=2, trials=2))
+    assert salvage("fake", tmp_path / "data/raw/fake")
+    rows = pd.read_parquet(tmp_path / "data/raw/fake/requests.parquet")
+    assert len(rows) == len(store.rows) and set(rows.status) == {"ok"} and "drift_flag" in rows
+    extra = json.loads((tmp_path / "data/raw/fake/extra.json").read_text())
+    assert extra["runtime"] == "fake" and f"{len(store.rows)} rows kept" in extra["cut_short"]
+    assert (tmp_path / "data/partial/fake.jsonl").exists()
 
 
 def test_disk_full_on_the_partial_file_is_one_clear_line(tmp_path):
