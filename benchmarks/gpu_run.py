@@ -22,7 +22,7 @@ packs only what it needs and ends in a bundle of the host it ran on; the report 
 
 `device` (what gpu_run.sh starts) runs, in a work folder that survives between calls while the machine is
 warm: wheel installs; the llama.cpp CUDA build for sm_90 and Ollama's CUDA backend (benchmarks/gpu/build_ollama.py),
-each in a background process session, so it survives a call that ends; the D2D copy bandwidth and the roofline
+both at once at the start, each in a background process session, so it survives a call that ends; the D2D copy bandwidth and the roofline
 probe; then the part's stages in dvc.yaml's order with `python stages/<stage>.py` (DVC itself does not travel):
 download, prompts, convert-*, artifacts, calibrate, measure@<runtime> on params.gpu.yaml, measure@llamacpp and @mlx
 on params.gpu-load.yaml (the concurrency sweep on short prompts; their rows go to data/raw/<runtime>-load/),
@@ -457,6 +457,8 @@ class Device:
         if not self.builds_idle():
             self.say("measuring waits for the builds to end")
             return
+        if "ollama" in part["measure"]:
+            self.ollama_ready(wait=False)      # a finished build is marked (or its failure recorded) before measuring
         if "llamacpp" in part["measure"] and self.done("convert-gguf-F16"):
             check = self.work / "inprocess_check.json"
             self.run("inprocess-check", [py, "benchmarks/gpu/inprocess_check.py", check], min_s=120, check=False)
@@ -466,11 +468,8 @@ class Device:
             if name in ("llamacpp", "ollama") and not self.done("build"):
                 continue
             if name == "ollama":
-                # built after llama.cpp's cells (a build beside a measurement would time the build): the lease's
-                # first minutes go to llama.cpp
                 if "llamacpp" in part["measure"] and not self.done("measure-llamacpp"):
                     continue
-                self.start_ollama_build()
                 if not self.ollama_ready(wait=True):
                     continue
             if name == "mlx" and not self.mlx_ready():
@@ -557,6 +556,8 @@ def device(budget: float, out: Path) -> None:
         d.smi()
         if not os.environ.get("LB_GPU_DRY"):      # LB_GPU_DRY=1: unpack and bundle only (a local smoke test)
             d.start_build()
+            if "ollama" in d.part["measure"]:
+                d.start_ollama_build()     # beside llama.cpp's build, while models convert: nothing is measured yet
             d.steps()
     finally:
         d.bundle()
