@@ -132,7 +132,7 @@ def test_mlx_learned_quant_runs_without_network(tmp_path, tiny_hf_dir):
 
     pytest.importorskip("mlx_lm.quant.dynamic_quant", reason="mlx-lm is not installed")
     cfg = yaml.safe_load((ROOT / "params.yaml").read_text())
-    cfg["convert"]["mlx"].update(learned_quants=["dynamic_4_6"], dtype="float32",
+    cfg["convert"]["mlx"].update(learned_quants=["dynamic_4_6"], dtype=None,
                                  learned={"target_bpw": 5.0, "samples": 2, "sequence_length": 128, "batch_size": 2})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "models").mkdir()

@@ -94,6 +94,10 @@ def learn(hf_dir: Path, out_path: Path, quant: str, settings: dict) -> str:
     low, high = learned_bits(quant)
     learned, gs = settings.get("learned") or {}, int(settings.get("group_size", 64))
     target = float(learned.get("target_bpw", 5.0))
+    floor = low + 2 * (32 if settings.get("dtype") == "float32" else 16) / gs     # the uniform low-bit file
+    if target <= floor:
+        raise ValueError(f"convert.mlx.learned.target_bpw={target} is at or below {floor:g}, the bits per weight of "
+                         f"uniform {low}-bit with group {gs} and these scales: raise it (or lower the low bits)")
     model, tokenizer, config = load(str(hf_dir), return_config=True)
     data, text = calibration_tokens(settings["calibration_text"], AutoTokenizer.from_pretrained(hf_dir),
                                     int(learned.get("samples", 8)),
