@@ -1,4 +1,4 @@
-"""Why llama.cpp in-process crashed on the lent GPU: one load + one short request in fresh processes, six ways.
+"""Why llama.cpp in-process crashed on the lent GPU: one load + one short request in fresh processes, seven ways.
 
 Run by benchmarks/gpu_run.py from the code folder (params.yaml = the gpu profile's) once llama.cpp is built and the
 F16 GGUF converted:   python benchmarks/gpu/inprocess_check.py OUT.json
@@ -6,6 +6,7 @@ F16 GGUF converted:   python benchmarks/gpu/inprocess_check.py OUT.json
   bare            import llama_cpp, nothing else; the F16 GGUF's path given on the command line
   arrow-after     bare, then `import pyarrow` before the load (what the project's imports do: pandas, Parquet)
   arrow-first     `import pyarrow` first, then bare
+  arrow-first-cpu the same with no layer offloaded (n_gpu_layers=0): does the crash need CUDA buffers?
   bare+torch      bare after torch made a CUDA context (torch's own CUDA libraries loaded first)
   runtime         the project's runtime (engine.llamacpp settings of the profile: n_ctx, flash attention, YaRN)
   runtime+torch   the same after torch made a CUDA context
@@ -13,7 +14,8 @@ F16 GGUF converted:   python benchmarks/gpu/inprocess_check.py OUT.json
 Each child prints STEP lines as it goes (so a crash names the step it died in) and, right before the load, the
 shared libraries it has mapped that could clash (C++ runtime, OpenMP, CUDA, ggml, Arrow); the record keeps exit code
 (a negative one is the signal), seconds, the last step, the maps, the output and the stderr tail (faulthandler's
-traceback). `ldd` of the bindings' libraries and a native backtrace of the first crash (gdb, else cuda-gdb) are kept.
+traceback). `ldd` of the bindings' libraries and the native backtraces (gdb, else cuda-gdb: the frames only) of the
+three import-order variants that crash are kept.
 """
 import glob
 import json
@@ -33,6 +35,7 @@ MAPS = ("print('MAPS', sorted({l.split()[-1] for l in open('/proc/self/maps') if
         f"{KEYS!r})}}), flush=True); print('TORCH', 'torch' in sys.modules, flush=True); ")
 LOAD = ("step('load'); m = llama_cpp.Llama(model_path=sys.argv[1], n_gpu_layers=99, n_ctx=4096, verbose=True); "
         "step('generate'); print('OUT', m('def f(x):', max_tokens=8)['usage'], flush=True); step('exit'); ")
+CPU_LOAD = LOAD.replace("n_gpu_layers=99", "n_gpu_layers=0")
 RUNTIME = ("step('import localbench'); from localbench.artifacts import catalog; "
            "from localbench.config.params import engine_settings, params; "
            "from localbench.measure.session import load_runtime; from localbench.core.types import Request; "
@@ -43,7 +46,8 @@ RUNTIME = ("step('import localbench'); from localbench.artifacts import catalog;
            "print('OUT', list(s.stream(Request('p', tuple(range(100, 1124)), '', 16)))[-1], flush=True); "
            "step('exit'); ")
 VARIANTS = {"bare": LLAMA + MAPS + LOAD, "arrow-after": LLAMA + ARROW + MAPS + LOAD,
-            "arrow-first": ARROW + LLAMA + MAPS + LOAD, "bare+torch": TORCH + LLAMA + MAPS + LOAD,
+            "arrow-first": ARROW + LLAMA + MAPS + LOAD, "arrow-first-cpu": ARROW + LLAMA + MAPS + CPU_LOAD,
+            "bare+torch": TORCH + LLAMA + MAPS + LOAD,
             "runtime": RUNTIME, "runtime+torch": TORCH + RUNTIME}
 
 
@@ -73,11 +77,12 @@ def backtrace(code: str, model: str) -> str:
     if not gdb:
         return "neither gdb nor cuda-gdb installed"
     try:
-        r = subprocess.run([gdb, "-batch", "-ex", "run", "-ex", "bt 40", "-ex", "info sharedlibrary", "--args",
-                            sys.executable, "-c", code, model], capture_output=True, text=True, timeout=300)
+        r = subprocess.run([gdb, "-batch", "-ex", "run", "-ex", "bt 30", "--args", sys.executable, "-c", code, model],
+                           capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired as exc:
         return f"{gdb}: timeout; {str(exc.stdout or '')[-3000:]}"
-    return f"{gdb}:\n" + (r.stdout + r.stderr)[-12000:]
+    frames = [l for l in (r.stdout + r.stderr).splitlines() if l.startswith(("#", "Thread", "Program received"))]
+    return f"{gdb}:\n" + "\n".join(frames)[:8000]
 
 
 def main(out: str) -> None:
@@ -99,9 +104,8 @@ def main(out: str) -> None:
                          "stderr_tail": stderr[-3000:]}
         print(name, "rc", rc, f"{results[name]['s']}s", "last step", results[name]["last_step"],
               results[name]["out"], flush=True)
-    crashed = next((n for n in VARIANTS if results[n]["rc"] not in (0, "timeout")), None)
-    if crashed:
-        results["backtrace"] = {"variant": crashed, "gdb": backtrace(STEP + VARIANTS[crashed], model)}
+    results["backtraces"] = {n: backtrace(STEP + VARIANTS[n], model) for n in ("arrow-after", "arrow-first", "bare+torch")
+                             if results[n]["rc"] not in (0, "timeout")}
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
 

@@ -124,6 +124,31 @@ def compute_probe(size: int = 256, repeats: int = 15) -> float:
     return 8 * 2 * size ** 3 / float(np.median(times))
 
 
+def cuda_compute_probe(size: int = 4096, repeats: int = 10) -> float:
+    """GFLOP/s of the median of `repeats` bf16 `size`x`size` matmuls on the GPU (~0.2 ms each on an H100)."""
+    import torch
+
+    a = torch.ones((size, size), device="cuda", dtype=torch.bfloat16)
+    a @ a
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        a @ a
+        torch.cuda.synchronize()
+        times.append(time.perf_counter_ns() - t0)
+    return 2 * size ** 3 / float(np.median(times))
+
+
+def speed_probe(memory: str | None, size_mib: int = 256, repeats: int = 5) -> tuple[float, float]:
+    """(GB/s, GFLOP/s) of the processor a runtime computes on, named by the memory its weights are read from
+    (memory_of): on CUDA the GPU's own (read_bandwidth over `size_mib` on the device, cuda_compute_probe), since
+    the host CPU's readings say nothing of a GPU-bound request; elsewhere probe() and compute_probe()."""
+    if memory == "cuda":
+        return read_bandwidth("cuda", size_mib, repeats) / 1e9, cuda_compute_probe()
+    return probe(size_mib, repeats), compute_probe()
+
+
 def _sync(device: str) -> None:
     import torch
 

@@ -58,11 +58,13 @@ class Measurement:
         self.max_prompt_tokens = workload.get("max_prompt_tokens")   # longer prompts become `skipped` rows
         self.drift_probe = {"size_mib": int(workload.get("drift_probe_mib", 256)),
                             "repeats": int(workload.get("drift_probe_repeats", 5))}
-        hardware.buffer(self.drift_probe["size_mib"])    # before any memory baseline: the probe is the harness's
         self.run_id = uuid.uuid4().hex[:12]
         self.probe = runtime.probe()
+        self.memory = self.probe.memory or hardware.memory_of(self.probe.device or "cpu")   # where the weights are read
+        if self.memory != "cuda":
+            hardware.buffer(self.drift_probe["size_mib"])    # before any memory baseline: the probe is the harness's
         self.idle_power_s = float(workload.get("idle_power_s", 1.0))
-        self.meter, reason = energy.meter_for(self.probe.memory or hardware.memory_of(self.probe.device or "cpu"))
+        self.meter, reason = energy.meter_for(self.memory)
         self.energy = ({"meter": self.meter.name, "resolution_s": energy.resolution_s(self.meter),
                         "idle_power_s": self.idle_power_s} if self.meter else {"meter": None, "reason": reason})
         self.progress = Progress(runtime.name, 0, show=False)      # run() shows one over its plan
@@ -228,8 +230,9 @@ class Measurement:
                 session.close()
 
     def probe_speed(self) -> tuple[float, float]:
-        """(memory GB/s, matmul GFLOP/s): the machine's speed now."""
-        return hardware.probe(**self.drift_probe), hardware.compute_probe()
+        """(memory GB/s, matmul GFLOP/s) of the processor the runtime computes on (the GPU for weights on CUDA):
+        its speed now."""
+        return hardware.speed_probe(self.memory, **self.drift_probe)
 
     def warm_up(self, ctx: dict, units: list[list[Cell]]) -> str | None:
         """The session's warm-up requests after its load; the first is this round's `cold` row (its cold start
@@ -302,7 +305,7 @@ class Measurement:
                   "quant": artifact.quant, "group": f"round {round_ + 1}", "started_at": started,
                   "probes_gbps": [p[0] for p in probes], "probes_gflops": [p[1] for p in probes], "drift": moved,
                   "flagged": bool(moved > self.drift_tolerance), "rerun_of": rerun_of, "references": references,
-                  "idle_power_w": idle_w}
+                  "idle_power_w": idle_w, "probe_device": self.memory}
         self.store.append_window(record)
         return record
 

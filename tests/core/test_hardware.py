@@ -15,3 +15,17 @@ def test_kv_bytes_per_token_defaults_kv_heads_and_says_nan_when_unknown():
     mha = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 256}        # no KV heads: MHA
     assert kv_bytes_per_token(mha, 2) == 2 * 4 * 64 * 2 * 2
     assert math.isnan(kv_bytes_per_token({}, 2))
+
+
+def test_speed_probe_reads_the_processor_the_weights_are_on(monkeypatch):
+    """A runtime on CUDA is judged by the GPU's speed (the host CPU's matmul swings 180-370 GFLOP/s on a GPU host
+    while the GPU does the work: it flagged 149 of 173 H100 rows); any other memory by the CPU probes."""
+    from localbench.core import hardware
+
+    gbps, gflops = hardware.speed_probe("cpu", size_mib=16, repeats=2)
+    assert gbps > 0 and gflops > 0
+    calls = []
+    monkeypatch.setattr(hardware, "read_bandwidth", lambda d, mib, rep: calls.append(("read", d, mib)) or 3e12)
+    monkeypatch.setattr(hardware, "cuda_compute_probe", lambda: calls.append(("matmul",)) or 7e5)
+    assert hardware.speed_probe("cuda", size_mib=64, repeats=3) == (3000.0, 7e5)
+    assert calls == [("read", "cuda", 64), ("matmul",)]

@@ -23,6 +23,7 @@ from fakes import ART, WL, ScriptedRuntime, plan
 from localbench.artifacts.integrity import record
 from localbench.core.schema import REQUEST_SCHEMA, to_table
 from localbench.core.types import Artifact
+from localbench.measure import loadgen
 from localbench.measure.run import salvage
 from localbench.measure.session import Measurement, load_runtime
 from localbench.measure.store import ResultStore
@@ -115,7 +116,7 @@ def test_request_timeout_on_a_server_that_stops_answering(tmp_path, monkeypatch)
     assert statuses[1][0] == "error" and "hung past workload.timeout_s=0.5" in statuses[1][1]
 
 
-def test_server_killed_mid_sweep_gives_error_rows_and_the_next_artifact_runs(tmp_path):
+def test_server_killed_mid_sweep_gives_error_rows_and_the_next_artifact_runs(tmp_path, monkeypatch):
     load = {"enabled": True, "quants": [], "concurrency": [1, 2], "closed_requests": 12, "rates": [],
             "open_requests": 1, "duration_s": 30, "warmup": 0, "seed": 0, "max_tokens": 8, "burstiness": 1.0}
     runtime = load_runtime("reference", {"transports": ["server"], "ttft_ms": 5, "itl_ms": 20, "tokens": 8,
@@ -124,8 +125,17 @@ def test_server_killed_mid_sweep_gives_error_rows_and_the_next_artifact_runs(tmp
     sweep = run.run_load
 
     def killed_mid_sweep(session, artifact, *args):
-        if artifact.quant == "first":                   # kill -9 the first artifact's server 1 s into the sweep
-            threading.Timer(1.0, lambda: os.killpg(session.server.pid, signal.SIGKILL)).start()
+        if artifact.quant == "first":
+            real = loadgen.sweep
+
+            def sweep_then_kill(*a, **kw):
+                """kill -9 the server 1 s into the sweep itself: not counted from before the probes around it,
+                which a loaded machine slows (the kill then came before the first answer)."""
+                threading.Timer(1.0, lambda: os.killpg(session.server.pid, signal.SIGKILL)).start()
+                return real(*a, **kw)
+            monkeypatch.setattr(loadgen, "sweep", sweep_then_kill)
+        else:
+            monkeypatch.undo()
         return sweep(session, artifact, *args)
     run.run_load = killed_mid_sweep
     arts = [Artifact("reference", "server", q, "") for q in ("first", "second")]
