@@ -104,8 +104,8 @@ def main(out: str) -> None:
                          "stderr_tail": stderr[-3000:]}
         print(name, "rc", rc, f"{results[name]['s']}s", "last step", results[name]["last_step"],
               results[name]["out"], flush=True)
-    results["backtraces"] = {n: backtrace(STEP + VARIANTS[n], model) for n in ("arrow-after", "arrow-first", "bare+torch")
-                             if results[n]["rc"] not in (0, "timeout")}
+    crashed = [n for n in ("arrow-after", "arrow-first", "bare+torch") if results[n]["rc"] not in (0, "timeout")]
+    results["backtraces"] = {n: backtrace(STEP + VARIANTS[n], model) for n in crashed}
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
 

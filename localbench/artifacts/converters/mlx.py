@@ -121,7 +121,8 @@ def learn(hf_dir: Path, out_path: Path, quant: str, settings: dict) -> str:
     save(str(out_path), str(hf_dir), model, tokenizer, config)
     return (f"mlx_lm.quant.dynamic_quant: {low}/{high}-bit, group {gs}, target {target} bpw; sensitivities over "
             f"{data.shape[0]} x {data.shape[1]} tokens of the calibration text {text.sha256[:12]}; "
-            f"{len(wide)} of {len(sens)} layers at {high} bits")
+            f"{len(wide)} of {len(sens)} layers at {high} bits"
+            + (f" (dtype {settings['dtype']})" if settings.get("dtype") else ""))
 
 
 def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict) -> dict:
