@@ -428,11 +428,12 @@ class Device:
 
     # -- the pipeline
     def quants(self, fmt: str) -> list[str]:
-        """The profile's convert.<fmt>.quants (GGUF: F16 first, always built)."""
+        """The profile's convert.<fmt>.quants (GGUF: F16 first, always built; MLX: then its learned quants)."""
         import yaml
 
-        quants = yaml.safe_load((self.keep / "ctl" / "params.gpu.yaml").read_text())["convert"][fmt]["quants"]
-        return (["F16"] if fmt == "gguf" else []) + [q for q in quants if q != "F16"]
+        convert = yaml.safe_load((self.keep / "ctl" / "params.gpu.yaml").read_text())["convert"][fmt]
+        learned = convert.get("learned_quants", []) if fmt == "mlx" else []
+        return (["F16"] if fmt == "gguf" else []) + [q for q in convert["quants"] if q != "F16"] + learned
 
     def steps(self) -> None:
         """The part's stages in dvc.yaml's order; each waits for what it needs (a build, a carried wheel) and
