@@ -108,7 +108,8 @@ def test_real_hosts_share_cells_when_several_bundles(bundles):
         pytest.skip("one result bundle only")
     m = compare.matched_hosts(bundles)
     assert not m.empty
-    assert np.isfinite(m[[c for c in m.columns if c.endswith("decode tok/s p50")]].to_numpy(dtype=float)).all()
+    decode = np.isfinite(m[[c for c in m.columns if c.endswith("decode tok/s p50")]].to_numpy(dtype=float))
+    assert (decode.sum(axis=1) >= 2).all()       # every row a cell at least two hosts measured (not every host)
 
 
 def test_matched_has_one_row_per_shared_cell(gpu):
