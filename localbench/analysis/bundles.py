@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench.analysis.cells import HOST_CELL
+from localbench.analysis.cells import HOST_CELL, undrifted
 from localbench.analysis.roofline import ceiling, kv_read
 from localbench.core import environment
 from localbench.core.hardware import kv_bytes_per_token, memory_of
@@ -129,10 +129,10 @@ def sweep_passes(r: pd.DataFrame) -> set:
 
 
 def host_cells(bundle: Bundle) -> pd.DataFrame:
-    """Warm single-stream cells of one host: n, decode tok/s (mean, p50), TTFT p50, decode tok/J p50 (NaN without
-    an energy counter), and each cell's
+    """Warm single-stream cells of one host (rows of drift-flagged windows left out, as in every table): n, decode
+    tok/s (mean, p50), TTFT p50, decode tok/J p50 (NaN without an energy counter), and each cell's
     memory-bandwidth ceiling: bandwidth / weight bytes, and / (weights + the KV cache read at mid-answer)."""
-    r = bundle.requests
+    r = undrifted(bundle.requests)
     warm = r[(r["status"] == "ok") & (r["phase"] == "warm") & (r["concurrency"].fillna(1) == 1)
              & ~r["run_id"].isin(sweep_passes(r))]
     if warm.empty:

@@ -112,6 +112,15 @@ def test_real_hosts_share_cells_when_several_bundles(bundles):
     assert (decode.sum(axis=1) >= 2).all()       # every row a cell at least two hosts measured (not every host)
 
 
+def test_host_cells_leave_drift_flagged_rows_out(gpu):
+    """The multi-host table follows the drift rule of every other table: a flagged window's rows are not counted."""
+    flagged = gpu.requests.assign(drift_flag=gpu.requests.index % 2 == 0)
+    before = compare.host_cells(gpu).set_index(["runtime", "transport", "quant", "prompt_tokens"])["n"]
+    after = compare.host_cells(dataclasses.replace(gpu, requests=flagged))
+    after = after.set_index(["runtime", "transport", "quant", "prompt_tokens"])["n"]
+    assert after.sum() < before.sum() and (after <= before.reindex(after.index)).all()
+
+
 def test_matched_has_one_row_per_shared_cell(gpu):
     twin = dataclasses.replace(gpu, host="twin", requests=gpu.requests.assign(host="twin"), path=None)
     m = compare.matched_hosts([gpu, twin])
