@@ -524,7 +524,7 @@ class Device:
             subprocess.run([py, "stages/artifacts.py"], cwd=self.code, env=self.env, capture_output=True)
         for name in self.part["measure"]:     # a measure stage the lease cut short: its rows so far, marked so
             if not self.done(f"measure-{name}"):
-                subprocess.run([py, "-c", "import sys; from pathlib import Path; from localbench.measure.run import "
+                subprocess.run([py, "-c", "from pathlib import Path; from localbench.measure.run import "
                                 f"salvage; salvage('{name}', Path('data/raw/{name}'))"],
                                cwd=self.code, env=self.env, capture_output=True)
         if raw.exists():

@@ -130,12 +130,12 @@ def cuda_compute_probe(size: int = 4096, repeats: int = 10) -> float:
 
     a = torch.ones((size, size), device="cuda", dtype=torch.bfloat16)
     a @ a
-    torch.cuda.synchronize()
+    _sync("cuda")
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter_ns()
         a @ a
-        torch.cuda.synchronize()
+        _sync("cuda")
         times.append(time.perf_counter_ns() - t0)
     return 2 * size ** 3 / float(np.median(times))
 

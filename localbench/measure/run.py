@@ -77,9 +77,14 @@ def measure_runtime(name: str, cfg: dict, out: Path) -> None:
         rows = store.rows_with_drift()
         extra["windows"] = store.windows
         extra["cells"] = run.stops
+    write_outputs(out, rows, extra)
+    (Path("data/partial") / f"{name}.jsonl").unlink(missing_ok=True)
+
+
+def write_outputs(out: Path, rows: list[dict], extra: dict) -> None:
+    """A measure stage's outputs: requests.parquet (the row schema) and extra.json."""
     pq.write_table(to_table(rows, REQUEST_SCHEMA), out / "requests.parquet")
     (out / "extra.json").write_text(json.dumps(extra, indent=2, default=str))
-    (Path("data/partial") / f"{name}.jsonl").unlink(missing_ok=True)
 
 
 def salvage(name: str, out: Path) -> bool:
@@ -89,14 +94,12 @@ def salvage(name: str, out: Path) -> bool:
     partial = Path("data/partial") / f"{name}.jsonl"
     if not partial.exists():
         return False
-    first = partial.open().readline()
-    store = ResultStore(partial, json.loads(first).get("key", "") if first.strip() else "")
+    store = ResultStore.recorded(partial)
     if not store.rows:
         return False
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    pq.write_table(to_table(store.rows_with_drift(), REQUEST_SCHEMA), out / "requests.parquet")
-    extra = {"runtime": name, "windows": store.windows,
-             "cut_short": f"the stage stopped before its plan ended: {len(store.rows)} rows kept from {partial}"}
-    (out / "extra.json").write_text(json.dumps(extra, indent=2, default=str))
+    write_outputs(out, store.rows_with_drift(), {
+        "runtime": name, "windows": store.windows,
+        "cut_short": f"the stage stopped before its plan ended: {len(store.rows)} rows kept from {partial}"})
     return True

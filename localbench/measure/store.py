@@ -37,6 +37,12 @@ class ResultStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps({"key": key}) + "\n")
 
+    @classmethod
+    def recorded(cls, path: Path) -> "ResultStore":
+        """The store as its existing file holds it, under the file's own key (what an unfinished stage left)."""
+        first = Path(path).open().readline()
+        return cls(path, json.loads(first).get("key", "") if first.strip() else "")
+
     def _read(self) -> list[dict]:
         """The file's records; a torn last line is cut from the file, any other bad line skipped (warned)."""
         data = self.path.read_bytes()

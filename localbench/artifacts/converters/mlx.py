@@ -127,8 +127,8 @@ def learn(hf_dir: Path, out_path: Path, quant: str, settings: dict) -> str:
 
 def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict) -> dict:
     """Convert an HF folder to an MLX folder at `out_path`; return its artifact row."""
-    kwargs = {} if LEARNED.match(quant) else convert_kwargs(quant, int(settings.get("group_size", 64)),
-                                                            settings.get("dtype"))
+    learned = bool(LEARNED.match(quant))
+    kwargs = {} if learned else convert_kwargs(quant, int(settings.get("group_size", 64)), settings.get("dtype"))
     import mlx_lm
     from mlx_lm import convert as mlx_convert
 
@@ -137,7 +137,7 @@ def convert(hf_dir: Path, out_path: Path, model: str, quant: str, settings: dict
         shutil.rmtree(out_path)    # a DVC out: mlx_lm refuses to write into an existing folder
     out_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if LEARNED.match(quant):
+    if learned:
         tool = f"mlx_lm {mlx_lm.__version__} " + learn(Path(hf_dir), out_path, quant, settings)
     else:
         mlx_convert(str(hf_dir), str(out_path), **kwargs)
