@@ -22,9 +22,9 @@ FULL_BITS = {"f32": "32-bit", "fp32": "32-bit", "float32": "32-bit", "f16": "16-
 
 def precision(quant) -> str | None:
     """The precision class of a quant name, whatever its format: '32-bit', '16-bit' (F16/BF16/fp16/bf16),
-    '<n>-bit' (GGUF Q<n>_*/IQ<n>_*, MLX <n>bit, torchao int<n>, MLC q<n>f16_*; MLC q0f16/q0f32: unquantized), 'mixed' (MLX
-    mixed_<a>_<b> and the learned dynamic_<a>_<b>); None for a name it does not know. Runtimes are compared only
-    within one class."""
+    '<n>-bit' (GGUF Q<n>_*/IQ<n>_*, MLX <n>bit and the learned awq_/gptq_/dwq_<n>, torchao int<n>, MLC q<n>f16_*; MLC
+    q0f16/q0f32: unquantized), 'mixed' (MLX mixed_<a>_<b> and the learned dynamic_<a>_<b>); None for a name it does
+    not know. Runtimes are compared only within one class."""
     q = str(quant or "").lower()
     if q in FULL_BITS:
         return FULL_BITS[q]
@@ -33,7 +33,8 @@ def precision(quant) -> str | None:
     unquantized = re.fullmatch(r"q0f(16|32)(_\w*)?", q)
     if unquantized:
         return f"{unquantized[1]}-bit"
-    bits = re.match(r"i?q(\d)(_|f|$)", q) or re.fullmatch(r"(\d)bit", q) or re.fullmatch(r"int(\d)", q)
+    bits = (re.match(r"i?q(\d)(_|f|$)", q) or re.fullmatch(r"(\d)bit", q) or re.fullmatch(r"int(\d)", q)
+            or re.fullmatch(r"(?:awq|gptq|dwq)_(\d)", q))
     return f"{bits[1]}-bit" if bits else None
 
 

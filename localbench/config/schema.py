@@ -187,15 +187,17 @@ class ConvertGguf(Closed):
 
 
 class MlxLearned(Closed):
-    target_bpw: float = Field(default=5.0, gt=0)     # bits per weight the learned recipe aims at
-    samples: int = Field(default=8, gt=0)            # rows of the calibration text the sensitivities are taken over
+    target_bpw: float = Field(default=5.0, gt=0)     # dynamic_: bits per weight the learned recipe aims at
+    samples: int = Field(default=8, gt=0)            # rows of the calibration text every learned recipe reads
     sequence_length: int = Field(default=512, gt=0)  # tokens per row
     batch_size: int = Field(default=4, gt=0)
+    n_grid: int = Field(default=20, gt=1)            # awq_: points of its scale and clip searches
+    learning_rate: float = Field(default=1e-6, gt=0)  # dwq_: Adam's step on the scales and biases
 
 
 class ConvertMlx(Closed):
     quants: list[str] = []
-    learned_quants: list[str] = []                   # dynamic_<low>_<high>: mlx_lm.quant.dynamic_quant
+    learned_quants: list[str] = []                   # dynamic_<low>_<high> | awq_<n> | gptq_<n> | dwq_<n>: mlx_lm.quant
     learned: MlxLearned = MlxLearned()
     group_size: int = Field(default=64, gt=0)
     dtype: Optional[Literal["float32", "float16", "bfloat16"]] = None

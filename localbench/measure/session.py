@@ -73,7 +73,7 @@ class Measurement:
         row = empty_row()
         row.update(run_id=self.run_id, runtime=self.runtime.name, runtime_version=self.probe.version,
                    transport=transport, device=self.probe.device,
-                   weights_memory=self.probe.memory or hardware.memory_of(self.probe.device), model=artifact.model, format=artifact.format,
+                   weights_memory=self.memory, model=artifact.model, format=artifact.format,
                    quant=artifact.quant, workload=cell.workload, prompt_id=cell.prompt_id,
                    prompt_tokens=len(cell.request.prompt_ids), max_tokens=cell.request.max_tokens,
                    trial=cell.trial, phase=phase, concurrency=1, rate=float("nan"),

@@ -20,15 +20,17 @@ def test_recipe_names_parse_and_keep_their_precision_class(quant, parsed, bits):
     assert precision(quant) == bits       # matched cells compare a calibrated 4-bit file with other 4-bit ones
 
 
-def test_mlx_learned_quant_names_are_listed_parsed_and_classed_as_mixed():
-    from localbench.artifacts.converters.mlx import learned_bits
+def test_mlx_learned_quant_names_are_listed_parsed_and_classed():
+    from localbench.artifacts.converters.mlx import learned_recipe
 
-    assert configured({"mlx": {"quants": ["4bit"], "learned_quants": ["dynamic_4_6"]}}) == {("mlx", "4bit"),
-                                                                                          ("mlx", "dynamic_4_6")}
-    assert learned_bits("dynamic_4_6") == (4, 6) and precision("dynamic_4_6") == "mixed"
-    for bad in ("dynamic_6_4", "dynamic_4", "dynamic_4_7"):
+    assert configured({"mlx": {"quants": ["4bit"], "learned_quants": ["dynamic_4_6", "awq_4"]}}) == {
+        ("mlx", "4bit"), ("mlx", "dynamic_4_6"), ("mlx", "awq_4")}
+    assert learned_recipe("dynamic_4_6") == ("dynamic", 4, 6) and precision("dynamic_4_6") == "mixed"
+    for method in ("awq", "gptq", "dwq"):     # uniform-bit layers: compared with other 4-bit files
+        assert learned_recipe(f"{method}_4") == (method, 4, None) and precision(f"{method}_4") == "4-bit"
+    for bad in ("dynamic_6_4", "dynamic_4", "dynamic_4_7", "gptq_3", "dwq_8", "awq_4_6", "rtn_4"):
         with pytest.raises(ValueError, match="use dynamic_<low>_<high>"):
-            learned_bits(bad)
+            learned_recipe(bad)
 
 
 def test_catalog_lists_the_calibrated_and_ollama_artifacts():

@@ -146,3 +146,58 @@ def test_mlx_learned_quant_runs_without_network(tmp_path, tiny_hf_dir):
     quant = json.loads((tmp_path / "models/mlx/dynamic_4_6/model/config.json").read_text())["quantization"]
     widened = [k for k, v in quant.items() if isinstance(v, dict) and v.get("bits") == 6]
     assert quant["bits"] == 4 and widened, quant          # some layers, not all, at 6 bits
+
+
+@pytest.fixture(scope="module")
+def small_llama_dir(tmp_path_factory, tiny_hf_dir):
+    """A 2-layer llama with seeded random float32 weights and SmolLM2's tokenizer: small enough that GPTQ's
+    column-by-column rounding and AWQ's block searches take seconds on MLX's CPU backend."""
+    torch = pytest.importorskip("torch")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("small-llama")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_hf_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    LlamaForCausalLM(config).to(torch.float32).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("quant, recipe, embed_bits", [("awq_4", "awq: 4-bit, group 64, grid 4", 4),
+                                                       ("gptq_4", "gptq: 4-bit, group 64; embeddings 6-bit", 6),
+                                                       ("dwq_4", "dwq: 4-bit, group 64; scales and biases distilled "
+                                                                 "over 2 rows", 4)])
+def test_mlx_awq_gptq_dwq_run_without_network(tmp_path, small_llama_dir, quant, recipe, embed_bits):
+    """mlx_lm's AWQ, GPTQ and DWQ on the pinned calibration text, offline (their own mains would download one):
+    the layers at the recipe's bits, the embeddings at its fallback bits; DWQ's scales moved off plain 4-bit's."""
+    import json
+
+    pytest.importorskip("mlx_lm.quant.awq", reason="mlx-lm is not installed")
+    cfg = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cfg["convert"]["mlx"].update(quants=["4bit"], learned_quants=[quant], dtype=None,
+                                 learned={"samples": 3, "sequence_length": 64, "batch_size": 1, "n_grid": 4,
+                                          "learning_rate": 1e-3})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/source").symlink_to(small_llama_dir)
+    for q in ("4bit", quant):
+        done = offline([sys.executable, str(ROOT / "stages/convert.py"), "mlx", q], tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    art = json.loads((tmp_path / f"models/mlx/{quant}/artifact.json").read_text())
+    assert art["status"] == "ok", art["error"]
+    assert recipe in art["tool"] and "3 x 64 tokens of the calibration text" in art["tool"], art["tool"]
+    assert "saved with float32 scales" in art["tool"] and art["convert_s"] > 0
+    model = tmp_path / f"models/mlx/{quant}/model"
+    quant_cfg = json.loads((model / "config.json").read_text())["quantization"]
+    layer = quant_cfg.get("model.layers.0.mlp.down_proj", {"bits": quant_cfg["bits"]})
+    embed = quant_cfg.get("model.embed_tokens", {"bits": quant_cfg["bits"]})
+    assert layer["bits"] == 4 and embed["bits"] == embed_bits, quant_cfg
+    if quant == "dwq_4":
+        import mlx.core as mx
+
+        key = "model.layers.0.mlp.down_proj.scales"
+        learned, plain = mx.load(str(model / "model.safetensors"))[key], \
+            mx.load(str(tmp_path / "models/mlx/4bit/model/model.safetensors"))[key]
+        assert learned.shape == plain.shape and mx.abs(learned - plain).max().item() > 0
