@@ -112,14 +112,23 @@ def carry_folders(files: list[Path], dest: Path, limit: int) -> list[Path]:
     return folders
 
 
-def pack(part: str = "all") -> None:
-    """Fill .cache/gpu/ctl and carry1..N (each under the 64 MiB carry limit) with what `part` needs."""
+def compose_params(ctl: Path, overrides: tuple[str, ...] = ()) -> None:
+    """ctl/params.gpu.yaml (the gpu profile, narrowed by `overrides`) and ctl/params.gpu-load.yaml, composed here by
+    Hydra (run from the repository root)."""
+    from localbench.config.compose import compose
+
+    compose(["experiment=gpu", *overrides], output=ctl / "params.gpu.yaml")
+    compose(["experiment=gpu-load"], output=ctl / "params.gpu-load.yaml")
+
+
+def pack(part: str = "all", overrides: tuple[str, ...] = ()) -> None:
+    """Fill .cache/gpu/ctl and carry1..N (each under the 64 MiB carry limit) with what `part` needs; `overrides`
+    (Hydra's, as `dvc exp run -S` takes them) narrow the gpu profile to what one lease holds."""
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
     from carry import normal, to_carry
 
     from localbench.builds import ollama as ollama_build
-    from localbench.config.compose import compose
 
     ctl, wheels = PACK / "ctl", PACK / "wheels"
     shutil.rmtree(ctl, ignore_errors=True)
@@ -130,8 +139,7 @@ def pack(part: str = "all") -> None:
     os.chdir(REPO)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     sh("git", "archive", "--format=tar.gz", "-o", ctl / "code.tar.gz", "HEAD")
-    for profile in ("gpu", "gpu-load"):
-        compose([f"experiment={profile}"], output=ctl / f"params.{profile}.yaml")
+    compose_params(ctl, overrides)
     (ctl / "commit").write_text(commit + "\n")
     (ctl / "part").write_text(part + "\n")
     need = PARTS[part]
@@ -428,7 +436,8 @@ class Device:
 
     # -- the pipeline
     def quants(self, fmt: str) -> list[str]:
-        """The profile's convert.<fmt>.quants (GGUF: F16 first, always built; MLX: then its learned quants)."""
+        """The profile's convert.<fmt>.quants (GGUF: F16 first, always built; MLX: then its learned quants; HF: the
+        float dtypes, then torchao's int8 / int4)."""
         import yaml
 
         convert = yaml.safe_load((self.keep / "ctl" / "params.gpu.yaml").read_text())["convert"][fmt]
@@ -443,14 +452,15 @@ class Device:
         self.run("download", [py, "stages/download.py"], min_s=120)
         self.run("prompts", [py, "stages/prompts.py"])
         if "torch" in part["measure"]:
-            self.run("convert-hf-bf16", [py, "stages/convert.py", "hf", "bf16"], min_s=60)
+            for q in self.quants("hf"):
+                self.run(f"convert-hf-{q}", [py, "stages/convert.py", "hf", q], min_s=60)
         if part["llama"] and self.build_ready(wait=True):
             for q in self.quants("gguf"):
                 self.run(f"convert-gguf-{q}", [py, "stages/convert.py", "gguf", q], min_s=60 + 30 * (q == "F16"))
         if part["mlx"] and self.mlx_ready():
             for q in self.quants("mlx"):
                 self.run(f"convert-mlx-{q}", [py, "stages/convert.py", "mlx", q], min_s=60)
-        conversions = ((["convert-hf-bf16"] if "torch" in part["measure"] else [])
+        conversions = (([f"convert-hf-{q}" for q in self.quants("hf")] if "torch" in part["measure"] else [])
                        + ([f"convert-gguf-{q}" for q in self.quants("gguf")] if part["llama"] else [])
                        + ([f"convert-mlx-{q}" for q in self.quants("mlx")] if part["mlx"] else []))
         if all(self.done(c) for c in conversions):
@@ -573,9 +583,11 @@ if __name__ == "__main__":
     ap.add_argument("--budget", type=float, default=540, help="seconds this call may use (device)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/lbgpu/out")))
     ap.add_argument("--part", choices=list(PARTS), default="all", help="what to pack (pack): PARTS")
+    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Hydra override of the gpu profile (pack), e.g. -S 'workload.lengths=[1024,8192]'")
     a = ap.parse_args()
     if a.mode == "pack":
-        pack(a.part)
+        pack(a.part, tuple(a.set))
     else:
         a.out.mkdir(parents=True, exist_ok=True)
         device(a.budget, a.out)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -60,3 +61,18 @@ def test_build_sources_travel_in_the_first_call(tmp_path):
         files[-1].write_bytes(b"x" * size)
     first = gpu_run.carry_folders(files, tmp_path / "out", limit=100)[0]
     assert {"llama-src.tar.xz", "ollama.tar.xz"} <= {p.name for p in first.iterdir()}
+
+
+def test_a_lease_converts_every_quant_of_the_profile_and_pack_overrides_narrow_it(tmp_path, monkeypatch):
+    """The frameworks part converts PyTorch's int8 / int4 beside bf16 (not bf16 alone), and `pack -S` overrides reach
+    the gpu profile's params (not gpu-load's)."""
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "ctl").mkdir()
+    gpu_run.compose_params(tmp_path / "ctl", ("workload.lengths=[2048]", "convert.mlx.learned_quants=[awq_4]"))
+    device = object.__new__(gpu_run.Device)
+    device.keep = tmp_path
+    assert device.quants("hf") == ["bf16", "int8", "int4"]
+    assert device.quants("mlx") == ["bf16", "4bit", "awq_4"]
+    assert device.quants("gguf")[0] == "F16"
+    assert yaml.safe_load((tmp_path / "ctl" / "params.gpu.yaml").read_text())["workload"]["lengths"] == [2048]
+    assert yaml.safe_load((tmp_path / "ctl" / "params.gpu-load.yaml").read_text())["workload"]["lengths"] != [2048]
