@@ -414,6 +414,13 @@ class Device:
         self.mark("build-failed")
         return False
 
+    def wheels_missing(self) -> list[str]:
+        """The carried wheels, MLX's aside, not installed yet: a stage started before they come would fail on an
+        import, so the stages wait for every carry folder (MLX's stages wait for the MLX wheels on their own)."""
+        sizes = self.keep / "ctl" / "wheel_sizes.json"
+        carried = json.loads(sizes.read_text()) if sizes.exists() else {}
+        return [w for w in carried if not w.startswith(("mlx-", "mlx_")) and not self.done(f"wheel-{w}")]
+
     def mlx_ready(self) -> bool:
         return any(self.done(f"wheel-{w}") for w in os.listdir(self.keep / "wheels") if w.startswith("mlx_cuda_13")
                    and w.endswith(".whl"))
@@ -449,6 +456,11 @@ class Device:
         nothing is measured while a build runs."""
         py, part = sys.executable, self.part
         self.bandwidth()
+        missing = self.wheels_missing()
+        if missing:
+            self.say(f"the stages wait for {len(missing)} wheels not carried yet ({', '.join(missing[:4])}, ...): "
+                     "carry the next folder")
+            return
         self.run("download", [py, "stages/download.py"], min_s=120)
         self.run("prompts", [py, "stages/prompts.py"])
         if "torch" in part["measure"]:

@@ -1,6 +1,7 @@
 """The GPU run's wheels are derived (benchmarks/gpu/carry.py), not listed: every package the code that runs there
 imports is on the GPU machine's own list (benchmarks/gpu/device_packages.txt), carried, or reaches it another way;
 a new dependency is carried without anyone editing a list; the carry folders stay under one call's limit."""
+import json
 import sys
 from pathlib import Path
 
@@ -76,3 +77,18 @@ def test_a_lease_converts_every_quant_of_the_profile_and_pack_overrides_narrow_i
     assert device.quants("gguf")[0] == "F16"
     assert yaml.safe_load((tmp_path / "ctl" / "params.gpu.yaml").read_text())["workload"]["lengths"] == [2048]
     assert yaml.safe_load((tmp_path / "ctl" / "params.gpu-load.yaml").read_text())["workload"]["lengths"] != [2048]
+
+
+def test_the_stages_wait_until_every_carried_wheel_but_mlx_is_installed(tmp_path):
+    """A first call that brings half the wheels runs no stage (each would fail on an import); MLX's wheels, which
+    its own stages wait for, do not hold the others back."""
+    (tmp_path / "ctl").mkdir()
+    (tmp_path / "ctl" / "wheel_sizes.json").write_text(json.dumps(
+        {"pydantic_core-2.33.2-cp312.whl": 1, "omegaconf-2.3.0-py3.whl": 1, "mlx_cuda_13-0.32.4-py3.whl": 1}))
+    device = object.__new__(gpu_run.Device)
+    device.keep, device.done_dir = tmp_path, tmp_path / "done"
+    device.done_dir.mkdir()
+    device.mark("wheel-omegaconf-2.3.0-py3.whl")
+    assert device.wheels_missing() == ["pydantic_core-2.33.2-cp312.whl"]
+    device.mark("wheel-pydantic_core-2.33.2-cp312.whl")
+    assert device.wheels_missing() == []
