@@ -86,7 +86,8 @@ def pip_download(dest: Path, *reqs: str) -> None:
 
 def carry_folders(files: list[Path], dest: Path, limit: int) -> list[Path]:
     """Spread `files` over dest/carry1, carry2, ... (first fit, largest first, except that the sources of the builds
-    go first: the builds start with the first call), each at most `limit` bytes; a file over PART_BYTES is split into
+    go first, as the builds start with the first call, then the wheels the stages import, so that a first call can
+    run every stage but MLX's), each at most `limit` bytes; a file over PART_BYTES is split into
     <name>.part<i>of<n> pieces first."""
     pieces: list[tuple[str, bytes]] = []
     for f in files:
@@ -97,7 +98,8 @@ def carry_folders(files: list[Path], dest: Path, limit: int) -> list[Path]:
         n = -(-len(data) // PART_BYTES)
         pieces += [(f"{f.name}.part{i + 1}of{n}", data[i * PART_BYTES:(i + 1) * PART_BYTES]) for i in range(n)]
     bins: list[list[tuple[str, bytes]]] = []
-    for name, data in sorted(pieces, key=lambda p: (not p[0].endswith(".tar.xz"), -len(p[1]))):
+    for name, data in sorted(pieces, key=lambda p: (not p[0].endswith(".tar.xz"), p[0].startswith(("mlx-", "mlx_")),
+                                                    -len(p[1]))):
         room = next((b for b in bins if sum(len(d) for _, d in b) + len(data) <= limit), None)
         if room is None:
             bins.append(room := [])

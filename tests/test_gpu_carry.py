@@ -54,14 +54,15 @@ def test_carry_folders_split_big_files_and_stay_under_the_limit(tmp_path, monkey
     assert b"".join(p.read_bytes() for p in parts) == (tmp_path / "big.whl").read_bytes()
 
 
-def test_build_sources_travel_in_the_first_call(tmp_path):
-    """The sources of the builds go to carry1 whatever their size: the builds start with the first call."""
+def test_build_sources_then_the_stages_wheels_travel_in_the_first_call(tmp_path):
+    """The sources of the builds go to carry1 whatever their size (the builds start with the first call), then the
+    wheels the stages import before MLX's bigger ones (a first call runs every stage but MLX's)."""
     files = []
-    for name, size in (("w1.whl", 90), ("w2.whl", 80), ("llama-src.tar.xz", 30), ("ollama.tar.xz", 20)):
+    for name, size in (("mlx_cuda_13-1.whl", 45), ("w2.whl", 40), ("llama-src.tar.xz", 30), ("ollama.tar.xz", 20)):
         files.append(tmp_path / name)
         files[-1].write_bytes(b"x" * size)
     first = gpu_run.carry_folders(files, tmp_path / "out", limit=100)[0]
-    assert {"llama-src.tar.xz", "ollama.tar.xz"} <= {p.name for p in first.iterdir()}
+    assert {p.name for p in first.iterdir()} == {"llama-src.tar.xz", "ollama.tar.xz", "w2.whl"}
 
 
 def test_a_lease_converts_every_quant_of_the_profile_and_pack_overrides_narrow_it(tmp_path, monkeypatch):
