@@ -12,6 +12,7 @@ from localbench.report import bundles as bundles_section
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_HOST = "vm-466798d233"          # the lent H200 run (README: "What was verified where")
+FRAMEWORKS_HOST = "vm-b18d9206dc"   # the lent H200's `frameworks` part with the current harness (README)
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +162,24 @@ def test_a_run_that_measured_and_swept_keeps_its_single_stream_cells():
     assert compare.sweep_passes(one) == set()
     two = pd.concat([one, pd.DataFrame([request_row(run_id="r0", trial=9, prompt_id="p9")])], ignore_index=True)
     assert compare.sweep_passes(two) == {"r1"}
+
+
+def test_the_h200_frameworks_bundle_has_windows_energy_and_the_learned_quants_on_cuda(bundles):
+    """The frameworks part (PyTorch and MLX on CUDA) comes from the current harness: every warm row in a window with
+    its drift probe, NVML energy and idle power; MLX's learned quants measured beside plain 4-bit; torch int4 a row
+    that says why it did not run, never a missing cell."""
+    found = [b for b in bundles if b.host == FRAMEWORKS_HOST]
+    assert found, f"results/{FRAMEWORKS_HOST}/ is missing or unreadable"
+    b = found[0]
+    assert b.manifest["part"] == "frameworks" and "H200" in b.manifest["gpu"] and len(b.manifest["commit"]) == 40
+    r = b.requests
+    warm = r[(r["status"] == "ok") & (r["phase"] == "warm")]
+    assert set(warm["runtime"]) == {"torch", "mlx"} and len(warm) >= 150
+    for column in ("window", "probe_gbps", "idle_power_w", "energy_j", "decode_tok_per_j"):
+        assert warm[column].notna().all(), column
+    assert set(warm["energy_meter"]) == {"nvml total energy: NVIDIA H200 #0"}
+    assert {"dynamic_4_6", "awq_4", "4bit", "bf16"} <= set(warm.loc[warm["runtime"] == "mlx", "quant"])
+    int4 = r[(r["runtime"] == "torch") & (r["quant"] == "int4")]
+    assert len(int4) and set(int4["status"]) == {"unavailable"} and int4["error"].str.contains("mslk").all()
+    cells = compare.host_cells(b)
+    assert cells["of_ceiling"].between(0.001, 1.0).all() and cells["decode_tpj_p50"].gt(0).all()
