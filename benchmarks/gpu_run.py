@@ -84,6 +84,11 @@ def pip_download(dest: Path, *reqs: str) -> None:
        "3.12", "--implementation", "cp", *plat, "-d", dest, *reqs)
 
 
+def is_mlx(name: str) -> bool:
+    """A carried file of MLX's wheels (MLX_WHEELS, whole or a part of one): they come last and go in together."""
+    return name.startswith(("mlx-", "mlx_"))
+
+
 def carry_folders(files: list[Path], dest: Path, limit: int) -> list[Path]:
     """Spread `files` over dest/carry1, carry2, ... (first fit, largest first, except that the sources of the builds
     go first, as the builds start with the first call, then the wheels the stages import, so that a first call can
@@ -98,8 +103,7 @@ def carry_folders(files: list[Path], dest: Path, limit: int) -> list[Path]:
         n = -(-len(data) // PART_BYTES)
         pieces += [(f"{f.name}.part{i + 1}of{n}", data[i * PART_BYTES:(i + 1) * PART_BYTES]) for i in range(n)]
     bins: list[list[tuple[str, bytes]]] = []
-    for name, data in sorted(pieces, key=lambda p: (not p[0].endswith(".tar.xz"), p[0].startswith(("mlx-", "mlx_")),
-                                                    -len(p[1]))):
+    for name, data in sorted(pieces, key=lambda p: (not p[0].endswith(".tar.xz"), is_mlx(p[0]), -len(p[1]))):
         room = next((b for b in bins if sum(len(d) for _, d in b) + len(data) <= limit), None)
         if room is None:
             bins.append(room := [])
@@ -301,7 +305,7 @@ class Device:
         # mlx and mlx-cuda-13 share the folder mlx/: pip --target replaces a package folder it installs again,
         # so the three MLX wheels go in together, once the mlx-cuda wheel is whole
         whls = sorted(w for w in wheels.glob("*.whl") if not self.done(f"wheel-{w.name}"))
-        mlx = [w for w in whls if w.name.startswith(("mlx-", "mlx_"))]
+        mlx = [w for w in whls if is_mlx(w.name)]
         groups = [[w for w in whls if w not in mlx]]
         if any(w.name.startswith("mlx_cuda_13-") for w in mlx):
             groups.append(mlx)
@@ -421,7 +425,7 @@ class Device:
         import, so the stages wait for every carry folder (MLX's stages wait for the MLX wheels on their own)."""
         sizes = self.keep / "ctl" / "wheel_sizes.json"
         carried = json.loads(sizes.read_text()) if sizes.exists() else {}
-        return [w for w in carried if not w.startswith(("mlx-", "mlx_")) and not self.done(f"wheel-{w}")]
+        return [w for w in carried if not is_mlx(w) and not self.done(f"wheel-{w}")]
 
     def mlx_ready(self) -> bool:
         return any(self.done(f"wheel-{w}") for w in os.listdir(self.keep / "wheels") if w.startswith("mlx_cuda_13")
@@ -460,7 +464,7 @@ class Device:
         self.bandwidth()
         missing = self.wheels_missing()
         if missing:
-            self.say(f"the stages wait for {len(missing)} wheels not carried yet ({', '.join(missing[:4])}, ...): "
+            self.say(f"the stages wait for {len(missing)} wheels not carried yet ({', '.join(missing)}): "
                      "carry the next folder")
             return
         self.run("download", [py, "stages/download.py"], min_s=120)
