@@ -1,4 +1,5 @@
-"""Why llama.cpp in-process crashed on the lent GPU: one load + one short request in fresh processes, seven ways.
+"""Why llama.cpp in-process crashed on the lent GPU, and that its worker process does not: one load + one short
+request in fresh processes, eight ways, and where the libraries meet (shared symbols, cross-library bindings).
 
 Run by benchmarks/gpu_run.py from the code folder (params.yaml = the gpu profile's) once llama.cpp is built and the
 F16 GGUF converted:   python benchmarks/gpu/inprocess_check.py OUT.json
@@ -8,14 +9,20 @@ F16 GGUF converted:   python benchmarks/gpu/inprocess_check.py OUT.json
   arrow-first     `import pyarrow` first, then bare
   arrow-first-cpu the same with no layer offloaded (n_gpu_layers=0): does the crash need CUDA buffers?
   bare+torch      bare after torch made a CUDA context (torch's own CUDA libraries loaded first)
-  runtime         the project's runtime (engine.llamacpp settings of the profile: n_ctx, flash attention, YaRN)
-  runtime+torch   the same after torch made a CUDA context
+  runtime-direct  the project's runtime with the Llama in this process (engine.llamacpp.inprocess_worker=false;
+                  pandas has imported pyarrow): the crash the measure stage used to meet
+  runtime         the project's runtime as the gpu profile runs it (inprocess_worker auto: a worker process on a
+                  CUDA build); this process has pyarrow loaded
+  runtime+torch   the same after torch made a CUDA context here (the drift probe's)
 
 Each child prints STEP lines as it goes (so a crash names the step it died in) and, right before the load, the
 shared libraries it has mapped that could clash (C++ runtime, OpenMP, CUDA, ggml, Arrow); the record keeps exit code
 (a negative one is the signal), seconds, the last step, the maps, the output and the stderr tail (faulthandler's
 traceback). `ldd` of the bindings' libraries and the native backtraces (gdb, else cuda-gdb: the frames only) of the
-three import-order variants that crash are kept.
+three import-order variants that crash are kept, with two views of where the libraries meet: the dynamic symbols
+the bindings' libraries define that pyarrow's or torch's also define (`nm -D`, with their kinds: `u` is a GNU unique
+symbol, bound once per process whatever the load flags), and the symbol bindings the dynamic linker made between
+them in `arrow-after` (LD_DEBUG=bindings).
 """
 import glob
 import json
@@ -36,11 +43,11 @@ MAPS = ("print('MAPS', sorted({l.split()[-1] for l in open('/proc/self/maps') if
 LOAD = ("step('load'); m = llama_cpp.Llama(model_path=sys.argv[1], n_gpu_layers=99, n_ctx=4096, verbose=True); "
         "step('generate'); print('OUT', m('def f(x):', max_tokens=8)['usage'], flush=True); step('exit'); ")
 CPU_LOAD = LOAD.replace("n_gpu_layers=99", "n_gpu_layers=0")
-RUNTIME = ("step('import localbench'); from localbench.artifacts import catalog; "
+RUNTIME = ("step('import localbench'); import pandas; from localbench.artifacts import catalog; "
            "from localbench.config.params import engine_settings, params; "
            "from localbench.measure.session import load_runtime; from localbench.core.types import Request; "
            "cfg = params('model', 'runtime', 'engine', 'workload', 'convert', 'load'); "
-           "rt = load_runtime('llamacpp', engine_settings('llamacpp', cfg)); "
+           "rt = load_runtime('llamacpp', engine_settings('llamacpp', cfg).model_copy(update=WORKER)); "
            "a = next(a for a in catalog.artifacts(rt.formats, cfg['convert'])[0] if a.quant == 'F16'); " + MAPS +
            "step('load'); s = rt.load(a, 'inprocess'); step('generate'); "
            "print('OUT', list(s.stream(Request('p', tuple(range(100, 1124)), '', 16)))[-1], flush=True); "
@@ -48,7 +55,9 @@ RUNTIME = ("step('import localbench'); from localbench.artifacts import catalog;
 VARIANTS = {"bare": LLAMA + MAPS + LOAD, "arrow-after": LLAMA + ARROW + MAPS + LOAD,
             "arrow-first": ARROW + LLAMA + MAPS + LOAD, "arrow-first-cpu": ARROW + LLAMA + MAPS + CPU_LOAD,
             "bare+torch": TORCH + LLAMA + MAPS + LOAD,
-            "runtime": RUNTIME, "runtime+torch": TORCH + RUNTIME}
+            "runtime-direct": "WORKER = {'inprocess_worker': False}; " + RUNTIME,
+            "runtime": "WORKER = {}; " + RUNTIME, "runtime+torch": "WORKER = {}; " + TORCH + RUNTIME}
+OTHERS = ("pyarrow", "torch")           # packages whose libraries met llama.cpp's CUDA build in one process
 
 
 def f16_path() -> str:
@@ -68,6 +77,66 @@ def bindings() -> dict:
         for lib in sorted(glob.glob(f"{pkg}/lib/lib*.so"))[:8]:
             out["ldd"][lib] = subprocess.run(["ldd", lib], capture_output=True, text=True).stdout[-2500:]
     return out
+
+
+def package_libs(package: str) -> list[str]:
+    r = subprocess.run([sys.executable, "-c", f"import importlib.util as u; "
+                        f"print(u.find_spec({package!r}).submodule_search_locations[0])"], capture_output=True, text=True)
+    root = r.stdout.strip()
+    return sorted(p for p in glob.glob(f"{root}/**/lib*.so*", recursive=True) if ".so" in p) if root else []
+
+
+def defined_symbols(lib: str) -> dict[str, str]:
+    """Dynamic symbols `lib` defines -> their nm kind (T, W, V, u, ...)."""
+    r = subprocess.run(["nm", "-D", "--defined-only", lib], capture_output=True, text=True, timeout=120)
+    return {f[2]: f[1] for f in (line.split() for line in r.stdout.splitlines()) if len(f) == 3}
+
+
+def shared_symbols() -> dict:
+    """Per library of the bindings, the dynamic symbols another package's library defines too (nm -D)."""
+    if not shutil.which("nm"):
+        return {"error": "nm not installed"}
+    ours = {lib: defined_symbols(lib) for lib in package_libs("llama_cpp")}
+    out = {}
+    for package in OTHERS:
+        for lib in package_libs(package):
+            try:
+                theirs = defined_symbols(lib)
+            except subprocess.TimeoutExpired:
+                continue
+            for mine, syms in ours.items():
+                common = sorted(set(syms) & set(theirs))
+                if common:
+                    out[f"{os.path.basename(mine)} & {package}/{os.path.basename(lib)}"] = {
+                        "n": len(common), "unique": [c for c in common if "u" in (syms[c], theirs[c])][:40],
+                        "first": [f"{c} ({syms[c]}/{theirs[c]})" for c in common[:25]]}
+    return out
+
+
+def cross_bindings(code: str, model: str) -> dict:
+    """The symbol bindings the dynamic linker made between the bindings' libraries and pyarrow's or torch's while
+    `code` ran (LD_DEBUG=bindings)."""
+    log = f"/tmp/ld_bindings.{os.getpid()}"
+    env = {**os.environ, "LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": log}
+    try:
+        subprocess.run([sys.executable, "-c", code, model], env=env, capture_output=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pass
+    mine, theirs = ("ggml", "llama", "cublas", "cudart"), ("arrow", "parquet", "torch", "c10")
+    found, n = [], 0
+    for path in glob.glob(log + ".*"):
+        with open(path, errors="replace") as f:
+            for line in f:
+                if "binding file" not in line:
+                    continue
+                src, _, dst = line.partition(" to ")
+                if (any(k in src for k in mine) and any(k in dst for k in theirs)) or \
+                        (any(k in src for k in theirs) and any(k in dst for k in mine)):
+                    n += 1
+                    if len(found) < 60:
+                        found.append(line.split(":", 1)[-1].strip())
+        os.unlink(path)
+    return {"n": n, "first": found}
 
 
 def backtrace(code: str, model: str) -> str:
@@ -106,6 +175,8 @@ def main(out: str) -> None:
               results[name]["out"], flush=True)
     crashed = [n for n in ("arrow-after", "arrow-first", "bare+torch") if results[n]["rc"] not in (0, "timeout")]
     results["backtraces"] = {n: backtrace(STEP + VARIANTS[n], model) for n in crashed}
+    results["shared_symbols"] = shared_symbols()
+    results["cross_bindings"] = cross_bindings(STEP + VARIANTS["arrow-after"], model)
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
 
