@@ -83,7 +83,8 @@ def package_libs(package: str) -> list[str]:
     r = subprocess.run([sys.executable, "-c", f"import importlib.util as u; "
                         f"print(u.find_spec({package!r}).submodule_search_locations[0])"], capture_output=True, text=True)
     root = r.stdout.strip()
-    return sorted(p for p in glob.glob(f"{root}/**/lib*.so*", recursive=True) if ".so" in p) if root else []
+    found = glob.glob(f"{root}/**/lib*.so*", recursive=True) if root else []
+    return sorted({os.path.realpath(p) for p in found})          # each file once (not its symlinks)
 
 
 def defined_symbols(lib: str) -> dict[str, str]:
