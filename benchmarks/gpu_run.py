@@ -66,6 +66,8 @@ SWEPT = ("llamacpp", "mlx")                                                     
 PARTS = {        # measure: single-stream runtimes (gpu), sweep: on gpu-load; what each needs built or carried
     "all": {"measure": MEASURED, "sweep": SWEPT, "llama": True, "ollama": True, "mlx": True},
     "llamacpp": {"measure": ("llamacpp", "ollama"), "sweep": (), "llama": True, "ollama": True, "mlx": False},
+    "llamacpp-only": {"measure": ("llamacpp",), "sweep": (), "llama": True, "ollama": False, "mlx": False,
+                      "calibrate": False},     # llama.cpp alone (no Ollama build, no calibration): a short lease
     "frameworks": {"measure": ("torch", "mlx"), "sweep": (), "llama": False, "ollama": False, "mlx": True},
     "load": {"measure": (), "sweep": SWEPT, "llama": True, "ollama": False, "mlx": True},
 }
@@ -479,9 +481,11 @@ class Device:
         if part["mlx"] and self.mlx_ready():
             for q in self.quants("mlx"):
                 self.run(f"convert-mlx-{q}", [py, "stages/convert.py", "mlx", q], min_s=60)
-        conversions = (([f"convert-hf-{q}" for q in self.quants("hf")] if "torch" in part["measure"] else [])
-                       + ([f"convert-gguf-{q}" for q in self.quants("gguf")] if part["llama"] else [])
-                       + ([f"convert-mlx-{q}" for q in self.quants("mlx")] if part["mlx"] else []))
+        converts = {"torch": [f"convert-hf-{q}" for q in self.quants("hf")] if "torch" in part["measure"] else [],
+                    "gguf": [f"convert-gguf-{q}" for q in self.quants("gguf")] if part["llama"] else [],
+                    "mlx": [f"convert-mlx-{q}" for q in self.quants("mlx")] if part["mlx"] else []}
+        converts["llamacpp"] = converts["ollama"] = converts["gguf"]
+        conversions = converts["torch"] + converts["gguf"] + converts["mlx"]
         if all(self.done(c) for c in conversions):
             self.run("artifacts", [py, "stages/artifacts.py"])
         if not self.builds_idle():
@@ -493,7 +497,8 @@ class Device:
             check = self.work / "inprocess_check.json"
             self.run("inprocess-check", [py, "benchmarks/gpu/inprocess_check.py", check], min_s=120, check=False)
             self.drop_crashing_inprocess(check)     # every call: each call brings ctl/ (the params) anew
-        self.run("calibrate", [py, "stages/calibrate.py"], min_s=60)
+        if part.get("calibrate", True):
+            self.run("calibrate", [py, "stages/calibrate.py"], min_s=60)
         for name in part["measure"]:
             if name in ("llamacpp", "ollama") and not self.done("build"):
                 continue
@@ -504,6 +509,10 @@ class Device:
                     continue
             if name == "mlx" and not self.mlx_ready():
                 self.say("MLX waits for the mlx-cuda-13 wheel (all its parts: carry every folder once)")
+                continue
+            waiting = [c for c in converts.get(name, []) if not self.done(c)]
+            if waiting:       # measured on what was converted so far, it would end `done` with cells missing
+                self.say(f"measure-{name} waits for {', '.join(waiting)}")
                 continue
             self.run(f"measure-{name}", [py, "stages/measure.py", name], min_s=40)
         for name in part["sweep"]:

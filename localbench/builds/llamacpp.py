@@ -92,10 +92,14 @@ def package_libs(directory: Path) -> list[Path]:
 
 
 def cmake_args() -> list[str]:
-    """Base flags plus the user's CMAKE_ARGS (e.g. -DGGML_CUDA=on), which come last and win."""
+    """Base flags plus the user's CMAKE_ARGS (e.g. -DGGML_CUDA=on), which come last and win. A CUDA build links the
+    shared CUDA runtime only: CMake's default adds the static one too, whose copy of libstdc++'s locale and iostream
+    code libggml-cuda.so then exports, and the bindings crash beside pyarrow or torch (README: the in-process check)."""
     x86 = platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
     amx = [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"] if x86 else []
-    return [*BASE_CMAKE_ARGS, *amx, *shlex.split(os.environ.get("CMAKE_ARGS", ""))]
+    user = shlex.split(os.environ.get("CMAKE_ARGS", ""))
+    cuda = ["-DCMAKE_CUDA_RUNTIME_LIBRARY=Shared"] if any(a.upper() == "-DGGML_CUDA=ON" for a in user) else []
+    return [*BASE_CMAKE_ARGS, *amx, *cuda, *user]
 
 
 def _run(argv: list[str], **kwargs) -> None:
