@@ -1,7 +1,7 @@
 """benchmarks/gpu_run.py's results bundle on the lent GPU machine, run from the code folder:
     python benchmarks/gpu/bundle.py WORK KEEP
 
-bundle/results/<host>/ from whatever the stages have written (localbench.analysis.bundles.export_found), with
+bundle/results/<host>-<part>/ (one per lease) from whatever the stages have written (localbench.analysis.bundles.export_found), with
 the copy-bandwidth check (WORK/bandwidth_check.json) in roofline.json and the run's own facts in manifest.json:
 the packed commit, nvidia-smi, the carried wheels' sizes, the steps done, and the versions of the packages the
 wheels brought. Prints the host.
@@ -35,7 +35,8 @@ def main(work: Path, keep: Path) -> None:
              "part": (keep / "ctl" / "part").read_text().strip() if (keep / "ctl" / "part").exists() else "all",
              "extra_packages": {n: v for n in EXTRA_PACKAGES if (v := _version(n))}}
     shutil.rmtree("bundle", ignore_errors=True)
-    dest = bundles.export_found(Path("bundle") / "results", json.loads(bw.read_text()) if bw.exists() else None, facts)
+    dest = bundles.export_found(Path("bundle") / "results", json.loads(bw.read_text()) if bw.exists() else None, facts,
+                                facts["part"])
     print(dest.name)
 
 

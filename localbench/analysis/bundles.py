@@ -239,13 +239,16 @@ FOUND = (("data/requests.parquet", "requests.parquet"), ("data/summary.parquet",
          ("report/report.md", "report.md"))
 
 
-def export_found(dest: Path = RESULTS, check: dict | None = None, manifest: dict | None = None) -> Path:
-    """This machine's bundle, dest/<fingerprint>/ (replaced whole), from whatever the pipeline has written so
+def export_found(dest: Path = RESULTS, check: dict | None = None, manifest: dict | None = None,
+                 part: str = "all") -> Path:
+    """This machine's bundle, dest/<fingerprint>/ (dest/<fingerprint>-<part>/ for one part of a GPU run, each
+    lease its own machine, roofline and bundle; replaced whole), from whatever the pipeline has written so
     far (a run cut short: the files in FOUND copied as they are when present), with roofline.json (the probe's
     plus `check`, a copy bandwidth), extras.json, and manifest.json (the environment manifest, host,
-    model_config, then `manifest`'s keys)."""
+    fingerprint, model_config, then `manifest`'s keys)."""
     m = environment.manifest()
-    host = environment.fingerprint(m)
+    fingerprint = environment.fingerprint(m)
+    host = fingerprint if part == "all" else f"{fingerprint}-{part}"
     out = Path(dest) / host
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -257,7 +260,7 @@ def export_found(dest: Path = RESULTS, check: dict | None = None, manifest: dict
         roof["check"] = check
     (out / "roofline.json").write_text(json.dumps(roof, indent=1))
     (out / "extras.json").write_text(json.dumps(_extras(Path("data")), indent=1, default=str))
-    m.update(host=host, model_config=_read_json(Path("models/source/config.json"), {}), **(manifest or {}))
+    m.update(host=host, fingerprint=fingerprint, model_config=_read_json(Path("models/source/config.json"), {}), **(manifest or {}))
     (out / "manifest.json").write_text(json.dumps(m, indent=1, default=str))
     return out
 

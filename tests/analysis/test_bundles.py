@@ -12,7 +12,7 @@ from localbench.report import bundles as bundles_section
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_HOST = "vm-466798d233"          # the lent H200 run (README: "What was verified where")
-FRAMEWORKS_HOST = "vm-b18d9206dc"   # the lent H200's `frameworks` part with the current harness (README)
+FRAMEWORKS_HOST = "vm-b18d9206dc-frameworks"   # the lent H200's `frameworks` part with the current harness (README)
 
 
 @pytest.fixture(scope="module")
