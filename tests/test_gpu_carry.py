@@ -93,3 +93,34 @@ def test_the_stages_wait_until_every_carried_wheel_but_mlx_is_installed(tmp_path
     assert device.wheels_missing() == ["pydantic_core-2.33.2-cp312.whl"]
     device.mark("wheel-pydantic_core-2.33.2-cp312.whl")
     assert device.wheels_missing() == []
+
+
+def test_a_measure_stage_waits_for_its_own_conversions(tmp_path, monkeypatch):
+    """A call whose budget ends between two conversions measures nothing of them: measured on the half converted,
+    the stage would end `done` with the other quant's cells missing (the H200 lease of 2026-12-06 did so)."""
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "ctl").mkdir()
+    gpu_run.compose_params(tmp_path / "ctl", ())
+    (tmp_path / "ctl" / "part").write_text("llamacpp-only\n")
+    device = object.__new__(gpu_run.Device)
+    device.keep, device.work, device.done_dir = tmp_path, tmp_path, tmp_path / "done"
+    device.done_dir.mkdir()
+    device.mark("build")                                # llama.cpp built
+    ran, refused = [], {"convert-gguf-Q4_K_M"}         # no time left for it in the first call
+
+    def run(step, argv, params="gpu", min_s=20, check=True):
+        if device.done(step):
+            return True
+        if step in refused:
+            return False
+        ran.append(step)
+        device.mark(step)
+        return True
+
+    device.run, device.say = run, lambda msg: None
+    device.build_ready = device.builds_idle = lambda *a, **k: True
+    device.steps()
+    assert "convert-gguf-F16" in ran and "measure-llamacpp" not in ran and "calibrate" not in ran
+    refused.clear()                                     # the next call converts the rest, then measures
+    device.steps()
+    assert ran.index("convert-gguf-Q4_K_M") < ran.index("measure-llamacpp")
