@@ -27,8 +27,7 @@ probe; then the part's stages in dvc.yaml's order with `python stages/<stage>.py
 download, prompts, convert-*, artifacts, calibrate, measure@<runtime> on params.gpu.yaml, measure@llamacpp and @mlx
 on params.gpu-load.yaml (the concurrency sweep on short prompts; their rows go to data/raw/<runtime>-load/),
 aggregate. Nothing is measured while a build runs (it would load the CPU the harness times on). Before llama.cpp's
-measure stage, benchmarks/gpu/inprocess_check.py loads the F16 GGUF in-process eight ways (the SIGSEGV diagnosis,
-and the worker process that avoids it).
+measure stage, benchmarks/gpu/inprocess_check.py loads the F16 GGUF in-process seven ways (the SIGSEGV diagnosis).
 The report is written where the bundles are merged, not there.
 A step finished is marked done; a measure step cut by the budget resumes from its partial rows. Every call
 ends by packing the results bundle (results/<host>/: requests, summary, artifacts, calibration, roofline,

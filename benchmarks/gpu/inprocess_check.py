@@ -1,5 +1,5 @@
-"""Why llama.cpp in-process crashed on the lent GPU, and that its worker process does not: one load + one short
-request in fresh processes, eight ways, and where the libraries meet (shared symbols, cross-library bindings).
+"""Why llama.cpp in-process crashed on the lent GPU: one load + one short request in fresh processes, seven ways, and
+where the libraries meet (shared symbols, cross-library bindings).
 
 Run by benchmarks/gpu_run.py from the code folder (params.yaml = the gpu profile's) once llama.cpp is built and the
 F16 GGUF converted:   python benchmarks/gpu/inprocess_check.py OUT.json
@@ -9,17 +9,16 @@ F16 GGUF converted:   python benchmarks/gpu/inprocess_check.py OUT.json
   arrow-first     `import pyarrow` first, then bare
   arrow-first-cpu the same with no layer offloaded (n_gpu_layers=0): does the crash need CUDA buffers?
   bare+torch      bare after torch made a CUDA context (torch's own CUDA libraries loaded first)
-  runtime-direct  the project's runtime with the Llama in this process (engine.llamacpp.inprocess_worker=false;
-                  pandas has imported pyarrow): the crash the measure stage used to meet
-  runtime         the project's runtime as the gpu profile runs it (inprocess_worker auto: a worker process on a
-                  CUDA build); this process has pyarrow loaded
-  runtime+torch   the same after torch made a CUDA context here (the drift probe's)
+  runtime         the project's runtime as the measure stage runs it (engine.llamacpp settings of the profile: n_ctx,
+                  flash attention, YaRN; pandas has imported pyarrow)
+  runtime+torch   the same after torch made a CUDA context (the drift probe's)
 
 Each child prints STEP lines as it goes (so a crash names the step it died in) and, right before the load, the
 shared libraries it has mapped that could clash (C++ runtime, OpenMP, CUDA, ggml, Arrow); the record keeps exit code
 (a negative one is the signal), seconds, the last step, the maps, the output and the stderr tail (faulthandler's
 traceback). `ldd` of the bindings' libraries and the native backtraces (gdb, else cuda-gdb: the frames only) of the
-three import-order variants that crash are kept, with two views of where the libraries meet: the dynamic symbols
+three import-order variants that crash are kept, with three views of where the libraries meet: whether each of the
+bindings' libraries needs libstdc++.so or exports a static copy of its functions, the dynamic symbols
 the bindings' libraries define that pyarrow's or torch's also define (`nm -D`, with their kinds: `u` is a GNU unique
 symbol, bound once per process whatever the load flags), and the symbol bindings the dynamic linker made between
 them in `arrow-after` (LD_DEBUG=bindings).
@@ -47,7 +46,7 @@ RUNTIME = ("step('import localbench'); import pandas; from localbench.artifacts 
            "from localbench.config.params import engine_settings, params; "
            "from localbench.measure.session import load_runtime; from localbench.core.types import Request; "
            "cfg = params('model', 'runtime', 'engine', 'workload', 'convert', 'load'); "
-           "rt = load_runtime('llamacpp', engine_settings('llamacpp', cfg).model_copy(update=WORKER)); "
+           "rt = load_runtime('llamacpp', engine_settings('llamacpp', cfg)); "
            "a = next(a for a in catalog.artifacts(rt.formats, cfg['convert'])[0] if a.quant == 'F16'); " + MAPS +
            "step('load'); s = rt.load(a, 'inprocess'); step('generate'); "
            "print('OUT', list(s.stream(Request('p', tuple(range(100, 1124)), '', 16)))[-1], flush=True); "
@@ -55,8 +54,7 @@ RUNTIME = ("step('import localbench'); import pandas; from localbench.artifacts 
 VARIANTS = {"bare": LLAMA + MAPS + LOAD, "arrow-after": LLAMA + ARROW + MAPS + LOAD,
             "arrow-first": ARROW + LLAMA + MAPS + LOAD, "arrow-first-cpu": ARROW + LLAMA + MAPS + CPU_LOAD,
             "bare+torch": TORCH + LLAMA + MAPS + LOAD,
-            "runtime-direct": "WORKER = {'inprocess_worker': False}; " + RUNTIME,
-            "runtime": "WORKER = {}; " + RUNTIME, "runtime+torch": "WORKER = {}; " + TORCH + RUNTIME}
+            "runtime": RUNTIME, "runtime+torch": TORCH + RUNTIME}
 OTHERS = ("pyarrow", "torch")           # packages whose libraries met llama.cpp's CUDA build in one process
 
 
@@ -111,6 +109,19 @@ def shared_symbols() -> dict:
                     out[f"{os.path.basename(mine)} & {package}/{os.path.basename(lib)}"] = {
                         "n": len(common), "unique": [c for c in common if "u" in (syms[c], theirs[c])][:40],
                         "first": [f"{c} ({syms[c]}/{theirs[c]})" for c in common[:25]]}
+    return out
+
+
+def cxx_runtime() -> dict:
+    """Per library of the bindings: does it need libstdc++.so, and which of libstdc++'s own functions does it export
+    (strong `T` symbols of std::, which only a static copy of the C++ runtime brings)?"""
+    out = {}
+    for lib in package_libs("llama_cpp"):
+        needed = subprocess.run(["objdump", "-p", lib], capture_output=True, text=True).stdout if \
+            shutil.which("objdump") else ""
+        std = sorted(n for n, kind in defined_symbols(lib).items() if kind == "T" and n.startswith(("_ZNSt", "_ZSt")))
+        out[os.path.basename(lib)] = {"needs_libstdcxx": "libstdc++.so" in needed, "std_text_symbols": len(std),
+                                      "examples": std[:12]}
     return out
 
 
@@ -176,6 +187,7 @@ def main(out: str) -> None:
               results[name]["out"], flush=True)
     crashed = [n for n in ("arrow-after", "arrow-first", "bare+torch") if results[n]["rc"] not in (0, "timeout")]
     results["backtraces"] = {n: backtrace(STEP + VARIANTS[n], model) for n in crashed}
+    results["cxx_runtime"] = cxx_runtime()
     results["shared_symbols"] = shared_symbols()
     results["cross_bindings"] = cross_bindings(STEP + VARIANTS["arrow-after"], model)
     with open(out, "w") as f:

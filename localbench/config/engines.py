@@ -7,7 +7,7 @@ the offered transports from that default (RuntimeEntry.transports), the runtime 
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -98,7 +98,6 @@ class LlamacppEngine(Engine):
     rope_scale: Optional[float] = Field(default=None, gt=0)
     yarn_orig_ctx: Optional[int] = Field(default=None, gt=0)
     log_dir: str = "data/raw/llamacpp"
-    inprocess_worker: Union[Literal["auto"], bool] = "auto"   # auto: on CUDA builds (their libraries clash)
 
 
 class MlxEngine(Engine):

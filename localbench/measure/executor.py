@@ -169,7 +169,7 @@ def run_request(session: Session, request: Request, timeout_s: float, rss_baseli
                 session.hung = (f"not run: an earlier request on this session hung past workload.timeout_s="
                                 f"{timeout_s:g} and did not stop; the session was abandoned")
     if not session.external:       # a server the pipeline did not start: its memory is not measured
-        fields["peak_rss_bytes"] = max(rss.peak - (session.rss_floor if session.pid else rss_baseline), 0)
+        fields["peak_rss_bytes"] = rss.peak if session.pid else max(rss.peak - rss_baseline, 0)
     fields["device_mem_bytes"] = session.memory().get("device_mem_bytes")
     fields["tokens_in_chunk"] = tokens
     if usage is not None:

@@ -19,7 +19,6 @@ class Session:
     """A loaded model. `stream` yields (servers: one Sent first, then) Chunk objects, then exactly one Usage."""
 
     pid: int | None = None   # process whose tree holds the model (None: this process)
-    rss_floor = 0            # bytes that process held before the model loaded (a worker's), left out of its peak
     external = False         # a server this pipeline did not start: its memory is not ours to report
     target: Target | None = None   # a server the load generator can drive (None: no load sweeps)
     hung: str | None = None  # set by the harness when a request hung past its timeout: why the session is unusable
@@ -56,10 +55,6 @@ class Runtime:
 
     def load(self, artifact: Artifact, transport: str) -> Session:
         raise NotImplementedError
-
-    def load_here(self, artifact: Artifact) -> Session:
-        """Its in-process session in this process, for a worker process to host (localbench.runtimes.worker)."""
-        raise NotImplementedError(f"{self.name} has no in-process session a worker can host")
 
     def window_references(self, artifact: Artifact, requests: list[Request]) -> list[dict]:
         """Reference measurements run inside a measurement window on the same file and shapes (llama-bench)."""

@@ -8,8 +8,6 @@ end-of-generation token and exactly max_tokens tokens are taken from Llama.gener
 since the last chunk (in-process: one per sampled token; server: `timings.predicted_n`).
 llama-bench runs on the same file and shapes inside each measurement window, right after the pipeline's
 own requests of that window (window_references), for the fidelity check.
-In-process on a CUDA build, the Llama lives in a worker process of its own (`engine.llamacpp.inprocess_worker`):
-those libraries crash beside pyarrow's or torch's in one process (README, "The in-process check").
 Install: `python -m localbench.builds.llamacpp`.
 """
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
-import importlib.util
 import json
 import os
 import platform
@@ -29,7 +26,6 @@ from localbench.builds import llamacpp as llamacpp_build
 from localbench.config.engines import LlamacppEngine
 from localbench.core.types import Artifact, Chunk, Probe, Request, RuntimeUnavailable, Usage
 from localbench.runtimes.base import Runtime, Session, register
-from localbench.runtimes.worker import WorkerSession
 from localbench.transport.clients import ServerError, Target, session_client, stream_openai
 from localbench.transport.servers import Server, ServerDied, log_tail
 
@@ -100,21 +96,6 @@ class InProcessSession(Session):
 
     def close(self) -> None:
         self.llm.close()
-
-
-def cuda_build() -> bool:
-    """The installed llama_cpp's libraries include ggml's CUDA backend (found without importing them)."""
-    spec = importlib.util.find_spec("llama_cpp")
-    return any(any((Path(d) / "lib").glob("libggml-cuda*")) for d in (spec.submodule_search_locations or [])) \
-        if spec else False
-
-
-def bindings_probe() -> dict:
-    """What the bindings say about themselves (imports llama_cpp: in the worker where it must not load here)."""
-    import llama_cpp
-
-    return {"version": llama_cpp.__version__, "gpu": bool(llama_cpp.llama_supports_gpu_offload()),
-            "system_info": llama_cpp.llama_print_system_info().decode().strip()}
 
 
 class ServerSession(Session):
@@ -231,54 +212,33 @@ class LlamaCppRuntime(Runtime):
     def flash_attn(self) -> bool:
         return self.settings.flash_attn
 
-    @property
-    def worker(self) -> bool:
-        """In-process sessions live in a worker process (inprocess_worker; auto: on a CUDA build)."""
-        w = self.settings.inprocess_worker
-        return cuda_build() if w == "auto" else bool(w)
-
-    def worker_session(self, log_name: str) -> WorkerSession:
-        return WorkerSession(f"{__name__}:{type(self).__name__}", self.settings.model_dump(mode="json"),
-                             Path(self.settings.log_dir) / log_name, preload=("llama_cpp",))
-
     def probe(self) -> Probe:
         try:
             server = llamacpp_build.tool("llama-server")
-            if self.worker:
-                session = self.worker_session("llama-worker-probe.log")
-                try:
-                    found = session.call("run", f"{__name__}:bindings_probe")
-                finally:
-                    session.close()
-            else:
-                found = bindings_probe()
+            import llama_cpp
         except (llamacpp_build.LlamaCppMissing, ImportError, OSError, RuntimeError) as exc:
             reason = str(exc) if isinstance(exc, llamacpp_build.LlamaCppMissing) else \
                 f"llama_cpp cannot be imported ({exc}): {llamacpp_build.FIX}"
             return Probe(False, reason)
-        gpu = found["gpu"]
+        gpu = bool(llama_cpp.llama_supports_gpu_offload())
         device = ("metal" if platform.system() == "Darwin" else "gpu") if gpu else f"cpu ({platform.machine()})"
         memory = ("mps" if platform.system() == "Darwin" else "cuda") if gpu else "cpu"   # Apple: unified memory
-        host = "; in a worker process" if self.worker else ""
-        return Probe(True, version=f"llama-cpp-python {found['version']} (llama.cpp vendored; {server.name} "
-                                   f"from the same source{host})",
+        return Probe(True, version=f"llama-cpp-python {llama_cpp.__version__} (llama.cpp vendored; {server.name} "
+                                   f"from the same source)",
                      device=device, memory=memory,
                      capabilities={"batching": "continuous batching over --parallel slots (server)",
-                                   "system_info": found["system_info"]})
+                                   "system_info": llama_cpp.llama_print_system_info().decode().strip()})
 
     def load(self, artifact: Artifact, transport: str) -> Session:
         if artifact.format != "gguf":
             raise RuntimeUnavailable(f"llama.cpp loads GGUF artifacts, not {artifact.format!r}")
-        if transport == "inprocess" and self.worker:
-            return self.worker_session(f"llama-worker-{Path(artifact.path).stem}.log").load(artifact)
         if transport == "inprocess":
-            return self.load_here(artifact)
+            return self._load_inprocess(artifact)
         if transport == "server":
             return self._load_server(artifact)
         raise RuntimeUnavailable(f"llama.cpp has no {transport!r} transport")
 
-    def load_here(self, artifact: Artifact) -> InProcessSession:
-        """llama_cpp.Llama in this process."""
+    def _load_inprocess(self, artifact: Artifact) -> Session:
         try:
             import llama_cpp
         except (ImportError, OSError, RuntimeError) as exc:

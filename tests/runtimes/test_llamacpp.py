@@ -3,10 +3,7 @@ import json
 import os
 import shutil
 import signal
-import time
-from dataclasses import replace
 
-import psutil
 import pytest
 from fakes import artifact_of
 
@@ -14,7 +11,7 @@ from localbench.artifacts.converters import gguf
 from localbench.builds import llamacpp as llamacpp_build
 from localbench.builds.llamacpp import buffer_sizes
 from localbench.core.schema import ARTIFACT_FIELDS
-from localbench.core.types import Chunk, Request, RuntimeUnavailable, Sent, Usage
+from localbench.core.types import Chunk, Request, Sent, Usage
 from localbench.measure.executor import run_request
 from localbench.runtimes.llamacpp import LlamaCppRuntime
 from localbench.transport.servers import ServerDied
@@ -86,47 +83,6 @@ def test_inprocess_stream_forced_length_and_cache_reset(ggufs, tiny_tokenizer):
 
 
 @needs_build
-def test_worker_session_is_the_inprocess_session_in_a_process_of_its_own(ggufs, tiny_tokenizer, tmp_path):
-    """The worker (engine.llamacpp.inprocess_worker, on for CUDA builds) gives what in-process gives, stamped there."""
-    ids = tuple(tiny_tokenizer.encode(TEXTS[1]))
-    request = Request("p", ids, TEXTS[1], max_tokens=8)
-    here = LlamaCppRuntime(SETTINGS).load(artifact_of(ggufs["Q8_0"]), "inprocess")
-    try:
-        direct = list(here.stream(request))
-    finally:
-        here.close()
-    runtime = LlamaCppRuntime({**SETTINGS, "log_dir": str(tmp_path), "inprocess_worker": True})
-    assert runtime.worker and not LlamaCppRuntime(SETTINGS).worker        # auto: a CPU build stays in this process
-    assert "in a worker process" in runtime.probe().version
-    session = runtime.load(artifact_of(ggufs["Q8_0"]), "inprocess")
-    try:
-        assert session.pid != os.getpid() and not {"pyarrow", "pandas", "torch"} & set(session.call("modules"))
-        items = list(session.stream(request))
-        sent, chunks, usage = items[0], items[1:-1], items[-1]
-        assert isinstance(sent, Sent) and all(isinstance(c, Chunk) for c in chunks) and isinstance(usage, Usage)
-        stamps = [sent.ns] + [c.ns for c in chunks]
-        assert stamps == sorted(stamps) and stamps[-1] <= time.perf_counter_ns()     # one clock for both processes
-        assert [c.text for c in chunks] == [c.text for c in direct[:-1]]       # greedy: the same tokens
-        assert usage.output_tokens == 8 and usage.extra["prompt_cached"] == 0
-        assert list(session.stream(replace(request, reuse_cache=True)))[-1].extra["prompt_cached"] > 0
-        assert session.memory()["kv_buffer_bytes"] > 0
-        fields = run_request(session, request, timeout_s=60)
-        assert fields["status"] == "ok" and fields["output_tokens"] == 8 and 0 < fields["ttft_s"] < fields["e2e_s"]
-        assert 0 < fields["peak_rss_bytes"] < psutil.Process(session.pid).memory_info().rss   # its floor left out
-        stream = session.stream(Request("p", ids, TEXTS[1], max_tokens=200))
-        next(stream), next(stream)
-        stream.close()                                          # stopped early: the next request is whole
-        assert run_request(session, request, timeout_s=60)["output_tokens"] == 8
-        with pytest.raises(RuntimeUnavailable, match="exceed n_ctx"):
-            list(session.stream(Request("p", ids * 100, "", max_tokens=8)))
-        os.kill(session.pid, signal.SIGKILL)
-        after = run_request(session, request, timeout_s=60)
-        assert after["status"] == "error" and "worker process died" in after["error"] and "signal 9" in after["error"]
-    finally:
-        session.close()
-
-
-@needs_build
 def test_server_stream_and_death(ggufs, tiny_tokenizer, tmp_path):
     session = LlamaCppRuntime({**SETTINGS, "log_dir": str(tmp_path)}).load(artifact_of(ggufs["Q8_0"]), "server")
     try:
@@ -176,3 +132,13 @@ def test_buffer_sizes_from_log():
     sizes = buffer_sizes(log)
     assert sizes["model_buffer_bytes"] == 100 * 2**20 and sizes["kv_buffer_bytes"] == 45 * 2**20
     assert sizes["device_mem_bytes"] == int(160.5 * 2**20)
+
+
+def test_cuda_builds_link_the_shared_cuda_runtime_and_export_no_static_archive(monkeypatch):
+    """The in-process crash on CUDA: libggml-cuda.so exported a static copy of libstdc++ (README, the in-process
+    check); a CUDA build must keep both flags that prevent it, a CPU build gets neither."""
+    monkeypatch.setenv("CMAKE_ARGS", "-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90")
+    assert set(llamacpp_build.CUDA_FIX) <= set(llamacpp_build.cmake_args())
+    assert "-DCMAKE_SHARED_LINKER_FLAGS=-Xlinker --exclude-libs=ALL" in llamacpp_build.cmake_args()
+    monkeypatch.setenv("CMAKE_ARGS", "")
+    assert not set(llamacpp_build.CUDA_FIX) & set(llamacpp_build.cmake_args())
