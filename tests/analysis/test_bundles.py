@@ -12,7 +12,8 @@ from localbench.report import bundles as bundles_section
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_HOST = "vm-466798d233"          # the lent H200 run (README: "What was verified where")
-FRAMEWORKS_HOST = "vm-b18d9206dc-frameworks"   # the lent H200's `frameworks` part with the current harness (README)
+FRAMEWORKS_HOST = "vm-b18d9206dc-frameworks"
+LLAMACPP_HOST = "vm-b18d9206dc-llamacpp"     # the lent H200's `llamacpp` part: llama-server and Ollama (README)   # the lent H200's `frameworks` part with the current harness (README)
 
 
 @pytest.fixture(scope="module")
@@ -181,5 +182,29 @@ def test_the_h200_frameworks_bundle_has_windows_energy_and_the_learned_quants_on
     assert {"dynamic_4_6", "awq_4", "4bit", "bf16"} <= set(warm.loc[warm["runtime"] == "mlx", "quant"])
     int4 = r[(r["runtime"] == "torch") & (r["quant"] == "int4")]
     assert len(int4) and set(int4["status"]) == {"unavailable"} and int4["error"].str.contains("mslk").all()
+    cells = compare.host_cells(b)
+    assert cells["of_ceiling"].between(0.001, 1.0).all() and cells["decode_tpj_p50"].gt(0).all()
+
+
+def test_the_h200_llamacpp_bundle_has_ollama_beside_llama_server_with_energy(bundles):
+    """The llamacpp part on the H200: llama-server and Ollama on the same Q4_K_M file at matched cells (1k, 32k, prefix
+    reuse at 8k), llama-server past 64k, every warm row in a window with NVML energy; in-process llama.cpp absent, and
+    the bundle keeps the check that says why (its native backtraces in libggml-cuda's copy of libstdc++)."""
+    found = [b for b in bundles if b.host == LLAMACPP_HOST]
+    assert found, f"results/{LLAMACPP_HOST}/ is missing or unreadable"
+    b = found[0]
+    assert b.manifest["part"] == "llamacpp" and b.manifest["fingerprint"] == FRAMEWORKS_HOST.rsplit("-", 1)[0]
+    r = b.requests
+    warm = r[(r["status"] == "ok") & (r["phase"] == "warm")]
+    assert set(zip(warm["runtime"], warm["transport"])) == {("llamacpp", "server"), ("ollama", "server")}
+    assert set(warm["quant"]) == {"Q4_K_M"} and warm["device"].str.contains("gpu|cuda").all()
+    for column in ("window", "probe_gbps", "idle_power_w", "energy_j", "decode_tok_per_j"):
+        assert warm[column].notna().all(), column
+    matched = warm[warm["workload"] == "unique"].groupby("prompt_tokens")["runtime"].nunique()
+    assert matched[1024] == matched[32000] == 2 and 65536 in set(warm.loc[warm["runtime"] == "llamacpp", "prompt_tokens"])
+    assert warm["cache_reuse"].any()
+    check = json.loads((b.path / "inprocess_check.json").read_text())
+    assert check["bare"]["rc"] == 0 and check["arrow-first"]["rc"] == -11 and check["arrow-after"]["rc"] == -6
+    assert "libggml-cuda" in check["backtraces"]["arrow-first"] and "std::" in check["backtraces"]["arrow-first"]
     cells = compare.host_cells(b)
     assert cells["of_ceiling"].between(0.001, 1.0).all() and cells["decode_tpj_p50"].gt(0).all()
