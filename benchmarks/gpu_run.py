@@ -29,9 +29,10 @@ on params.gpu-load.yaml (the concurrency sweep on short prompts; their rows go t
 aggregate. Nothing is measured while a build runs (it would load the CPU the harness times on). Before llama.cpp's
 measure stage, benchmarks/gpu/inprocess_check.py loads the F16 GGUF in-process seven ways (the SIGSEGV diagnosis).
 The report is written where the bundles are merged, not there.
-A step finished is marked done; a measure step cut by the budget resumes from its partial rows. Every call
-ends by packing the results bundle (results/<host>/: requests, summary, artifacts, calibration, roofline,
-manifest, extras, report) into $OUT/bundle.tar.gz, complete or not.
+A step finished is marked done; a measure step waits for its own conversions, and one cut by the budget resumes
+from its partial rows. Every call ends by packing the results bundle (results/<host>-<part>/: requests, summary,
+artifacts, calibration, roofline, manifest, extras, the in-process check, report) into $OUT/bundle.tar.gz, complete
+or not.
 
 What runs there besides the stages is code of its own, run from the unpacked code folder: the builds
 (benchmarks/gpu/build_llamacpp.py, over localbench.builds.llamacpp; benchmarks/gpu/build_ollama.py), the in-process

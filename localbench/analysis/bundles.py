@@ -260,7 +260,8 @@ def export_found(dest: Path = RESULTS, check: dict | None = None, manifest: dict
         roof["check"] = check
     (out / "roofline.json").write_text(json.dumps(roof, indent=1))
     (out / "extras.json").write_text(json.dumps(_extras(Path("data")), indent=1, default=str))
-    m.update(host=host, fingerprint=fingerprint, model_config=_read_json(Path("models/source/config.json"), {}), **(manifest or {}))
+    m.update(host=host, fingerprint=fingerprint, model_config=_read_json(Path("models/source/config.json"), {}),
+             **(manifest or {}))
     (out / "manifest.json").write_text(json.dumps(m, indent=1, default=str))
     return out
 

@@ -104,7 +104,7 @@ def cmake_args() -> list[str]:
     x86 = platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
     amx = [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"] if x86 else []
     user = shlex.split(os.environ.get("CMAKE_ARGS", ""))
-    cuda = CUDA_FIX if any(a.upper() == "-DGGML_CUDA=ON" for a in user) else []
+    cuda = CUDA_FIX if any(re.fullmatch(r"-DGGML_CUDA(:BOOL)?=(ON|1|TRUE|YES)", a, re.I) for a in user) else []
     return [*BASE_CMAKE_ARGS, *amx, *cuda, *user]
 
 

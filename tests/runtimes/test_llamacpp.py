@@ -140,5 +140,8 @@ def test_cuda_builds_link_the_shared_cuda_runtime_and_export_no_static_archive(m
     monkeypatch.setenv("CMAKE_ARGS", "-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90")
     assert set(llamacpp_build.CUDA_FIX) <= set(llamacpp_build.cmake_args())
     assert "-DCMAKE_SHARED_LINKER_FLAGS=-Xlinker --exclude-libs=ALL" in llamacpp_build.cmake_args()
-    monkeypatch.setenv("CMAKE_ARGS", "")
-    assert not set(llamacpp_build.CUDA_FIX) & set(llamacpp_build.cmake_args())
+    monkeypatch.setenv("CMAKE_ARGS", "-DGGML_CUDA:BOOL=1")
+    assert set(llamacpp_build.CUDA_FIX) <= set(llamacpp_build.cmake_args())
+    for cpu in ("", "-DGGML_CUDA=off"):
+        monkeypatch.setenv("CMAKE_ARGS", cpu)
+        assert not set(llamacpp_build.CUDA_FIX) & set(llamacpp_build.cmake_args())
