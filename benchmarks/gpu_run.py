@@ -27,7 +27,8 @@ probe; then the part's stages in dvc.yaml's order with `python stages/<stage>.py
 download, prompts, convert-*, artifacts, calibrate, measure@<runtime> on params.gpu.yaml, measure@llamacpp and @mlx
 on params.gpu-load.yaml (the concurrency sweep on short prompts; their rows go to data/raw/<runtime>-load/),
 aggregate. Nothing is measured while a build runs (it would load the CPU the harness times on). Before llama.cpp's
-measure stage, benchmarks/gpu/inprocess_check.py loads the F16 GGUF in-process seven ways (the SIGSEGV diagnosis).
+measure stage, benchmarks/gpu/inprocess_check.py loads the F16 GGUF in-process seven ways (the SIGSEGV diagnosis;
+its model-free part, `--imports`, runs as soon as llama.cpp is built).
 The report is written where the bundles are merged, not there.
 A step finished is marked done; a measure step waits for its own conversions, and one cut by the budget resumes
 from its partial rows. Every call ends by packing the results bundle (results/<host>-<part>/: requests, summary,
@@ -476,6 +477,10 @@ class Device:
             for q in self.quants("hf"):
                 self.run(f"convert-hf-{q}", [py, "stages/convert.py", "hf", q], min_s=60)
         if part["llama"] and self.build_ready(wait=True):
+            # the in-process crash's first verdict, with no model yet: does the build export a C++ runtime, and does
+            # `import llama_cpp; import pyarrow` survive (benchmarks/gpu/inprocess_check.py --imports)
+            self.run("link-check", [py, "benchmarks/gpu/inprocess_check.py", "--imports", self.work / "link_check.json"],
+                     min_s=30, check=False)
             for q in self.quants("gguf"):
                 self.run(f"convert-gguf-{q}", [py, "stages/convert.py", "gguf", q], min_s=60 + 30 * (q == "F16"))
         if part["mlx"] and self.mlx_ready():
@@ -583,8 +588,9 @@ class Device:
             if (self.keep / name).exists():
                 data = (self.keep / name).read_bytes()[-4_000_000:]
                 (self.out / name).write_bytes(data)
-        if (self.work / "inprocess_check.json").exists():
-            shutil.copy2(self.work / "inprocess_check.json", self.out / "inprocess_check.json")
+        for check in ("link_check.json", "inprocess_check.json"):
+            if (self.work / check).exists():
+                shutil.copy2(self.work / check, self.out / check)
 
 
 def device(budget: float, out: Path) -> None:

@@ -2,6 +2,7 @@
 imports is on the GPU machine's own list (benchmarks/gpu/device_packages.txt), carried, or reaches it another way;
 a new dependency is carried without anyone editing a list; the carry folders stay under one call's limit."""
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 import carry  # noqa: E402
 import gpu_run  # noqa: E402
+
+from localbench.builds import llamacpp as llamacpp_build  # noqa: E402
 
 
 def test_every_import_there_is_on_the_device_carried_or_accounted_for():
@@ -121,6 +124,22 @@ def test_a_measure_stage_waits_for_its_own_conversions(tmp_path, monkeypatch):
     device.build_ready = device.builds_idle = lambda *a, **k: True
     device.steps()
     assert "convert-gguf-F16" in ran and "measure-llamacpp" not in ran and "calibrate" not in ran
+    assert ran.index("link-check") < ran.index("convert-gguf-F16")      # the model-free check right after the build
     refused.clear()                                     # the next call converts the rest, then measures
     device.steps()
     assert ran.index("convert-gguf-Q4_K_M") < ran.index("measure-llamacpp")
+
+
+@pytest.mark.skipif(bool(llamacpp_build.missing()), reason=f"llama.cpp not built: {llamacpp_build.missing()}")
+def test_the_model_free_check_finds_no_cxx_runtime_in_the_cpu_build(tmp_path):
+    """inprocess_check.py --imports (what a GPU lease runs right after its build) on the build here: the CPU build's
+    libraries need libstdc++.so and export none of its functions, and share a process with pyarrow (the CUDA build
+    on the H200 did neither: README, the in-process check)."""
+    out = tmp_path / "link_check.json"
+    subprocess.run([sys.executable, "benchmarks/gpu/inprocess_check.py", "--imports", str(out)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    r = json.loads(out.read_text())
+    assert r["import"]["rc"] == 0 and r["import-then-arrow"]["rc"] == 0
+    libs = r["cxx_runtime"]
+    assert any(name.startswith("libllama") for name in libs)
+    assert all(v["needs_libstdcxx"] and v["std_text_symbols"] == 0 for v in libs.values()), libs

@@ -4,7 +4,7 @@
 bundle/results/<host>-<part>/ (one per lease) from whatever the stages have written (localbench.analysis.bundles.export_found), with
 the copy-bandwidth check (WORK/bandwidth_check.json) in roofline.json and the run's own facts in manifest.json:
 the packed commit, nvidia-smi, the carried wheels' sizes, the steps done, and the versions of the packages the
-wheels brought; the in-process check's record beside them where it ran. Prints the host.
+wheels brought; the in-process check's records beside them where they ran. Prints the host.
 """
 import importlib.metadata
 import json
@@ -37,8 +37,9 @@ def main(work: Path, keep: Path) -> None:
     shutil.rmtree("bundle", ignore_errors=True)
     dest = bundles.export_found(Path("bundle") / "results", json.loads(bw.read_text()) if bw.exists() else None, facts,
                                 facts["part"])
-    if (work / "inprocess_check.json").exists():       # why llama.cpp in-process ran or did not (the in-process check)
-        shutil.copy2(work / "inprocess_check.json", dest / "inprocess_check.json")
+    for check in ("link_check.json", "inprocess_check.json"):      # why llama.cpp in-process ran or did not
+        if (work / check).exists():
+            shutil.copy2(work / check, dest / check)
     print(dest.name)
 
 

@@ -3,6 +3,8 @@ where the libraries meet (shared symbols, cross-library bindings).
 
 Run by benchmarks/gpu_run.py from the code folder (params.yaml = the gpu profile's) once llama.cpp is built and the
 F16 GGUF converted:   python benchmarks/gpu/inprocess_check.py OUT.json
+and, with no model, right after the build (whether the build still exports a C++ runtime and whether
+`import llama_cpp; import pyarrow` survives):   python benchmarks/gpu/inprocess_check.py --imports OUT.json
 
   bare            import llama_cpp, nothing else; the F16 GGUF's path given on the command line
   arrow-after     bare, then `import pyarrow` before the load (what the project's imports do: pandas, Parquet)
@@ -55,6 +57,8 @@ VARIANTS = {"bare": LLAMA + MAPS + LOAD, "arrow-after": LLAMA + ARROW + MAPS + L
             "arrow-first": ARROW + LLAMA + MAPS + LOAD, "arrow-first-cpu": ARROW + LLAMA + MAPS + CPU_LOAD,
             "bare+torch": TORCH + LLAMA + MAPS + LOAD,
             "runtime": RUNTIME, "runtime+torch": TORCH + RUNTIME}
+IMPORT_WAYS = {"import": LLAMA + MAPS + "print('OUT', llama_cpp.__version__, flush=True); ",
+               "import-then-arrow": LLAMA + ARROW + MAPS + "print('OUT', pyarrow.__version__, flush=True); "}
 OTHERS = ("pyarrow", "torch")           # packages whose libraries met llama.cpp's CUDA build in one process
 
 
@@ -166,33 +170,41 @@ def backtrace(code: str, model: str) -> str:
     return f"{gdb}:\n" + "\n".join(frames)[:8000]
 
 
-def main(out: str) -> None:
-    model = f16_path()
-    results = {"bindings": bindings()}
-    for name, code in VARIANTS.items():
-        t0 = time.time()
-        try:
-            r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", STEP + code, model], capture_output=True,
-                               text=True, timeout=240)
-            rc, stdout, stderr = r.returncode, r.stdout, r.stderr
-        except subprocess.TimeoutExpired as exc:
-            rc, stdout, stderr = "timeout", str(exc.stdout or ""), str(exc.stderr or "")
-        lines = stdout.splitlines()
-        first = lambda tag: next((l[len(tag) + 1:] for l in lines if l.startswith(tag + " ")), None)   # noqa: E731
-        results[name] = {"rc": rc, "s": round(time.time() - t0, 1),
-                         "last_step": ([l[5:] for l in lines if l.startswith("STEP ")] or [None])[-1],
-                         "maps": first("MAPS"), "torch_imported": first("TORCH"), "out": first("OUT"),
-                         "stderr_tail": stderr[-3000:]}
-        print(name, "rc", rc, f"{results[name]['s']}s", "last step", results[name]["last_step"],
+def run_way(code: str, model: str) -> dict:
+    """One way in a fresh process: exit code (negative: the signal), seconds, last step, maps, output, stderr tail."""
+    t0 = time.time()
+    try:
+        r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", STEP + code, model], capture_output=True,
+                           text=True, timeout=240)
+        rc, stdout, stderr = r.returncode, r.stdout, r.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, stdout, stderr = "timeout", str(exc.stdout or ""), str(exc.stderr or "")
+    lines = stdout.splitlines()
+    first = lambda tag: next((l[len(tag) + 1:] for l in lines if l.startswith(tag + " ")), None)   # noqa: E731
+    return {"rc": rc, "s": round(time.time() - t0, 1),
+            "last_step": ([l[5:] for l in lines if l.startswith("STEP ")] or [None])[-1],
+            "maps": first("MAPS"), "torch_imported": first("TORCH"), "out": first("OUT"), "stderr_tail": stderr[-3000:]}
+
+
+def main(out: str, imports_only: bool = False) -> None:
+    """The seven ways and the three views; `imports_only` (no model needed, right after the build): the C++ runtime
+    view and the two import ways (`import llama_cpp`, then pyarrow: the first crash on the H200)."""
+    model = "" if imports_only else f16_path()
+    results = {"bindings": bindings(), "cxx_runtime": cxx_runtime()}
+    ways = IMPORT_WAYS if imports_only else VARIANTS
+    for name, code in ways.items():
+        results[name] = run_way(code, model)
+        print(name, "rc", results[name]["rc"], f"{results[name]['s']}s", "last step", results[name]["last_step"],
               results[name]["out"], flush=True)
-    crashed = [n for n in ("arrow-after", "arrow-first", "bare+torch") if results[n]["rc"] not in (0, "timeout")]
-    results["backtraces"] = {n: backtrace(STEP + VARIANTS[n], model) for n in crashed}
-    results["cxx_runtime"] = cxx_runtime()
-    results["shared_symbols"] = shared_symbols()
-    results["cross_bindings"] = cross_bindings(STEP + VARIANTS["arrow-after"], model)
+    if not imports_only:
+        crashed = [n for n in ("arrow-after", "arrow-first", "bare+torch") if results[n]["rc"] not in (0, "timeout")]
+        results["backtraces"] = {n: backtrace(STEP + VARIANTS[n], model) for n in crashed}
+        results["shared_symbols"] = shared_symbols()
+        results["cross_bindings"] = cross_bindings(STEP + VARIANTS["arrow-after"], model)
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    args = [a for a in sys.argv[1:] if a != "--imports"]
+    main(args[0], imports_only="--imports" in sys.argv[1:])
