@@ -38,3 +38,20 @@ def test_unknown_dtype_is_one_clear_error(tiny_hf_dir):
 def test_missing_device_is_reported():
     probe = TorchRuntime({"device": "mps"}).probe()
     assert not probe.available and "engine.torch.device=auto" in probe.reason
+
+
+def test_yarn_rope_scaling_reaches_the_model(tiny_hf_dir, tiny_tokenizer):
+    """engine.torch.rope_scaling (the gpu and paper profiles' YaRN x4) is applied to the loaded model's config, its
+    context extended to factor x the original, and the rows say so; generation still runs."""
+    rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}
+    s = TorchRuntime({"device": "cpu", "rope_scaling": rope}).load(
+        Artifact("smollm2", "hf", "fp32", str(tiny_hf_dir)), "inprocess")
+    try:
+        config = s.model.config
+        applied = getattr(config, "rope_parameters", None) or config.rope_scaling
+        assert applied["rope_type"] == "yarn" and applied["factor"] == 4.0
+        assert config.max_position_embeddings == 4 * 8192
+        usage = list(s.stream(Request("p", tuple(tiny_tokenizer.encode("def f(x):")), "", max_tokens=4)))[-1]
+        assert usage.output_tokens == 4 and usage.extra["rope_scaling"] == rope
+    finally:
+        s.close()
