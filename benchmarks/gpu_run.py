@@ -486,11 +486,11 @@ class Device:
         if part["mlx"] and self.mlx_ready():
             for q in self.quants("mlx"):
                 self.run(f"convert-mlx-{q}", [py, "stages/convert.py", "mlx", q], min_s=60)
+        gguf = [f"convert-gguf-{q}" for q in self.quants("gguf")] if part["llama"] else []
         converts = {"torch": [f"convert-hf-{q}" for q in self.quants("hf")] if "torch" in part["measure"] else [],
-                    "gguf": [f"convert-gguf-{q}" for q in self.quants("gguf")] if part["llama"] else [],
+                    "llamacpp": gguf, "ollama": gguf,       # what each runtime's measure stage waits for
                     "mlx": [f"convert-mlx-{q}" for q in self.quants("mlx")] if part["mlx"] else []}
-        converts["llamacpp"] = converts["ollama"] = converts["gguf"]
-        conversions = converts["torch"] + converts["gguf"] + converts["mlx"]
+        conversions = converts["torch"] + gguf + converts["mlx"]
         if all(self.done(c) for c in conversions):
             self.run("artifacts", [py, "stages/artifacts.py"])
         if not self.builds_idle():

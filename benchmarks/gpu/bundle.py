@@ -1,10 +1,11 @@
 """benchmarks/gpu_run.py's results bundle on the lent GPU machine, run from the code folder:
     python benchmarks/gpu/bundle.py WORK KEEP
 
-bundle/results/<host>-<part>/ (one per lease) from whatever the stages have written (localbench.analysis.bundles.export_found), with
-the copy-bandwidth check (WORK/bandwidth_check.json) in roofline.json and the run's own facts in manifest.json:
-the packed commit, nvidia-smi, the carried wheels' sizes, the steps done, and the versions of the packages the
-wheels brought; the in-process check's records beside them where they ran. Prints the host.
+bundle/results/<host>-<part>/ (one per lease) from whatever the stages have written
+(localbench.analysis.bundles.export_found), with the copy-bandwidth check (WORK/bandwidth_check.json) in
+roofline.json and the run's own facts in manifest.json: the packed commit, nvidia-smi, the carried wheels' sizes,
+the steps done, and the versions of the packages the wheels brought; the in-process check's records beside them
+where they ran. Prints the host.
 """
 import importlib.metadata
 import json

@@ -25,6 +25,7 @@ the bindings' libraries define that pyarrow's or torch's also define (`nm -D`, w
 symbol, bound once per process whatever the load flags), and the symbol bindings the dynamic linker made between
 them in `arrow-after` (LD_DEBUG=bindings).
 """
+import functools
 import glob
 import json
 import os
@@ -81,14 +82,16 @@ def bindings() -> dict:
     return out
 
 
-def package_libs(package: str) -> list[str]:
+def libraries_of(package: str) -> list[str]:
+    """The shared libraries an installed package ships (found without importing it), each file once."""
     r = subprocess.run([sys.executable, "-c", f"import importlib.util as u; "
                         f"print(u.find_spec({package!r}).submodule_search_locations[0])"], capture_output=True, text=True)
     root = r.stdout.strip()
     found = glob.glob(f"{root}/**/lib*.so*", recursive=True) if root else []
-    return sorted({os.path.realpath(p) for p in found})          # each file once (not its symlinks)
+    return sorted({os.path.realpath(p) for p in found})          # not its symlinks
 
 
+@functools.cache
 def defined_symbols(lib: str) -> dict[str, str]:
     """Dynamic symbols `lib` defines -> their nm kind (T, W, V, u, ...)."""
     r = subprocess.run(["nm", "-D", "--defined-only", lib], capture_output=True, text=True, timeout=120)
@@ -99,10 +102,10 @@ def shared_symbols() -> dict:
     """Per library of the bindings, the dynamic symbols another package's library defines too (nm -D)."""
     if not shutil.which("nm"):
         return {"error": "nm not installed"}
-    ours = {lib: defined_symbols(lib) for lib in package_libs("llama_cpp")}
+    ours = {lib: defined_symbols(lib) for lib in libraries_of("llama_cpp")}
     out = {}
     for package in OTHERS:
-        for lib in package_libs(package):
+        for lib in libraries_of(package):
             try:
                 theirs = defined_symbols(lib)
             except subprocess.TimeoutExpired:
@@ -120,7 +123,7 @@ def cxx_runtime() -> dict:
     """Per library of the bindings: does it need libstdc++.so, and which of libstdc++'s own functions does it export
     (strong `T` symbols of std::, which only a static copy of the C++ runtime brings)?"""
     out = {}
-    for lib in package_libs("llama_cpp"):
+    for lib in libraries_of("llama_cpp"):
         needed = subprocess.run(["objdump", "-p", lib], capture_output=True, text=True).stdout if \
             shutil.which("objdump") else ""
         std = sorted(n for n, kind in defined_symbols(lib).items() if kind == "T" and n.startswith(("_ZNSt", "_ZSt")))

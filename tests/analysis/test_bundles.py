@@ -12,8 +12,8 @@ from localbench.report import bundles as bundles_section
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_HOST = "vm-466798d233"          # the lent H200 run (README: "What was verified where")
-FRAMEWORKS_HOST = "vm-b18d9206dc-frameworks"
-LLAMACPP_HOST = "vm-b18d9206dc-llamacpp"     # the lent H200's `llamacpp` part: llama-server and Ollama (README)   # the lent H200's `frameworks` part with the current harness (README)
+FRAMEWORKS_HOST = "vm-b18d9206dc-frameworks"   # the lent H200's `frameworks` part with the current harness (README)
+LLAMACPP_HOST = "vm-b18d9206dc-llamacpp"       # the lent H200's `llamacpp` part: llama-server and Ollama (README)
 
 
 @pytest.fixture(scope="module")
