@@ -479,8 +479,8 @@ class Device:
         if part["llama"] and self.build_ready(wait=True):
             # the in-process crash's first verdict, with no model yet: does the build export a C++ runtime, and does
             # `import llama_cpp; import pyarrow` survive (benchmarks/gpu/inprocess_check.py --imports)
-            self.run("link-check", [py, "benchmarks/gpu/inprocess_check.py", "--imports", self.work / "link_check.json"],
-                     min_s=30, check=False)
+            self.run("link-check", [py, "benchmarks/gpu/inprocess_check.py", "--imports",
+                                    self.work / "link_check.json"], min_s=30, check=False)
             for q in self.quants("gguf"):
                 self.run(f"convert-gguf-{q}", [py, "stages/convert.py", "gguf", q], min_s=60 + 30 * (q == "F16"))
         if part["mlx"] and self.mlx_ready():

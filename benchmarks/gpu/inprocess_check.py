@@ -85,7 +85,8 @@ def bindings() -> dict:
 def libraries_of(package: str) -> list[str]:
     """The shared libraries an installed package ships (found without importing it), each file once."""
     r = subprocess.run([sys.executable, "-c", f"import importlib.util as u; "
-                        f"print(u.find_spec({package!r}).submodule_search_locations[0])"], capture_output=True, text=True)
+                        f"print(u.find_spec({package!r}).submodule_search_locations[0])"],
+                       capture_output=True, text=True)
     root = r.stdout.strip()
     found = glob.glob(f"{root}/**/lib*.so*", recursive=True) if root else []
     return sorted({os.path.realpath(p) for p in found})          # not its symlinks

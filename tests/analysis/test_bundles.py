@@ -201,7 +201,8 @@ def test_the_h200_llamacpp_bundle_has_ollama_beside_llama_server_with_energy(bun
     for column in ("window", "probe_gbps", "idle_power_w", "energy_j", "decode_tok_per_j"):
         assert warm[column].notna().all(), column
     matched = warm[warm["workload"] == "unique"].groupby("prompt_tokens")["runtime"].nunique()
-    assert matched[1024] == matched[32000] == 2 and 65536 in set(warm.loc[warm["runtime"] == "llamacpp", "prompt_tokens"])
+    assert matched[1024] == matched[32000] == 2
+    assert 65536 in set(warm.loc[warm["runtime"] == "llamacpp", "prompt_tokens"])
     assert warm["cache_reuse"].any()
     check = json.loads((b.path / "inprocess_check.json").read_text())
     assert check["bare"]["rc"] == 0 and check["arrow-first"]["rc"] == -11 and check["arrow-after"]["rc"] == -6
