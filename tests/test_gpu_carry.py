@@ -104,9 +104,9 @@ def test_a_measure_stage_waits_for_its_own_conversions(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     (tmp_path / "ctl").mkdir()
     gpu_run.compose_params(tmp_path / "ctl", ())
-    (tmp_path / "ctl" / "part").write_text("llamacpp-only\n")
+    (tmp_path / "ctl" / "part").write_text("llamacpp-load\n")
     device = object.__new__(gpu_run.Device)
-    device.keep, device.work, device.done_dir = tmp_path, tmp_path, tmp_path / "done"
+    device.keep, device.work, device.code, device.done_dir = tmp_path, tmp_path, tmp_path, tmp_path / "done"
     device.done_dir.mkdir()
     device.mark("build")                                # llama.cpp built
     ran, refused = [], {"convert-gguf-Q4_K_M"}         # no time left for it in the first call
@@ -118,16 +118,20 @@ def test_a_measure_stage_waits_for_its_own_conversions(tmp_path, monkeypatch):
             return False
         ran.append(step)
         device.mark(step)
+        if step.startswith("measure-"):                # a measure stage writes data/raw/<runtime>/
+            (tmp_path / "data" / "raw" / "llamacpp" / step).mkdir(parents=True)
         return True
 
     device.run, device.say = run, lambda msg: None
     device.build_ready = device.builds_idle = lambda *a, **k: True
     device.steps()
-    assert "convert-gguf-F16" in ran and "measure-llamacpp" not in ran and "calibrate" not in ran
+    assert "convert-gguf-F16" in ran and "measure-llamacpp" not in ran and "measure-llamacpp-load" not in ran
     assert ran.index("link-check") < ran.index("convert-gguf-F16")      # the model-free check right after the build
     refused.clear()                                     # the next call converts the rest, then measures
     device.steps()
-    assert ran.index("convert-gguf-Q4_K_M") < ran.index("measure-llamacpp")
+    assert ran.index("convert-gguf-Q4_K_M") < ran.index("measure-llamacpp") < ran.index("measure-llamacpp-load")
+    raw = tmp_path / "data" / "raw"                     # the sweep's rows apart, the single-stream ones back in place
+    assert (raw / "llamacpp" / "measure-llamacpp").is_dir() and (raw / "llamacpp-load" / "measure-llamacpp-load").is_dir()
 
 
 @pytest.mark.skipif(bool(llamacpp_build.missing()), reason=f"llama.cpp not built: {llamacpp_build.missing()}")
