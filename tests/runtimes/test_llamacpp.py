@@ -3,6 +3,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import pytest
 from fakes import artifact_of
@@ -145,3 +147,36 @@ def test_cuda_builds_link_the_shared_cuda_runtime_and_export_no_static_archive(m
     for cpu in ("", "-DGGML_CUDA=off"):
         monkeypatch.setenv("CMAKE_ARGS", cpu)
         assert not set(llamacpp_build.CUDA_FIX) & set(llamacpp_build.cmake_args())
+
+
+STATIC_CXX = subprocess.run(["g++", "-print-file-name=libstdc++.a"], capture_output=True, text=True).stdout.strip() \
+    if shutil.which("g++") else ""
+
+
+@pytest.mark.skipif(not (shutil.which("cmake") and shutil.which("nm") and os.path.isabs(STATIC_CXX)),
+                    reason="needs cmake, nm and g++ with libstdc++.a (the static C++ runtime)")
+def test_the_cuda_fix_linker_flag_keeps_a_static_cxx_runtime_to_itself(tmp_path):
+    """CUDA_FIX's linker flag on the H200's symptom, rebuilt with the host toolchain: a shared library that carries a
+    static libstdc++ (-static-libstdc++ here; nvcc 13's link there) exports it, and libstdc++.so and pyarrow then bind
+    to that copy (LD_DEBUG); linked through CMake with the flag, it exports none of it and nothing binds to it."""
+    (tmp_path / "k.cpp").write_text('#include <sstream>\nextern "C" int describe(int n) '
+                                    '{ std::ostringstream s; s << n; return (int)s.str().size(); }\n')
+    (tmp_path / "CMakeLists.txt").write_text("cmake_minimum_required(VERSION 3.18)\nproject(k LANGUAGES CXX)\n"
+                                             "add_library(k SHARED k.cpp)\n")
+    fix = next(a.split("=", 1)[1] for a in llamacpp_build.CUDA_FIX if a.startswith("-DCMAKE_SHARED_LINKER_FLAGS="))
+    seen = {}
+    for name, flags in (("plain", "-static-libstdc++"), ("fixed", f"-static-libstdc++ {fix}")):
+        build = tmp_path / name
+        subprocess.run(["cmake", "-S", tmp_path, "-B", build, f"-DCMAKE_SHARED_LINKER_FLAGS={flags}"], check=True,
+                       capture_output=True, timeout=120)
+        subprocess.run(["cmake", "--build", build], check=True, capture_output=True, timeout=120)
+        lib = str(build / "libk.so")
+        symbols = subprocess.run(["nm", "-D", "--defined-only", lib], capture_output=True, text=True).stdout
+        std = [line for line in symbols.splitlines() if line.split()[-1].startswith(("_ZNSt", "_ZSt"))]
+        code = f"import ctypes; ctypes.CDLL({lib!r}, mode=ctypes.RTLD_GLOBAL); import pyarrow.compute"
+        log = subprocess.run([sys.executable, "-c", code], env={**os.environ, "LD_DEBUG": "bindings"},
+                             capture_output=True, text=True, timeout=120).stderr
+        into = [line for line in log.splitlines() if f"to {lib} " in line and f"binding file {lib} " not in line]
+        seen[name] = (len(std), len(into))
+    assert seen["plain"][0] > 100 and seen["plain"][1] > 100, seen        # the symptom, reproduced
+    assert seen["fixed"] == (0, 0), seen
