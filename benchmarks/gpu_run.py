@@ -7,7 +7,8 @@ Two halves (README, "Running the gpu profile on a remote GPU machine"):
 
 A part (PARTS) is what one lease of the GPU machine (about 30 minutes, a fresh machine each time) can hold:
 `llamacpp` (llama.cpp in-process, llama-server and llama-bench, and Ollama with its CUDA backend built there),
-`llamacpp-load` (llama.cpp alone, then llama-server's gpu-load sweep: one build serves both), `frameworks` (PyTorch
+`llamacpp-load` (llama.cpp alone, then llama-server's gpu-load sweep: one build serves both), `llamacpp-only` (llama.cpp
+alone, no calibration: a short lease), `frameworks` (PyTorch
 and MLX on CUDA), `load` (the gpu-load concurrency sweeps); `all` runs every stage. Each part
 packs only what it needs and ends in a bundle of the host it ran on; the report merges the bundles.
 
@@ -70,6 +71,8 @@ PARTS = {        # measure: single-stream runtimes (gpu), sweep: on gpu-load; wh
     "llamacpp": {"measure": ("llamacpp", "ollama"), "sweep": (), "llama": True, "ollama": True, "mlx": False},
     "llamacpp-load": {"measure": ("llamacpp",), "sweep": ("llamacpp",), "llama": True, "ollama": False,
                       "mlx": False},     # llama.cpp alone (one build, no Ollama): single-stream, then its sweep
+    "llamacpp-only": {"measure": ("llamacpp",), "sweep": (), "llama": True, "ollama": False, "mlx": False,
+                      "calibrate": False},     # llama.cpp alone, no calibration: what a lease's last minutes hold
     "frameworks": {"measure": ("torch", "mlx"), "sweep": (), "llama": False, "ollama": False, "mlx": True},
     "load": {"measure": (), "sweep": SWEPT, "llama": True, "ollama": False, "mlx": True},
 }
@@ -503,7 +506,8 @@ class Device:
             check = self.work / "inprocess_check.json"
             self.run("inprocess-check", [py, "benchmarks/gpu/inprocess_check.py", check], min_s=120, check=False)
             self.drop_crashing_inprocess(check)     # every call: each call brings ctl/ (the params) anew
-        self.run("calibrate", [py, "stages/calibrate.py"], min_s=60)
+        if part.get("calibrate", True):
+            self.run("calibrate", [py, "stages/calibrate.py"], min_s=60)
         for name in part["measure"]:
             if name in ("llamacpp", "ollama") and not self.done("build"):
                 continue
