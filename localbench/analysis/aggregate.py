@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from localbench.analysis.cells import reference_cell, reference_rows, undrifted
+from localbench.analysis.cells import reference_cell, reference_rows, sweep_pass_warmups, undrifted
 from localbench.analysis.decisions import cell_text
 from localbench.core.schema import REQUEST_SCHEMA
 from localbench.core.stats import median_ci, quantile
@@ -41,9 +41,9 @@ def stats(values: pd.Series, windows: pd.Series | None = None) -> dict:
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: counts by status, then <metric>_<stat> over the `ok` requests outside drift-flagged
-    windows (counted in n_drift_flagged), ITL over all gaps."""
+    windows (counted in n_drift_flagged), ITL over all gaps; a separate sweep pass's warm-ups in no cell."""
     out = []
-    keyed = rows.assign(rate=rows["rate"].fillna(-1.0))
+    keyed = rows[~sweep_pass_warmups(rows)].assign(rate=rows["rate"].fillna(-1.0))
     for key, group in keyed.groupby(CELL, dropna=False, sort=True):
         flagged = group["drift_flag"].fillna(False).astype(bool)
         ok = group[(group["status"] == "ok") & ~flagged]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench.analysis.cells import HOST_CELL, undrifted
+from localbench.analysis.cells import HOST_CELL, sweep_pass_warmups, undrifted
 from localbench.analysis.roofline import ceiling, kv_read
 from localbench.core import environment
 from localbench.core.hardware import kv_bytes_per_token, memory_of
@@ -117,24 +117,13 @@ def local_bundle(requests: pd.DataFrame, artifacts: pd.DataFrame, bandwidth: dic
 
 
 # ------------------------------------------------------------------------------------------------ roofline
-def sweep_passes(r: pd.DataFrame) -> set:
-    """Runs that were a separate sweep pass: they ran load sweeps and the same runtime has a run without any
-    (benchmarks/gpu_run.py's gpu-load pass). Their own single-stream requests ran under the sweep's server settings
-    (more slots, a larger KV pool): not the single-stream cell. A run that measured both (the ci and default
-    profiles' one measure stage) keeps its single-stream rows."""
-    swept = r.loc[r["phase"] == "load", "run_id"].dropna()
-    plain = set(r.loc[~r["run_id"].isin(set(swept)), "runtime"])
-    return {run for run, runtime in r.loc[r["run_id"].isin(set(swept)), ["run_id", "runtime"]].drop_duplicates()
-            .itertuples(index=False) if runtime in plain}
-
-
 def host_cells(bundle: Bundle) -> pd.DataFrame:
     """Warm single-stream cells of one host (rows of drift-flagged windows left out, as in every table): n, decode
     tok/s (mean, p50), TTFT p50, decode tok/J p50 (NaN without an energy counter), and each cell's
     memory-bandwidth ceiling: bandwidth / weight bytes, and / (weights + the KV cache read at mid-answer)."""
     r = undrifted(bundle.requests)
     warm = r[(r["status"] == "ok") & (r["phase"] == "warm") & (r["concurrency"].fillna(1) == 1)
-             & ~r["run_id"].isin(sweep_passes(r))]
+             & ~sweep_pass_warmups(r)]
     if warm.empty:
         return pd.DataFrame()
     sizes = {(a.format, a.quant): a.size_bytes for a in bundle.artifacts.itertuples() if pd.notna(a.size_bytes)}

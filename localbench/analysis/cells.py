@@ -46,9 +46,28 @@ def undrifted(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[~rows["drift_flag"].astype("boolean").fillna(False).astype(bool)]
 
 
+def sweep_passes(r: pd.DataFrame) -> set:
+    """Runs that were a separate sweep pass: they ran load sweeps and the same runtime has a run without any
+    (benchmarks/gpu_run.py's gpu-load pass). Their own single-stream requests ran under the sweep's server settings
+    (more slots, a larger KV pool): not the single-stream cell. A run that measured both (the ci and default
+    profiles' one measure stage) keeps its single-stream rows."""
+    swept = r.loc[r["phase"] == "load", "run_id"].dropna()
+    plain = set(r.loc[~r["run_id"].isin(set(swept)), "runtime"])
+    return {run for run, runtime in r.loc[r["run_id"].isin(set(swept)), ["run_id", "runtime"]].drop_duplicates()
+            .itertuples(index=False) if runtime in plain}
+
+
+def sweep_pass_warmups(rows: pd.DataFrame) -> pd.Series:
+    """True on the warm requests of a separate sweep pass (sweep_passes): in no single-stream cell, no summary."""
+    if "run_id" not in rows:
+        return pd.Series(False, index=rows.index)
+    return (rows["phase"] == "warm") & rows["run_id"].isin(sweep_passes(rows))
+
+
 def single_stream(rows: pd.DataFrame) -> pd.DataFrame:
     """Warm, successful single-stream requests (the population every single-stream table draws from)."""
-    return rows[(rows["status"] == "ok") & (rows["phase"] == "warm") & (rows["concurrency"] == 1)]
+    return rows[(rows["status"] == "ok") & (rows["phase"] == "warm") & (rows["concurrency"] == 1)
+                & ~sweep_pass_warmups(rows)]
 
 
 def label(frame: pd.DataFrame, columns: list[str]) -> pd.Series:

@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 
 from localbench.analysis import bundles as compare
+from localbench.analysis import cells
 from localbench.report import bundles as bundles_section
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_HOST = "vm-466798d233"          # the lent H200 run (README: "What was verified where")
 FRAMEWORKS_HOST = "vm-b18d9206dc-frameworks"   # the lent H200's `frameworks` part with the current harness (README)
 LLAMACPP_HOST = "vm-b18d9206dc-llamacpp"       # the lent H200's `llamacpp` part: llama-server and Ollama (README)
+INPROCESS_HOST = "vm-07de7a97d3-llamacpp-load"  # a lent H100: in-process beside llama-server, then the sweep (README)
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +162,9 @@ def test_a_run_that_measured_and_swept_keeps_its_single_stream_cells():
     from fakes import request_row
     one = pd.DataFrame([request_row(run_id="r1", trial=i, prompt_id=f"p{i}") for i in range(3)]
                        + [request_row(run_id="r1", phase="load", concurrency=4)])
-    assert compare.sweep_passes(one) == set()
+    assert cells.sweep_passes(one) == set()
     two = pd.concat([one, pd.DataFrame([request_row(run_id="r0", trial=9, prompt_id="p9")])], ignore_index=True)
-    assert compare.sweep_passes(two) == {"r1"}
+    assert cells.sweep_passes(two) == {"r1"}
 
 
 def test_the_h200_frameworks_bundle_has_windows_energy_and_the_learned_quants_on_cuda(bundles):
@@ -209,3 +211,36 @@ def test_the_h200_llamacpp_bundle_has_ollama_beside_llama_server_with_energy(bun
     assert "libggml-cuda" in check["backtraces"]["arrow-first"] and "std::" in check["backtraces"]["arrow-first"]
     cells = compare.host_cells(b)
     assert cells["of_ceiling"].between(0.001, 1.0).all() and cells["decode_tpj_p50"].gt(0).all()
+
+
+def test_the_h100_bundle_has_llamacpp_in_process_beside_llama_server_and_the_sweep(bundles):
+    """The CUDA link fix on a GPU (an H100 lease, 2026-12-07): no library of the build exports libstdc++'s own
+    functions, the check's seven ways load, and llama.cpp in-process is measured beside llama-server at matched cells
+    with NVML energy; the same lease's gpu-load sweep stays out of the single-stream cells and the summary."""
+    from localbench.analysis.aggregate import summarize
+    from localbench.analysis.cells import single_stream
+
+    found = [b for b in bundles if b.host == INPROCESS_HOST]
+    assert found, f"results/{INPROCESS_HOST}/ is missing or unreadable"
+    b = found[0]
+    assert "H100" in b.manifest["gpu"] and b.manifest["part"] == "llamacpp-load"
+    link = json.loads((b.path / "link_check.json").read_text())
+    assert link["import-then-arrow"]["rc"] == 0
+    assert link["cxx_runtime"] and all(lib["std_text_symbols"] == 0 for lib in link["cxx_runtime"].values())
+    check = json.loads((b.path / "inprocess_check.json").read_text())
+    ways = [w for w, rec in check.items() if isinstance(rec, dict) and "rc" in rec]
+    assert len(ways) == 7 and all(check[w]["rc"] == 0 for w in ways), {w: check[w]["rc"] for w in ways}
+    warm = single_stream(b.requests)
+    for column in ("window", "probe_gbps", "idle_power_w", "energy_j", "decode_tok_per_j"):
+        assert warm[column].notna().all(), column
+    per_cell = warm.groupby(["transport", "prompt_tokens"]).size()
+    assert per_cell.to_dict() == {(t, n): 5 for t in ("inprocess", "server") for n in (1024, 32000)}   # sweep's out
+    summary = summarize(b.requests)
+    cell = summary[(summary["phase"] == "warm") & (summary["transport"] == "server") & (summary["quant"] == "Q4_K_M")
+                   & (summary["prompt_tokens"] == 1024)]
+    assert cell["n_ok"].tolist() == [5]
+    assert not summary[(summary["phase"] == "warm") & (summary["quant"] == "F16")].shape[0]   # F16: only swept
+    serving = compare.serving(b)
+    assert {1, 8, 64} <= set(serving["concurrency"]) and set(serving["quant"]) == {"F16", "Q4_K_M"}
+    assert compare.host_cells(b)["of_ceiling"].between(0.001, 1.0).all()
+
