@@ -131,7 +131,8 @@ def test_a_measure_stage_waits_for_its_own_conversions(tmp_path, monkeypatch):
     device.steps()
     assert ran.index("convert-gguf-Q4_K_M") < ran.index("measure-llamacpp") < ran.index("measure-llamacpp-load")
     raw = tmp_path / "data" / "raw"                     # the sweep's rows apart, the single-stream ones back in place
-    assert (raw / "llamacpp" / "measure-llamacpp").is_dir() and (raw / "llamacpp-load" / "measure-llamacpp-load").is_dir()
+    assert (raw / "llamacpp" / "measure-llamacpp").is_dir()
+    assert (raw / "llamacpp-load" / "measure-llamacpp-load").is_dir()
 
 
 @pytest.mark.skipif(bool(llamacpp_build.missing()), reason=f"llama.cpp not built: {llamacpp_build.missing()}")

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from localbench.analysis import bundles as compare
-from localbench.analysis import cells
+from localbench.analysis.aggregate import summarize
+from localbench.analysis.cells import single_stream, sweep_passes
 from localbench.report import bundles as bundles_section
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,9 +163,9 @@ def test_a_run_that_measured_and_swept_keeps_its_single_stream_cells():
     from fakes import request_row
     one = pd.DataFrame([request_row(run_id="r1", trial=i, prompt_id=f"p{i}") for i in range(3)]
                        + [request_row(run_id="r1", phase="load", concurrency=4)])
-    assert cells.sweep_passes(one) == set()
+    assert sweep_passes(one) == set()
     two = pd.concat([one, pd.DataFrame([request_row(run_id="r0", trial=9, prompt_id="p9")])], ignore_index=True)
-    assert cells.sweep_passes(two) == {"r1"}
+    assert sweep_passes(two) == {"r1"}
 
 
 def test_the_h200_frameworks_bundle_has_windows_energy_and_the_learned_quants_on_cuda(bundles):
@@ -217,9 +218,6 @@ def test_the_h100_bundle_has_llamacpp_in_process_beside_llama_server_and_the_swe
     """The CUDA link fix on a GPU (an H100 lease, 2026-12-07): no library of the build exports libstdc++'s own
     functions, the check's seven ways load, and llama.cpp in-process is measured beside llama-server at matched cells
     with NVML energy; the same lease's gpu-load sweep stays out of the single-stream cells and the summary."""
-    from localbench.analysis.aggregate import summarize
-    from localbench.analysis.cells import single_stream
-
     found = [b for b in bundles if b.host == INPROCESS_HOST]
     assert found, f"results/{INPROCESS_HOST}/ is missing or unreadable"
     b = found[0]
@@ -243,4 +241,3 @@ def test_the_h100_bundle_has_llamacpp_in_process_beside_llama_server_and_the_swe
     serving = compare.serving(b)
     assert {1, 8, 64} <= set(serving["concurrency"]) and set(serving["quant"]) == {"F16", "Q4_K_M"}
     assert compare.host_cells(b)["of_ceiling"].between(0.001, 1.0).all()
-
