@@ -122,14 +122,15 @@ def shared_symbols() -> dict:
 
 def cxx_runtime() -> dict:
     """Per library of the bindings: does it need libstdc++.so, and which of libstdc++'s own functions does it export
-    (strong `T` symbols of std::, which only a static copy of the C++ runtime brings)?"""
+    (strong `T` symbols of std::, which only a static copy of the C++ runtime brings)? needs_libstdcxx is None
+    where objdump is missing."""
     out = {}
     for lib in libraries_of("llama_cpp"):
         needed = subprocess.run(["objdump", "-p", lib], capture_output=True, text=True).stdout if \
-            shutil.which("objdump") else ""
+            shutil.which("objdump") else None
         std = sorted(n for n, kind in defined_symbols(lib).items() if kind == "T" and n.startswith(("_ZNSt", "_ZSt")))
-        out[os.path.basename(lib)] = {"needs_libstdcxx": "libstdc++.so" in needed, "std_text_symbols": len(std),
-                                      "examples": std[:12]}
+        out[os.path.basename(lib)] = {"needs_libstdcxx": None if needed is None else "libstdc++.so" in needed,
+                                      "std_text_symbols": len(std), "examples": std[:12]}
     return out
 
 

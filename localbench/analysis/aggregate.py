@@ -43,7 +43,8 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: counts by status, then <metric>_<stat> over the `ok` requests outside drift-flagged
     windows (counted in n_drift_flagged), ITL over all gaps; a separate sweep pass's warm-ups in no cell."""
     out = []
-    keyed = rows[~sweep_pass_warmups(rows)].assign(rate=rows["rate"].fillna(-1.0))
+    kept = rows[~sweep_pass_warmups(rows)]
+    keyed = kept.assign(rate=kept["rate"].fillna(-1.0))
     for key, group in keyed.groupby(CELL, dropna=False, sort=True):
         flagged = group["drift_flag"].fillna(False).astype(bool)
         ok = group[(group["status"] == "ok") & ~flagged]

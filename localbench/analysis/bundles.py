@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from localbench.analysis.cells import HOST_CELL, sweep_pass_warmups, undrifted
+from localbench.analysis.cells import HOST_CELL, single_stream, undrifted
 from localbench.analysis.roofline import ceiling, kv_read
 from localbench.core import environment
 from localbench.core.hardware import kv_bytes_per_token, memory_of
@@ -121,9 +121,7 @@ def host_cells(bundle: Bundle) -> pd.DataFrame:
     """Warm single-stream cells of one host (rows of drift-flagged windows left out, as in every table): n, decode
     tok/s (mean, p50), TTFT p50, decode tok/J p50 (NaN without an energy counter), and each cell's
     memory-bandwidth ceiling: bandwidth / weight bytes, and / (weights + the KV cache read at mid-answer)."""
-    r = undrifted(bundle.requests)
-    warm = r[(r["status"] == "ok") & (r["phase"] == "warm") & (r["concurrency"].fillna(1) == 1)
-             & ~sweep_pass_warmups(r)]
+    warm = single_stream(undrifted(bundle.requests))
     if warm.empty:
         return pd.DataFrame()
     sizes = {(a.format, a.quant): a.size_bytes for a in bundle.artifacts.itertuples() if pd.notna(a.size_bytes)}

@@ -91,16 +91,16 @@ def package_libs(directory: Path) -> list[Path]:
                   and any(ext in p.name for ext in (".so", ".dylib", ".dll")))
 
 
-# the shared CUDA runtime only (as ggml links CUDA::cudart; CMake's default adds the static one too), and no symbol of
-# a static archive exported from a shared library (-Xlinker: understood by both g++ and nvcc)
+# no symbol of a static archive exported from a shared library (-Xlinker: understood by both g++ and nvcc), and the
+# shared CUDA runtime only (ggml links CUDA::cudart; CMake's default adds the static one too)
 CUDA_FIX = ["-DCMAKE_CUDA_RUNTIME_LIBRARY=Shared", "-DCMAKE_SHARED_LINKER_FLAGS=-Xlinker --exclude-libs=ALL"]
 
 
 def cmake_args() -> list[str]:
     """Base flags plus the user's CMAKE_ARGS (e.g. -DGGML_CUDA=on), which come last and win. CUDA builds (CUDA_FIX):
-    libggml-cuda.so, linked by nvcc 13, carried a static copy of libstdc++ (no libstdc++.so among its needed
-    libraries) and exported its locale and iostream code, which pyarrow's and torch's libraries then bound to: the
-    in-process crash (README: the in-process check)."""
+    on the lent GPU image each library carried a static copy of libstdc++ (none needed libstdc++.so) and exported
+    it, and pyarrow's and libllama's calls bound to libggml-cuda.so's copy: the in-process crash (README: the
+    in-process check)."""
     x86 = platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
     amx = [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"] if x86 else []
     user = shlex.split(os.environ.get("CMAKE_ARGS", ""))
