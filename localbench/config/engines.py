@@ -106,6 +106,7 @@ class MlxEngine(Engine):
     max_kv_size: Optional[int] = Field(default=None, gt=0)
     rotating_kv_size: int = Field(default=4096, gt=0)    # the window of the `inprocess-rotating` transport
     prefill_step_size: int = Field(default=2048, gt=0)
+    rope_scaling: Optional[dict[str, Any]] = None     # as engine.torch's, e.g. YaRN x4 past the trained context
     decode_concurrency: int = Field(default=32, gt=0)
     prompt_concurrency: int = Field(default=8, gt=0)
     server_prompt_cache_size: int = Field(default=0, ge=0)

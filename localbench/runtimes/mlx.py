@@ -51,6 +51,26 @@ def no_eos_processor(eos_ids: list[int]):
     return mask
 
 
+def rope_view(artifact: Artifact, rope: dict | None) -> Path | None:
+    """A temporary folder that mlx_lm loads as `artifact` with `rope` (e.g. YaRN x4 past the trained context) in its
+    config: links to its files, config.json rewritten with the context extended as transformers does (mlx_lm.server
+    takes no config override, so both transports load this folder). None without `rope`."""
+    if not rope:
+        return None
+    import json
+
+    src = Path(artifact.path)
+    view = Path(tempfile.mkdtemp(prefix="lb-mlx-rope-"))
+    for f in src.iterdir():
+        if f.name != "config.json":
+            (view / f.name).symlink_to(f.resolve())
+    config = {**json.loads((src / "config.json").read_text()), "rope_scaling": dict(rope)}
+    if rope.get("factor") and rope.get("original_max_position_embeddings"):
+        config["max_position_embeddings"] = int(rope["factor"] * rope["original_max_position_embeddings"])
+    (view / "config.json").write_text(json.dumps(config, indent=2))
+    return view
+
+
 def kv_dtype_bytes(cache: list) -> int | None:
     """Bytes per element of the KV cache's keys (None before any token is in it)."""
     keys = getattr(cache[0], "keys", None) if cache else None
@@ -71,7 +91,9 @@ class InprocessSession(Session):
         from mlx_lm.sample_utils import make_sampler
 
         self.mx = mx
-        self.model, self.tokenizer = load(artifact.path)
+        self.rope = dict(settings.rope_scaling or {})
+        self.view = rope_view(artifact, self.rope)
+        self.model, self.tokenizer = load(str(self.view or artifact.path))
         self.sampler = make_sampler(temp=0.0)
         self.no_eos = no_eos_processor(list(self.tokenizer.eos_token_ids))
         self.max_kv_size = settings.max_kv_size
@@ -115,7 +137,8 @@ class InprocessSession(Session):
         extra: dict[str, Any] = {"cached_tokens": cached, "force_length": "logits processor masking EOS",
                                  "kv_cache_bytes": int(sum(getattr(c, "nbytes", 0) for c in cache)),
                                  "kv_cache_tokens": int(cache[0].offset) if cache else 0,
-                                 "kv_dtype_bytes": kv_dtype_bytes(cache)}
+                                 "kv_dtype_bytes": kv_dtype_bytes(cache),
+                                 **({"rope_scaling": self.rope} if self.rope else {})}
         if self.max_kv_size:
             extra |= {"max_kv_size": self.max_kv_size,
                       "prompt_exceeds_kv_window": len(prompt) > self.max_kv_size,
@@ -141,6 +164,8 @@ class InprocessSession(Session):
     def close(self) -> None:
         self.model = self.tokenizer = self._cache = None
         self.mx.clear_cache()
+        if self.view:
+            shutil.rmtree(self.view, ignore_errors=True)
 
 
 class ServerSession(Session):
@@ -150,12 +175,14 @@ class ServerSession(Session):
         from mlx_lm.utils import load_tokenizer
 
         s = settings
+        self.rope = dict(s.rope_scaling or {})
+        self.view = rope_view(artifact, self.rope)
         self.eos_ids = sorted(load_tokenizer(Path(artifact.path)).eos_token_ids)
         self.timeout_s = s.request_timeout_s
         log_dir = Path(s.log_dir)
         hub = Path(s.hf_hub_cache or log_dir / "hf_hub_cache")
         hub.mkdir(parents=True, exist_ok=True)    # /v1/models scans HF_HUB_CACHE and fails if it is missing
-        argv = [sys.executable, "-m", "mlx_lm", "server", "--model", artifact.path,
+        argv = [sys.executable, "-m", "mlx_lm", "server", "--model", str(self.view or artifact.path),
                 "--host", "127.0.0.1", "--port", "{port}",
                 "--prompt-cache-size", str(s.server_prompt_cache_size),
                 "--decode-concurrency", str(s.decode_concurrency),
@@ -186,12 +213,15 @@ class ServerSession(Session):
                 details = item.extra.get("usage", {}).get("prompt_tokens_details") or {}
                 item = Usage(item.prompt_tokens, item.output_tokens,
                              {**item.extra, "cached_tokens": details.get("cached_tokens", 0),
-                              "force_length": "logit_bias on EOS ids"})
+                              "force_length": "logit_bias on EOS ids",
+                              **({"rope_scaling": self.rope} if self.rope else {})})
             yield item
 
     def close(self) -> None:
         self.client.close()
         self.server.stop()
+        if self.view:
+            shutil.rmtree(self.view, ignore_errors=True)
 
 
 @register

@@ -1,6 +1,8 @@
 """MLX on the tiny real model: convert, in-process and server streaming, rotating KV, prompt-cache files."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 
 import pytest
 from fakes import artifact_of, collect
@@ -95,3 +97,29 @@ def test_prompt_cache_file_lowers_ttft(tiny_tokenizer, mlx_models, tmp_path):
     assert row["ttft_s_with_cache"] < row["ttft_s_without_cache"] and row["same_first_token"]
     assert row["cache_file_bytes"] > 0 and row["cache_file_mode"] == "0o600" and row["prefix_tokens"] == 160
     assert not any(tmp_path.rglob("*.safetensors"))   # deleted after the run (prompt_cache_keep false)
+
+
+def test_yarn_rope_scaling_reaches_both_transports(tiny_tokenizer, mlx_models, tmp_path):
+    """engine.mlx.rope_scaling (the gpu profile's YaRN x4, as torch's): the in-process model runs YaRN RoPE, the server
+    loads the same rewritten config, the rows say so, and the temporary view of the model is gone after close."""
+    from mlx_lm.models.rope_utils import YarnRoPE
+
+    rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}
+    art = artifact_of(mlx_models["bf16"])
+    session = MLX({"rope_scaling": rope}).load(art, "inprocess")
+    try:
+        assert isinstance(session.model.layers[0].self_attn.rope, YarnRoPE)
+        _, usage, _ = collect(session, request(tiny_tokenizer, 8, 4))
+        assert usage.output_tokens == 4 and usage.extra["rope_scaling"] == rope
+    finally:
+        session.close()
+    assert not session.view.exists()
+    server = MLX({"rope_scaling": rope, "log_dir": str(tmp_path)}).load(art, "server")
+    try:
+        config = json.loads((server.view / "config.json").read_text())
+        assert config["rope_scaling"] == rope and config["max_position_embeddings"] == 4 * 8192
+        _, usage, _ = collect(server, request(tiny_tokenizer, 8, 4))
+        assert usage.output_tokens == 4 and usage.extra["rope_scaling"] == rope
+    finally:
+        server.close()
+    assert not server.view.exists() and json.loads((Path(art.path) / "config.json").read_text()).get("rope_scaling") is None
