@@ -13,8 +13,8 @@ mlx_lm.server's gpu-load sweep), `load` (the gpu-load concurrency sweeps); `all`
 what it needs and ends in a bundle of the host it ran on; the report merges the bundles.
 
 `pack` writes, under .cache/gpu/ (git-ignored):
-  ctl/      the code (`git archive HEAD`), params.gpu.yaml and params.gpu-load.yaml (composed here by Hydra/DVC,
-            which does not travel) -- carried by every call (small)
+  ctl/      the code (`git archive HEAD`, results/ left out), params.gpu.yaml and params.gpu-load.yaml (composed here
+            by Hydra/DVC, which does not travel) -- carried by every call (small)
   carry1/, carry2/, ...  (as many as it takes, each under one call's 64 MiB carry; pack prints them)
             llama.cpp's source (the llama-cpp-python 0.3.36 sdist without its vocab files, docs and git pack), the
             wheels the device lacks -- derived by benchmarks/gpu/carry.py from what the code imports, requirements.lock
@@ -154,7 +154,8 @@ def pack(part: str = "all", overrides: tuple[str, ...] = ()) -> None:
     wheels.mkdir(parents=True, exist_ok=True)
     os.chdir(REPO)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    sh("git", "archive", "--format=tar.gz", "-o", ctl / "code.tar.gz", "HEAD")
+    # the committed bundles stay here (the report merges them here): 9 MB less a call, room for MLX's wheels
+    sh("git", "archive", "--format=tar.gz", "-o", ctl / "code.tar.gz", "HEAD", ":(exclude)results")
     compose_params(ctl, overrides)
     (ctl / "commit").write_text(commit + "\n")
     (ctl / "part").write_text(part + "\n")
