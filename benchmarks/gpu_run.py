@@ -9,8 +9,9 @@ A part (PARTS) is what one lease of the GPU machine (about 30 minutes, a fresh m
 `llamacpp` (llama.cpp in-process, llama-server and llama-bench, and Ollama with its CUDA backend built there),
 `llamacpp-load` (llama.cpp alone, then llama-server's gpu-load sweep: one build serves both), `llamacpp-only` (llama.cpp
 alone, no calibration: a short lease), `frameworks` (PyTorch and MLX on CUDA), `frameworks-load` (the same, then
-mlx_lm.server's gpu-load sweep), `load` (the gpu-load concurrency sweeps); `all` runs every stage. Each part packs only
-what it needs and ends in a bundle of the host it ran on; the report merges the bundles.
+mlx_lm.server's gpu-load sweep), `torch` (PyTorch alone: nothing large to carry), `load` (the gpu-load concurrency
+sweeps); `all` runs every stage. Each part packs only what it needs and ends in a bundle of the host it ran on; the
+report merges the bundles.
 
 `pack` writes, under .cache/gpu/ (git-ignored):
   ctl/      the code (`git archive HEAD`, results/ left out), params.gpu.yaml and params.gpu-load.yaml (composed here
@@ -74,6 +75,7 @@ PARTS = {        # measure: single-stream runtimes (gpu), sweep: on gpu-load; wh
     "llamacpp-only": {"measure": ("llamacpp",), "sweep": (), "llama": True, "ollama": False, "mlx": False,
                       "calibrate": False},     # llama.cpp alone, no calibration: what a lease's last minutes hold
     "frameworks": {"measure": ("torch", "mlx"), "sweep": (), "llama": False, "ollama": False, "mlx": True},
+    "torch": {"measure": ("torch",), "sweep": (), "llama": False, "ollama": False, "mlx": False},   # no MLX wheels: one call
     "frameworks-load": {"measure": ("torch", "mlx"), "sweep": ("mlx",), "llama": False, "ollama": False,
                         "mlx": True},    # PyTorch and MLX, then mlx_lm.server's gpu-load sweep on the same artifacts
     "load": {"measure": (), "sweep": SWEPT, "llama": True, "ollama": False, "mlx": True},
