@@ -94,6 +94,9 @@ class InprocessSession(Session):
         self.rope = dict(settings.rope_scaling or {})
         self.view = rope_view(artifact, self.rope)
         self.model, self.tokenizer = load(str(self.view or artifact.path))
+        # arrays kept outside the parameters (YaRN's rope frequencies) are evaluated on this thread: left lazy, the
+        # request's own thread (measure.executor) would meet them with no stream ("no Stream(gpu, 0) in current thread")
+        mx.eval([v for m in self.model.modules() for v in m.values() if isinstance(v, mx.array)])
         self.sampler = make_sampler(temp=0.0)
         self.no_eos = no_eos_processor(list(self.tokenizer.eos_token_ids))
         self.max_kv_size = settings.max_kv_size

@@ -11,6 +11,7 @@ pytest.importorskip("mlx_lm")
 
 from localbench.artifacts.converters import mlx as mlx_convert  # noqa: E402
 from localbench.core.types import Request, RuntimeUnavailable  # noqa: E402
+from localbench.measure.executor import run_request, stop_caller  # noqa: E402
 from localbench.runtimes.mlx import MLX  # noqa: E402
 
 
@@ -100,7 +101,8 @@ def test_prompt_cache_file_lowers_ttft(tiny_tokenizer, mlx_models, tmp_path):
 
 
 def test_yarn_rope_scaling_reaches_both_transports(tiny_tokenizer, mlx_models, tmp_path):
-    """engine.mlx.rope_scaling (the gpu profile's YaRN x4, as torch's): the in-process model runs YaRN RoPE, the server
+    """engine.mlx.rope_scaling (the gpu profile's YaRN x4, as torch's): the in-process model runs YaRN RoPE, also on the
+    request's own thread (its rope frequencies, lazy outside the parameters, failed there on an H100 lease), the server
     loads the same rewritten config, the rows say so, and the temporary view of the model is gone after close."""
     from mlx_lm.models.rope_utils import YarnRoPE
 
@@ -109,9 +111,11 @@ def test_yarn_rope_scaling_reaches_both_transports(tiny_tokenizer, mlx_models, t
     session = MLX({"rope_scaling": rope}).load(art, "inprocess")
     try:
         assert isinstance(session.model.layers[0].self_attn.rope, YarnRoPE)
-        _, usage, _ = collect(session, request(tiny_tokenizer, 8, 4))
-        assert usage.output_tokens == 4 and usage.extra["rope_scaling"] == rope
+        row = run_request(session, request(tiny_tokenizer, 8, 4), timeout_s=60)   # on its own thread, as measured
+        assert row["status"] == "ok", row["error"]
+        assert row["output_tokens"] == 4 and json.loads(row["extra"])["rope_scaling"] == rope
     finally:
+        stop_caller(session)
         session.close()
     assert not session.view.exists()
     server = MLX({"rope_scaling": rope, "log_dir": str(tmp_path)}).load(art, "server")
