@@ -1,5 +1,6 @@
 """The load generator against the reference server: closed and open loop, errors as records, rows."""
 import math
+import time
 
 import numpy as np
 import pytest
@@ -26,6 +27,25 @@ def test_closed_loop_counts_exact(reference, protocol):
     assert s["goodput"] == pytest.approx(s["request_throughput"])
     assert s["output_throughput"] == pytest.approx(6 * s["request_throughput"])
     assert loadgen.summarize_level(res, {"ttft_s": 1e-6})["goodput"] == 0
+
+
+def test_closed_loop_warms_up_at_the_levels_concurrency(reference, monkeypatch):
+    """Warm-ups run as many clients as the level (one request each at least): a batch shape seen first in the
+    measured requests would put a server's one-time cost in them."""
+    spans, send = [], loadgen.send
+
+    async def timed(*args, **kwargs):
+        start = time.perf_counter_ns()
+        record = await send(*args, **kwargs)
+        spans.append((start, time.perf_counter_ns()))
+        return record
+
+    monkeypatch.setattr(loadgen, "send", timed)
+    res = loadgen.run_loop(loadgen.closed_loop(Target(reference.base_url, "reference"), REQS, 4, num_requests=4,
+                                               warmup=1))
+    assert len(res.records) == 4 and len(spans) == 8
+    warm = sorted(spans)[:4]
+    assert max(start for start, _ in warm) < min(end for _, end in warm)     # all four warm-ups in flight at once
 
 
 def test_open_loop_and_rows(reference):
