@@ -17,6 +17,7 @@ GPU_HOST = "vm-466798d233"          # the lent H200 run (README: "What was verif
 FRAMEWORKS_HOST = "vm-b18d9206dc-frameworks"   # the lent H200's `frameworks` part with the current harness (README)
 LLAMACPP_HOST = "vm-b18d9206dc-llamacpp"       # the lent H200's `llamacpp` part: llama-server and Ollama (README)
 INPROCESS_HOST = "vm-07de7a97d3-llamacpp-load"  # a lent H100: in-process beside llama-server, then the sweep (README)
+LONG_HOST = "vm-af51c8246a-frameworks-load"    # a lent H100: PyTorch to 100k with YaRN, mlx_lm.server's sweep (README)
 
 
 @pytest.fixture(scope="module")
@@ -240,4 +241,30 @@ def test_the_h100_bundle_has_llamacpp_in_process_beside_llama_server_and_the_swe
     assert not summary[(summary["phase"] == "warm") & (summary["quant"] == "F16")].shape[0]   # F16: only swept
     serving = compare.serving(b)
     assert {1, 8, 64} <= set(serving["concurrency"]) and set(serving["quant"]) == {"F16", "Q4_K_M"}
+    assert compare.host_cells(b)["of_ceiling"].between(0.001, 1.0).all()
+
+
+def test_the_h100_frameworks_bundle_has_pytorch_to_100k_with_yarn_and_the_mlx_sweep(bundles):
+    """PyTorch on CUDA to 100k prompt tokens with YaRN x4 (an H100 lease, 2026-12-07), NVML energy on every row; MLX's
+    single-stream rows are failures with their reasons (README: the harness's thread bug in-process, since fixed, and
+    mlx_lm.server out of GPU memory at 100k), mlx_lm.server's sweep with the current harness."""
+    found = [b for b in bundles if b.host == LONG_HOST]
+    assert found, f"results/{LONG_HOST}/ is missing or unreadable"
+    b = found[0]
+    assert "H100" in b.manifest["gpu"] and b.manifest["part"] == "frameworks-load"
+    warm = single_stream(b.requests)
+    torch = warm[warm["runtime"] == "torch"]
+    assert (torch["status"] == "ok").all()
+    assert torch.groupby("prompt_tokens").size().to_dict() == {1024: 5, 32000: 5, 65536: 3, 100000: 3}
+    for column in ("window", "probe_gbps", "idle_power_w", "energy_j", "decode_tok_per_j"):
+        assert torch[column].notna().all(), column
+    assert all(json.loads(e)["rope_scaling"]["rope_type"] == "yarn" for e in torch["extra"])
+    assert torch.groupby("prompt_tokens")["device_mem_bytes"].median().is_monotonic_increasing
+    rows = b.requests
+    failed = rows[(rows["runtime"] == "mlx") & (rows["workload"] == "unique") & (rows["status"] != "ok")]
+    inprocess = failed[failed["transport"] == "inprocess"]["error"]
+    assert len(inprocess) == 18 and inprocess.str.contains("no Stream").all()
+    assert failed[failed["transport"] == "server"]["error"].str.contains("generation thread died").any()
+    serving = compare.serving(b)
+    assert sorted(serving["concurrency"]) == [1, 2, 4, 8, 16, 32, 64] and set(serving["quant"]) == {"4bit"}
     assert compare.host_cells(b)["of_ceiling"].between(0.001, 1.0).all()
