@@ -8,11 +8,13 @@ its generation_tps is never used (it counts one token too many).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -54,13 +56,12 @@ def no_eos_processor(eos_ids: list[int]):
 def rope_view(artifact: Artifact, rope: dict | None) -> Path | None:
     """A temporary folder that mlx_lm loads as `artifact` with `rope` (e.g. YaRN x4 past the trained context) in its
     config: links to its files, config.json rewritten with the context extended as transformers does (mlx_lm.server
-    takes no config override, so both transports load this folder). None without `rope`."""
+    takes no config override, so both transports load this folder; drop_view removes it). None without `rope`."""
     if not rope:
         return None
-    import json
-
     src = Path(artifact.path)
-    view = Path(tempfile.mkdtemp(prefix="lb-mlx-rope-"))
+    view = Path(tempfile.mkdtemp(prefix="lb-mlx-rope-")) / src.name     # the same name: logs and model id unchanged
+    view.mkdir()
     for f in src.iterdir():
         if f.name != "config.json":
             (view / f.name).symlink_to(f.resolve())
@@ -69,6 +70,12 @@ def rope_view(artifact: Artifact, rope: dict | None) -> Path | None:
         config["max_position_embeddings"] = int(rope["factor"] * rope["original_max_position_embeddings"])
     (view / "config.json").write_text(json.dumps(config, indent=2))
     return view
+
+
+def drop_view(view: Path | None) -> None:
+    """Remove a rope_view folder (its links only: the model's files stay)."""
+    if view:
+        shutil.rmtree(view.parent, ignore_errors=True)
 
 
 def kv_dtype_bytes(cache: list) -> int | None:
@@ -91,9 +98,8 @@ class InprocessSession(Session):
         from mlx_lm.sample_utils import make_sampler
 
         self.mx = mx
-        self.rope = dict(settings.rope_scaling or {})
-        self.view = rope_view(artifact, self.rope)
-        self.model, self.tokenizer = load(str(self.view or artifact.path))
+        self.rope, self.view = dict(settings.rope_scaling or {}), None     # the view: set by MLX.load, removed at close
+        self.model, self.tokenizer = load(artifact.path)
         # arrays kept outside the parameters (YaRN's rope frequencies) are evaluated on this thread: left lazy, the
         # request's own thread (measure.executor) would meet them with no stream ("no Stream(gpu, 0) in current thread")
         mx.eval([v for m in self.model.modules() for v in m.values() if isinstance(v, mx.array)])
@@ -167,8 +173,7 @@ class InprocessSession(Session):
     def close(self) -> None:
         self.model = self.tokenizer = self._cache = None
         self.mx.clear_cache()
-        if self.view:
-            shutil.rmtree(self.view, ignore_errors=True)
+        drop_view(self.view)
 
 
 class ServerSession(Session):
@@ -178,14 +183,13 @@ class ServerSession(Session):
         from mlx_lm.utils import load_tokenizer
 
         s = settings
-        self.rope = dict(s.rope_scaling or {})
-        self.view = rope_view(artifact, self.rope)
+        self.rope, self.view = dict(s.rope_scaling or {}), None     # the view: set by MLX.load, removed at close
         self.eos_ids = sorted(load_tokenizer(Path(artifact.path)).eos_token_ids)
         self.timeout_s = s.request_timeout_s
         log_dir = Path(s.log_dir)
         hub = Path(s.hf_hub_cache or log_dir / "hf_hub_cache")
         hub.mkdir(parents=True, exist_ok=True)    # /v1/models scans HF_HUB_CACHE and fails if it is missing
-        argv = [sys.executable, "-m", "mlx_lm", "server", "--model", str(self.view or artifact.path),
+        argv = [sys.executable, "-m", "mlx_lm", "server", "--model", artifact.path,
                 "--host", "127.0.0.1", "--port", "{port}",
                 "--prompt-cache-size", str(s.server_prompt_cache_size),
                 "--decode-concurrency", str(s.decode_concurrency),
@@ -223,8 +227,7 @@ class ServerSession(Session):
     def close(self) -> None:
         self.client.close()
         self.server.stop()
-        if self.view:
-            shutil.rmtree(self.view, ignore_errors=True)
+        drop_view(self.view)
 
 
 @register
@@ -277,13 +280,22 @@ class MLX(Runtime):
             raise RuntimeUnavailable(f"mlx loads format 'mlx', not {artifact.format!r}: convert it with "
                                      "localbench.artifacts.converters.mlx")
         if transport == "inprocess":
-            return InprocessSession(artifact, self.settings)
-        if transport == "inprocess-rotating":     # the same in-process session with a rotating KV window
-            return InprocessSession(artifact, self.settings.model_copy(
+            make = partial(InprocessSession, settings=self.settings)
+        elif transport == "inprocess-rotating":     # the same in-process session with a rotating KV window
+            make = partial(InprocessSession, settings=self.settings.model_copy(
                 update={"max_kv_size": self.settings.rotating_kv_size}))
-        if transport == "server":
-            return ServerSession(artifact, self.settings)
-        raise RuntimeUnavailable(f"mlx has no transport {transport!r}: use one of {', '.join(self.transports)}")
+        elif transport == "server":
+            make = partial(ServerSession, settings=self.settings)
+        else:
+            raise RuntimeUnavailable(f"mlx has no transport {transport!r}: use one of {', '.join(self.transports)}")
+        view = rope_view(artifact, self.settings.rope_scaling)
+        try:
+            session = make(dataclasses.replace(artifact, path=str(view)) if view else artifact)
+        except BaseException:
+            drop_view(view)
+            raise
+        session.view = view
+        return session
 
     def extra_measurements(self, artifacts: list[Artifact], requests: list[Request], out_dir: Path) -> list[dict]:
         """Prompt-cache files: TTFT of prefix+suffix requests cold vs. with the saved prefix cache loaded."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -117,13 +118,24 @@ def test_yarn_rope_scaling_reaches_both_transports(tiny_tokenizer, mlx_models, t
     finally:
         stop_caller(session)
         session.close()
-    assert not session.view.exists()
+    assert not session.view.parent.exists()
     server = MLX({"rope_scaling": rope, "log_dir": str(tmp_path)}).load(art, "server")
     try:
+        assert server.view.name == Path(art.path).name        # the server's log and model id keep the model's name
         config = json.loads((server.view / "config.json").read_text())
         assert config["rope_scaling"] == rope and config["max_position_embeddings"] == 4 * 8192
         _, usage, _ = collect(server, request(tiny_tokenizer, 8, 4))
         assert usage.output_tokens == 4 and usage.extra["rope_scaling"] == rope
     finally:
         server.close()
-    assert not server.view.exists() and json.loads((Path(art.path) / "config.json").read_text()).get("rope_scaling") is None
+    assert not server.view.parent.exists() and json.loads((Path(art.path) / "config.json").read_text()).get("rope_scaling") is None
+
+
+def test_a_failed_load_leaves_no_rope_view(mlx_models, tmp_path, monkeypatch):
+    """The temporary view of the model is removed when the session it was made for fails to start."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}
+    with pytest.raises(Exception):
+        MLX({"rope_scaling": rope, "log_dir": str(tmp_path / "logs"), "ready_timeout_s": 0.001}).load(
+            artifact_of(mlx_models["bf16"]), "server")
+    assert not list(tmp_path.glob("lb-mlx-rope-*"))
