@@ -9,7 +9,7 @@ A part (PARTS) is what one lease of the GPU machine (about 30 minutes, a fresh m
 `llamacpp` (llama.cpp in-process, llama-server and llama-bench, and Ollama with its CUDA backend built there),
 `llamacpp-load` (llama.cpp alone, then llama-server's gpu-load sweep: one build serves both), `llamacpp-only` (llama.cpp
 alone, no calibration: a short lease), `frameworks` (PyTorch and MLX on CUDA), `frameworks-load` (the same, then
-mlx_lm.server's gpu-load sweep), `torch` (PyTorch alone: nothing large to carry), `load` (the gpu-load concurrency
+mlx_lm.server's gpu-load sweep), `torch` (PyTorch alone: nothing large to carry), `mlx` (MLX alone), `load` (the gpu-load concurrency
 sweeps); `all` runs every stage. Each part packs only what it needs and ends in a bundle of the host it ran on; the
 report merges the bundles.
 
@@ -76,6 +76,7 @@ PARTS = {        # measure: single-stream runtimes (gpu), sweep: on gpu-load; wh
                       "calibrate": False},     # llama.cpp alone, no calibration: what a lease's last minutes hold
     "frameworks": {"measure": ("torch", "mlx"), "sweep": (), "llama": False, "ollama": False, "mlx": True},
     "torch": {"measure": ("torch",), "sweep": (), "llama": False, "ollama": False, "mlx": False},   # no MLX wheels: one call
+    "mlx": {"measure": ("mlx",), "sweep": (), "llama": False, "ollama": False, "mlx": True},   # MLX alone
     "frameworks-load": {"measure": ("torch", "mlx"), "sweep": ("mlx",), "llama": False, "ollama": False,
                         "mlx": True},    # PyTorch and MLX, then mlx_lm.server's gpu-load sweep on the same artifacts
     "load": {"measure": (), "sweep": SWEPT, "llama": True, "ollama": False, "mlx": True},

@@ -19,10 +19,16 @@ ART = Artifact(model="m", format="fake", quant="q", path=__file__)   # any exist
 class ScriptedSession(Session):
     def __init__(self, runtime):
         self.runtime = runtime
+        self.broken = False
 
     def stream(self, request):
         self.runtime.calls += 1
         self.runtime.seen.append(request.prompt_id)
+        if self.broken:
+            raise RuntimeError("generation thread died")
+        if request.prompt_id in self.runtime.breaks_on:
+            self.broken = True          # as mlx_lm.server after an out-of-memory prefill: every later request fails
+            raise RuntimeError("stream ended without a usage report")
         if request.prompt_id in self.runtime.fail_on:
             raise RuntimeError("boom: forced failure")
         if request.prompt_id in self.runtime.interrupt_on:
@@ -39,9 +45,10 @@ class ScriptedRuntime(Runtime):
     name = "scripted"
     formats = ("fake",)
 
-    def __init__(self, settings=None, fail_on=(), interrupt_on=(), gap_s=0.001, ballast_mib=0):
+    def __init__(self, settings=None, fail_on=(), interrupt_on=(), gap_s=0.001, ballast_mib=0, breaks_on=()):
         super().__init__(settings)
         self.fail_on, self.interrupt_on, self.gap_s, self.calls = set(fail_on), set(interrupt_on), gap_s, 0
+        self.breaks_on = set(breaks_on)     # prompts whose failure leaves the session failing every later request
         self.ballast_mib = ballast_mib
         self.seen: list[str] = []       # prompt ids streamed, in order
         self.loads: list[str] = []      # quants loaded, in order

@@ -5,7 +5,8 @@ schedule's (localbench.measure.schedule): each round loads every session that st
 alternating order, and runs them as one measurement window, lengths interleaved in a seeded random order. The
 machine's speed is probed before and after each window and around any in-window reference the runtime runs
 (llama-bench); a window whose matmul probe moved beyond workload.drift_tolerance is re-run once, and a window
-that moved is flagged (its rows stay, outside every verdict).
+that moved is flagged (its rows stay, outside every verdict). A session that fails a request and then cannot answer
+one token ends its window there: it is loaded again next round for the requests it did not run.
 """
 from __future__ import annotations
 
@@ -214,11 +215,11 @@ class Measurement:
             warmed = self.warm_up(ctx, units)
             if units:
                 window = self.run_window(ctx, units, warmed)
-                if window["flagged"] and not session.hung:
+                if window["flagged"] and not session.hung and not ctx.get("broken"):
                     log.warning("%s: the machine's speed moved %.0f%% in this window: re-running it once",
                                 window["window"], 100 * window["drift"])
                     self.run_window(ctx, units, warmed, rerun_of=window["window"])
-            if self.wants_load(session, artifact, transport) and not session.hung:
+            if self.wants_load(session, artifact, transport) and not session.hung and not ctx.get("broken"):
                 self.run_load(session, artifact, transport, plan, cold_start_s)
         finally:
             if session.hung and not session.pid:
@@ -275,6 +276,8 @@ class Measurement:
         warmed_lengths = set()
         spent = {s: schedule.spent_s(rows) for s, (_, rows) in self.by_series(artifact, transport, ctx["plan"]).items()}
         for unit in order:
+            if ctx.get("broken"):
+                break                       # the rest of the window runs next round, on a fresh load
             if spent.get(unit[0].series, 0.0) >= self.rule.cell_time_cap_s:
                 continue                    # the cell's time cap is spent: its remaining trials are not run
             group = unit[0].group
@@ -295,8 +298,13 @@ class Measurement:
                 spent[cell.series] = spent.get(cell.series, 0.0) + float(fields.get("e2e_s") or 0)
                 if not rerun_of and cell.order == 0 and (cell.fixed or cell.trial < self.rule.min_trials):
                     self.progress.advance()
+                if (fields["status"] != "ok" and not ctx["session"].hung and not ctx.get("broken")
+                        and not self.answers(ctx)):
+                    ctx["broken"] = fields["error"]
+                    log.warning("%s: the session answers no request since %s: the window ends with this trial and "
+                                "the session is loaded again for the rest", window, fields["error"])
         probes.append(self.probe_speed())
-        references = [] if ctx["session"].hung or round_ or rerun_of else self.runtime.window_references(
+        references = [] if ctx["session"].hung or ctx.get("broken") or round_ or rerun_of else self.runtime.window_references(
             artifact, [c.request for unit in units for c in unit])
         if references:
             probes.append(self.probe_speed())
@@ -308,6 +316,13 @@ class Measurement:
                   "idle_power_w": idle_w, "probe_device": self.memory}
         self.store.append_window(record)
         return record
+
+    def answers(self, ctx: dict) -> bool:
+        """After a failed request: does the session still answer one token on the shortest prompt? A server whose
+        generation thread died (mlx_lm.server after an out-of-memory prefill) fails every later request; such a
+        session is loaded again instead of failing the rest of its window."""
+        shortest = self.warmup_request or min((c.request for c in ctx["plan"]), key=lambda r: len(r.prompt_ids))
+        return run_request(ctx["session"], replace(shortest, max_tokens=1), self.timeout_s)["status"] == "ok"
 
     def load_pending(self, artifact: Artifact, transport: str) -> bool:
         """load.enabled, the quant is one load.quants names, and no sweep of it finished yet (tracked apart

@@ -116,6 +116,19 @@ def test_request_timeout_on_a_server_that_stops_answering(tmp_path, monkeypatch)
     assert statuses[1][0] == "error" and "hung past workload.timeout_s=0.5" in statuses[1][1]
 
 
+def test_a_session_that_answers_nothing_after_a_failure_is_loaded_again(tmp_path):
+    """A failed request after which the session fails every request (mlx_lm.server once an out-of-memory prefill
+    killed its generation thread) ends the window with that trial: the session is loaded again for the trials it
+    did not run, so only the failing prompt has error rows."""
+    runtime = ScriptedRuntime(breaks_on={"p1"})
+    store = ResultStore(tmp_path / "p.jsonl", "k")
+    Measurement(runtime, store, "host", WL).run([ART], plan())
+    statuses = by_status(store.rows)
+    assert statuses == {("q", p, t): "error" if p == "p1" else "ok" for p in ("p0", "p1", "p2") for t in (0, 1)}
+    assert not any("generation thread died" in (r["error"] or "") for r in store.rows)
+    assert len(runtime.loads) >= 2          # a window ends with the trial of p1's failure
+
+
 def test_server_killed_mid_sweep_gives_error_rows_and_the_next_artifact_runs(tmp_path, monkeypatch):
     load = {"enabled": True, "quants": [], "concurrency": [1, 2], "closed_requests": 12, "rates": [],
             "open_requests": 1, "duration_s": 30, "warmup": 0, "seed": 0, "max_tokens": 8, "burstiness": 1.0}
