@@ -18,6 +18,7 @@ FRAMEWORKS_HOST = "vm-b18d9206dc-frameworks"   # the lent H200's `frameworks` pa
 LLAMACPP_HOST = "vm-b18d9206dc-llamacpp"       # the lent H200's `llamacpp` part: llama-server and Ollama (README)
 INPROCESS_HOST = "vm-07de7a97d3-llamacpp-load"  # a lent H100: in-process beside llama-server, then the sweep (README)
 LONG_HOST = "vm-af51c8246a-frameworks-load"    # a lent H100: PyTorch to 100k with YaRN, mlx_lm.server's sweep (README)
+MLX_HOST = "vm-af51c8246a-mlx"                  # a lent H100: MLX to 100k with YaRN, both transports, chat (README)
 
 
 @pytest.fixture(scope="module")
@@ -267,4 +268,28 @@ def test_the_h100_frameworks_bundle_has_pytorch_to_100k_with_yarn_and_the_mlx_sw
     assert failed[failed["transport"] == "server"]["error"].str.contains("generation thread died").any()
     serving = compare.serving(b)
     assert sorted(serving["concurrency"]) == [1, 2, 4, 8, 16, 32, 64] and set(serving["quant"]) == {"4bit"}
+    assert compare.host_cells(b)["of_ceiling"].between(0.001, 1.0).all()
+
+
+def test_the_h100_mlx_bundle_has_both_transports_to_100k_and_chat_with_and_without_reuse(bundles):
+    """MLX on CUDA (an H100 lease, 2026-12-07, after the thread fix): in-process and mlx_lm.server at 1k, 32k and
+    100k prompt tokens with YaRN x4, 5-turn chats to 8k in-process with the KV cache kept and not, every request ok,
+    NVML energy on every row; in-process device memory grows with the prompt."""
+    found = [b for b in bundles if b.host == MLX_HOST]
+    assert found, f"results/{MLX_HOST}/ is missing or unreadable"
+    b = found[0]
+    assert "H100" in b.manifest["gpu"] and b.manifest["part"] == "mlx"
+    warm = single_stream(b.requests)
+    assert set(warm["runtime"]) == {"mlx"} and (warm["status"] == "ok").all()
+    unique = warm[warm["workload"] == "unique"]
+    for (transport, quant), cell in unique.groupby(["transport", "quant"]):
+        assert set(cell["prompt_tokens"]) == {1024, 32000, 100000}, (transport, quant)
+    for column in ("window", "probe_gbps", "idle_power_w", "energy_j", "decode_tok_per_j"):
+        assert warm[column].notna().all(), column
+    assert all(json.loads(e)["rope_scaling"]["rope_type"] == "yarn" for e in warm["extra"])
+    inprocess = unique[unique["transport"] == "inprocess"]
+    assert inprocess.groupby("prompt_tokens")["device_mem_bytes"].median().is_monotonic_increasing
+    chat = warm[warm["workload"] == "chat"]
+    assert set(chat["transport"]) == {"inprocess"} and set(chat["cache_reuse"]) == {True, False}
+    assert chat["prompt_tokens"].max() > 8000
     assert compare.host_cells(b)["of_ceiling"].between(0.001, 1.0).all()
