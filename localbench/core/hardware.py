@@ -124,19 +124,28 @@ def compute_probe(size: int = 256, repeats: int = 15) -> float:
     return 8 * 2 * size ** 3 / float(np.median(times))
 
 
-def cuda_compute_probe(size: int = 4096, repeats: int = 10) -> float:
-    """GFLOP/s of the median of `repeats` bf16 `size`x`size` matmuls on the GPU (~0.2 ms each on an H100)."""
+def cuda_compute_probe(size: int = 4096, warm_s: float = 0.1, batches: int = 5, per_batch: int = 20) -> float:
+    """GFLOP/s of bf16 `size`x`size` matmuls on the GPU (~0.2 ms each on an H100): the median of `batches` timed
+    batches of `per_batch`, after `warm_s` of untimed ones. Timed one at a time, each with its own launch and
+    synchronization, ten readings moved up to ±10 % between a window's two probes on an H100 (README);
+    benchmarks/probe_noise.py --cuda compares the two settings."""
     import torch
 
     a = torch.ones((size, size), device="cuda", dtype=torch.bfloat16)
-    a @ a
-    _sync("cuda")
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        a @ a
+    end = time.perf_counter() + warm_s
+    while True:
+        for _ in range(per_batch):
+            a @ a
         _sync("cuda")
-        times.append(time.perf_counter_ns() - t0)
+        if time.perf_counter() >= end:
+            break
+    times = []
+    for _ in range(batches):
+        t0 = time.perf_counter_ns()
+        for _ in range(per_batch):
+            a @ a
+        _sync("cuda")
+        times.append((time.perf_counter_ns() - t0) / per_batch)
     return 2 * size ** 3 / float(np.median(times))
 
 
