@@ -6,7 +6,7 @@ alternating order, and runs them as one measurement window, lengths interleaved 
 machine's speed is probed before and after each window and around any in-window reference the runtime runs
 (llama-bench); a window whose matmul probe moved beyond workload.drift_tolerance is re-run once, and a window
 that moved is flagged (its rows stay, outside every verdict). A session that fails a request and then cannot answer
-one token ends its window there: it is loaded again next round for the requests it did not run.
+one token ends its window with that trial: it is loaded again next round for the trials it did not run.
 """
 from __future__ import annotations
 
@@ -304,7 +304,8 @@ class Measurement:
                     log.warning("%s: the session answers no request since %s: the window ends with this trial and "
                                 "the session is loaded again for the rest", window, fields["error"])
         probes.append(self.probe_speed())
-        references = [] if ctx["session"].hung or ctx.get("broken") or round_ or rerun_of else self.runtime.window_references(
+        skip_references = ctx["session"].hung or ctx.get("broken") or round_ or rerun_of
+        references = [] if skip_references else self.runtime.window_references(
             artifact, [c.request for unit in units for c in unit])
         if references:
             probes.append(self.probe_speed())
