@@ -241,7 +241,8 @@ def ab_markdown(result: dict) -> str:
             m = s[metric]
             share = f"{m['no_difference_share']:.0%}" if m["no_difference_share"] is not None else "–"
             lines.append(f"- {metric}: {m['faster']} faster, {m['slower']} slower, {m[NO_DIFFERENCE]} {NO_DIFFERENCE}"
-                         f" ({share} of {m['decided']} decided), {m[INSUFFICIENT]} {INSUFFICIENT} (< 3 values a side)")
+                         f" ({share} of the {m['decided']} with an interval), {m[INSUFFICIENT]} {INSUFFICIENT}"
+                         " (< 3 values a side)")
     lines.append(f"- left out as drifted (drift_flag): {s['drift_excluded']['a']} rows of A, "
                  f"{s['drift_excluded']['b']} of B")
     lines.append(f"- unmatched cells, not compared: {s['unmatched']['a_only']} in A only, "
