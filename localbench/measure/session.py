@@ -34,6 +34,7 @@ from localbench.runtimes import runtime_class
 from localbench.runtimes.base import Runtime, Session
 
 log = logging.getLogger(__name__)
+FAILED = ("error", "timeout", "oom")     # a request that failed inside the session (not `short`: it answered)
 
 
 class Measurement:
@@ -298,7 +299,7 @@ class Measurement:
                 spent[cell.series] = spent.get(cell.series, 0.0) + float(fields.get("e2e_s") or 0)
                 if not rerun_of and cell.order == 0 and (cell.fixed or cell.trial < self.rule.min_trials):
                     self.progress.advance()
-                if (fields["status"] != "ok" and not ctx["session"].hung and not ctx.get("broken")
+                if (fields["status"] in FAILED and not ctx["session"].hung and not ctx.get("broken")
                         and not self.answers(ctx)):
                     ctx["broken"] = fields["error"]
                     log.warning("%s: the session answers no request since %s: the window ends with this trial and "

@@ -118,6 +118,31 @@ def test_failure_is_a_row_and_the_run_goes_on(tmp_path):
     assert "boom: forced failure" in failed["error"]
 
 
+def test_only_a_failed_request_is_followed_by_a_request_checking_the_session_answers(tmp_path):
+    """After an error (or timeout, oom) one one-token request checks that the session still answers; a `short` answer
+    answered, and an extra request would reset what an in-process session keeps for a chat's next turn."""
+    class ShortOnP1(ScriptedSession):
+        def stream(self, request):
+            if request.prompt_id != "p1":
+                yield from super().stream(request)
+                return
+            self.runtime.calls += 1
+            yield Chunk(tokens=1, text="x")
+            yield Usage(prompt_tokens=len(request.prompt_ids), output_tokens=1)
+
+    class ShortRuntime(ScriptedRuntime):
+        def load(self, artifact, transport):
+            return ShortOnP1(self)
+    planned = plan()                                   # 3 prompts x 2 trials, after one warm-up request
+    short, store = ShortRuntime(), ResultStore(tmp_path / "s.jsonl", "k")
+    Measurement(short, store, "host", WL).run([ART], planned)
+    assert sorted(r["status"] for r in store.rows if r["prompt_id"] == "p1") == ["short", "short"]
+    assert short.calls == 1 + len(planned)
+    failing = ScriptedRuntime(fail_on={"p1"})
+    Measurement(failing, ResultStore(tmp_path / "f.jsonl", "k"), "host", WL).run([ART], planned)
+    assert failing.calls == 1 + len(planned) + 2       # one check after each of p1's two errors
+
+
 def test_a_session_streams_on_one_long_lived_thread():
     """Every request of a session runs on the same thread (a fresh one per request cost llama.cpp's OpenMP
     build a new thread team per prefill), not the measuring thread; it ends when the session is closed."""
