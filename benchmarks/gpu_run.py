@@ -9,8 +9,8 @@ A part (PARTS) is what one lease of the GPU machine (about 30 minutes, a fresh m
 `llamacpp` (llama.cpp in-process, llama-server and llama-bench, and Ollama with its CUDA backend built there),
 `llamacpp-load` (llama.cpp alone, then llama-server's gpu-load sweep: one build serves both), `llamacpp-only` (llama.cpp
 alone, no calibration: a short lease), `frameworks` (PyTorch and MLX on CUDA), `frameworks-load` (the same, then
-mlx_lm.server's gpu-load sweep), `torch` (PyTorch alone: nothing large to carry), `mlx` (MLX alone), `load` (the gpu-load concurrency
-sweeps); `all` runs every stage. Each part packs only what it needs and ends in a bundle of the host it ran on; the
+mlx_lm.server's gpu-load sweep), `torch` (PyTorch alone: nothing large to carry), `mlx` (MLX alone), `load` (the
+gpu-load concurrency sweeps); `all` runs every stage. Each part packs only what it needs and ends in a bundle of the host it ran on; the
 report merges the bundles.
 
 `pack` writes, under .cache/gpu/ (git-ignored):
