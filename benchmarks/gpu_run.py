@@ -10,8 +10,8 @@ A part (PARTS) is what one lease of the GPU machine (about 30 minutes, a fresh m
 `llamacpp-load` (llama.cpp alone, then llama-server's gpu-load sweep: one build serves both), `llamacpp-only` (llama.cpp
 alone, no calibration: a short lease), `frameworks` (PyTorch and MLX on CUDA), `frameworks-load` (the same, then
 mlx_lm.server's gpu-load sweep), `torch` (PyTorch alone: nothing large to carry), `mlx` (MLX alone), `load` (the
-gpu-load concurrency sweeps); `all` runs every stage. Each part packs only what it needs and ends in a bundle of the host it ran on; the
-report merges the bundles.
+gpu-load concurrency sweeps); `all` runs every stage. Each part packs only what it needs and ends in a bundle of the
+host it ran on; the report merges the bundles.
 
 `pack` writes, under .cache/gpu/ (git-ignored):
   ctl/      the code (`git archive HEAD`, results/ left out), params.gpu.yaml and params.gpu-load.yaml (composed here

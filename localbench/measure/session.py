@@ -216,11 +216,11 @@ class Measurement:
             warmed = self.warm_up(ctx, units)
             if units:
                 window = self.run_window(ctx, units, warmed)
-                if window["flagged"] and not session.hung and not ctx.get("broken"):
+                if window["flagged"] and usable(ctx):
                     log.warning("%s: the machine's speed moved %.0f%% in this window: re-running it once",
                                 window["window"], 100 * window["drift"])
                     self.run_window(ctx, units, warmed, rerun_of=window["window"])
-            if self.wants_load(session, artifact, transport) and not session.hung and not ctx.get("broken"):
+            if self.wants_load(session, artifact, transport) and usable(ctx):
                 self.run_load(session, artifact, transport, plan, cold_start_s)
         finally:
             if session.hung and not session.pid:
@@ -299,14 +299,12 @@ class Measurement:
                 spent[cell.series] = spent.get(cell.series, 0.0) + float(fields.get("e2e_s") or 0)
                 if not rerun_of and cell.order == 0 and (cell.fixed or cell.trial < self.rule.min_trials):
                     self.progress.advance()
-                if (fields["status"] in FAILED and not ctx["session"].hung and not ctx.get("broken")
-                        and not self.answers(ctx)):
+                if fields["status"] in FAILED and usable(ctx) and not self.answers(ctx):
                     ctx["broken"] = fields["error"]
                     log.warning("%s: the session answers no request since %s: the window ends with this trial and "
                                 "the session is loaded again for the rest", window, fields["error"])
         probes.append(self.probe_speed())
-        skip_references = ctx["session"].hung or ctx.get("broken") or round_ or rerun_of
-        references = [] if skip_references else self.runtime.window_references(
+        references = [] if not usable(ctx) or round_ or rerun_of else self.runtime.window_references(
             artifact, [c.request for unit in units for c in unit])
         if references:
             probes.append(self.probe_speed())
@@ -366,6 +364,12 @@ class Measurement:
                                   "format": artifact.format, "quant": artifact.quant, "group": "load",
                                   "probes_gbps": [p[0] for p in probes], "probes_gflops": [p[1] for p in probes],
                                   "drift": drift.moved([p[1] for p in probes]), "references": []})
+
+
+def usable(ctx: dict) -> bool:
+    """The session of a window can take more requests: none hung in it (`Session.hung`) and it still answered after
+    its last failure (ctx["broken"] unset)."""
+    return not ctx["session"].hung and not ctx.get("broken")
 
 
 def load_runtime(name: str, settings: Engine | dict) -> Runtime:
