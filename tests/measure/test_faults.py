@@ -27,6 +27,7 @@ from localbench.measure import loadgen
 from localbench.measure.run import salvage
 from localbench.measure.session import Measurement, load_runtime
 from localbench.measure.store import ResultStore
+from localbench.runtimes.reference import ReferenceRuntime
 from localbench.transport import servers
 
 TESTS = Path(__file__).resolve().parents[1]      # tests/: fakes.py for the subprocess
@@ -127,6 +128,32 @@ def test_a_session_that_answers_nothing_after_a_failure_is_loaded_again(tmp_path
     assert statuses == {("q", p, t): "error" if p == "p1" else "ok" for p in ("p0", "p1", "p2") for t in (0, 1)}
     assert not any("generation thread died" in (r["error"] or "") for r in store.rows)
     assert len(runtime.loads) >= 2          # a window ends with the trial of p1's failure
+
+
+def test_a_server_killed_mid_window_is_started_again_for_the_rest(tmp_path):
+    """The reference server killed (SIGKILL) as a request is sent: that request is an error row, the one-token check
+    finds nothing listening, the window ends and the next round starts a new server for every request not run."""
+    killed = []
+
+    class KillsItsServerOnce(ReferenceRuntime):
+        def load(self, artifact, transport):
+            session = super().load(artifact, transport)
+            stream = session.stream
+
+            def killing(request):
+                if request.prompt_id == "p1" and not killed:
+                    killed.append(session.pid)
+                    os.kill(session.pid, signal.SIGKILL)
+                    session.server.proc.wait(10)
+                yield from stream(request)
+            session.stream = killing
+            return session
+    runtime = KillsItsServerOnce({"ttft_ms": 2.0, "itl_ms": 1.0, "log_dir": str(tmp_path)})
+    store = ResultStore(tmp_path / "p.jsonl", "k")
+    Measurement(runtime, store, "host", WL).run([ART], plan())
+    statuses = sorted(by_status(store.rows).values())
+    assert len(killed) == 1 and statuses == ["error"] + ["ok"] * 5, by_status(store.rows)
+    assert len({r["window"] for r in store.rows if r["phase"] == "warm"}) >= 2
 
 
 def test_server_killed_mid_sweep_gives_error_rows_and_the_next_artifact_runs(tmp_path, monkeypatch):
