@@ -60,6 +60,16 @@ def _read_json(path: Path, default):
     return json.loads(path.read_text()) if path.exists() else default
 
 
+def checked_bandwidth(check: dict) -> dict[str, float]:
+    """{"cuda": GB/s} from a copy check's largest probe (hardware.copy_check: the roofline probe's own
+    read_bandwidth, at the GPU profiles' 4 GiB) for a bundle whose part skipped calibration, which writes the
+    roofline; {} without one."""
+    probes = check.get("probe_cuda_gbps") or {}
+    if not probes:
+        return {}
+    return {"cuda": float(probes[max(probes, key=lambda k: int(k.removesuffix("MiB")))])}
+
+
 def load_bundle(folder: Path) -> Bundle:
     """A bundle folder; requests.parquet, artifacts.parquet and roofline.json are required."""
     folder = Path(folder)
@@ -76,7 +86,8 @@ def load_bundle(folder: Path) -> Bundle:
     host = manifest.get("host") or (hosts[0] if len(hosts) == 1 else folder.name)
     calib = pd.read_parquet(folder / "calibration.parquet") if (folder / "calibration.parquet").exists() else None
     return Bundle(host=host, requests=requests, artifacts=pd.read_parquet(folder / "artifacts.parquet"),
-                  bandwidth=roof.get("memory_bandwidth_gbps", {}), manifest=manifest, check=roof.get("check", {}),
+                  bandwidth=roof.get("memory_bandwidth_gbps") or checked_bandwidth(roof.get("check", {})),
+                  manifest=manifest, check=roof.get("check", {}),
                   extras=_read_json(folder / "extras.json", []), calibration=calib, path=folder)
 
 

@@ -18,6 +18,7 @@ FRAMEWORKS_HOST = "vm-b18d9206dc-frameworks"   # the lent H200's `frameworks` pa
 LLAMACPP_HOST = "vm-b18d9206dc-llamacpp"       # the lent H200's `llamacpp` part: llama-server and Ollama (README)
 INPROCESS_HOST = "vm-07de7a97d3-llamacpp-load"  # a lent H100: in-process beside llama-server, then the sweep (README)
 GPU_HOST = INPROCESS_HOST
+QUANT_HOST = "vm-07de7a97d3-llamacpp-only"     # a lent H100: llama-server on F16, Q8_0 and Q4_K_M (README)
 LONG_HOST = "vm-af51c8246a-frameworks-load"    # a lent H100: PyTorch to 100k with YaRN, mlx_lm.server's sweep (README)
 MLX_HOST = "vm-af51c8246a-mlx"                  # a lent H100: MLX to 100k with YaRN, both transports, chat (README)
 
@@ -306,3 +307,24 @@ def test_the_h100_mlx_bundle_has_both_transports_to_100k_and_chat_with_and_witho
     assert set(chat["transport"]) == {"inprocess"} and set(chat["cache_reuse"]) == {True, False}
     assert chat["prompt_tokens"].max() > 8000
     assert compare.host_cells(b)["of_ceiling"].between(0.001, 1.0).all()
+
+
+def test_the_h100_quant_bundle_has_f16_q8_q4_on_llama_server_and_its_roofline_from_the_copy_check(bundles):
+    """The Q8_0 cells the earlier-harness H200 bundle alone had, with the current harness (an H100 lease, 2026-12-07):
+    llama-server on F16, Q8_0 and Q4_K_M and in-process on Q4_K_M at 1k and 32k, 5 requests a cell over 2 windows,
+    energy on every row, none flagged by the GPU's batched matmul probe; the part skipped calibration, so its roofline
+    is the copy check's 4 GiB probe (bundles.checked_bandwidth)."""
+    b = bundle_of(bundles, QUANT_HOST)
+    assert "H100" in b.manifest["gpu"] and b.manifest["part"] == "llamacpp-only"
+    assert b.bandwidth == {"cuda": b.check["probe_cuda_gbps"]["4096MiB"]}
+    warm = single_stream(b.requests)
+    assert (warm["status"] == "ok").all() and not warm["drift_flag"].any()
+    for column in ("window", "probe_gbps", "idle_power_w", "energy_j", "decode_tok_per_j"):
+        assert warm[column].notna().all(), column
+    per_cell = warm.groupby(["transport", "quant", "prompt_tokens"]).size().to_dict()
+    cells = [("server", q) for q in ("F16", "Q8_0", "Q4_K_M")] + [("inprocess", "Q4_K_M")]
+    assert per_cell == {(t, q, n): 5 for t, q in cells for n in (1024, 32000)}
+    rows = compare.host_cells(b)
+    assert rows["of_ceiling"].between(0.001, 1.0).all() and (rows["ceiling_kv_tps"] < rows["ceiling_tps"]).all()
+    decode = rows[rows["transport"] == "server"].set_index(["quant", "prompt_tokens"])["decode_tps_p50"]
+    assert decode["F16"].lt(decode["Q8_0"]).all()         # fewer weight bytes a token, faster decode
