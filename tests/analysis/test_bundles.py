@@ -1,4 +1,4 @@
-"""Several machines, one report: the committed GPU bundle (results/<host>/) and matched cells across hosts."""
+"""Several machines, one report: the committed GPU bundles (results/<host>/) and matched cells across hosts."""
 import dataclasses
 import json
 from pathlib import Path
@@ -13,7 +13,6 @@ from localbench.analysis.cells import single_stream, sweep_passes
 from localbench.report import bundles as bundles_section
 
 ROOT = Path(__file__).resolve().parents[2]
-OLD_H200_HOST = "vm-466798d233"     # the lent H200 with an earlier harness (README: "What was verified where")
 FRAMEWORKS_HOST = "vm-b18d9206dc-frameworks"   # the lent H200's `frameworks` part with the current harness (README)
 LLAMACPP_HOST = "vm-b18d9206dc-llamacpp"       # the lent H200's `llamacpp` part: llama-server and Ollama (README)
 INPROCESS_HOST = "vm-07de7a97d3-llamacpp-load"  # a lent H100: in-process beside llama-server, then the sweep (README)
@@ -35,26 +34,9 @@ def bundle_of(bundles, host: str):
 
 
 @pytest.fixture(scope="module")
-def old_h200(bundles):
-    return bundle_of(bundles, OLD_H200_HOST)
-
-
-@pytest.fixture(scope="module")
 def gpu(bundles):
     """The bundle the multi-host tests build on: a GPU host with single-stream cells and a separate sweep pass."""
     return bundle_of(bundles, GPU_HOST)
-
-
-def test_old_h200_bundle_is_one_host_with_every_runtime(old_h200):
-    r = old_h200.requests
-    assert set(r["host"].unique()) == {OLD_H200_HOST} == {old_h200.manifest["host"]}
-    assert "H200" in old_h200.manifest["gpu"]
-    ok = r[(r["status"] == "ok") & (r["phase"] == "warm")]
-    for runtime in ("torch", "llamacpp", "mlx"):
-        lengths = set(ok.loc[ok["runtime"] == runtime, "prompt_tokens"])
-        assert {1024, 32000} <= lengths, f"{runtime}: {sorted(lengths)}"
-    assert set(ok.loc[ok["runtime"] == "llamacpp", "quant"]) == {"F16", "Q8_0", "Q4_K_M"}
-    assert compare.host_cells(old_h200)["of_ceiling"].between(0.001, 1.0).all()
 
 
 def test_gpu_roofline_probe_reads_the_copy_bandwidth(gpu):
