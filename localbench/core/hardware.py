@@ -127,8 +127,8 @@ def compute_probe(size: int = 256, repeats: int = 15) -> float:
 def cuda_compute_probe(size: int = 4096, warm_s: float = 0.1, batches: int = 5, per_batch: int = 20) -> float:
     """GFLOP/s of bf16 `size`x`size` matmuls on the GPU (~0.2 ms each on an H100): the median of `batches` timed
     batches of `per_batch`, after `warm_s` of untimed ones. Timed one at a time, each with its own launch and
-    synchronization, ten readings moved up to ±10 % between a window's two probes on an H100 (README);
-    benchmarks/probe_noise.py --cuda compares the two settings."""
+    synchronization, the probe moved up to 27 % between a window's two readings on an H100, batched at most 2.5 %
+    (benchmarks/probe_noise.py --cuda, 5 windows each; README)."""
     import torch
 
     a = torch.ones((size, size), device="cuda", dtype=torch.bfloat16)
